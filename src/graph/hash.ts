@@ -5,7 +5,18 @@
  * care about throughput (the store) check that the silent wasm fallback of the
  * `blake3` package did not happen.
  */
-import { createHash as createBlake3, hash as blake3Hash } from "blake3";
+import { createRequire } from "node:module";
+
+type Blake3 = typeof import("blake3");
+const require = createRequire(import.meta.url);
+let blake3Module: Blake3 | undefined;
+/**
+ * The `blake3` package, loaded on first use: the no-op path of `ukb realise`
+ * never hashes, and loading the native binding costs ~20 ms of start-up.
+ */
+function blake3(): Blake3 {
+  return (blake3Module ??= require("blake3") as Blake3);
+}
 
 /** Nix's base32 alphabet: no e, o, u, t, so hashes spell no words. */
 const BASE32_ALPHABET = "0123456789abcdfghijklmnpqrsvwxyz";
@@ -31,20 +42,20 @@ export function isBase32(text: string): boolean {
 
 /** BLAKE3 of a string or bytes, as lowercase hex (64 chars). */
 export function blake3Hex(data: string | Uint8Array): string {
-  return (blake3Hash(data) as Buffer).toString("hex");
+  return (blake3().hash(data) as Buffer).toString("hex");
 }
 
 /** BLAKE3 of a string or bytes, raw. */
 export function blake3Bytes(data: string | Uint8Array): Buffer {
-  return blake3Hash(data) as Buffer;
+  return blake3().hash(data) as Buffer;
 }
 
 /** A streaming BLAKE3 hasher. */
 export function blake3Stream(): { update(chunk: Uint8Array): void; digestHex(): string } {
-  const h = createBlake3();
+  const h = blake3().createHash();
   return {
     update: (chunk) => void h.update(chunk),
-    digestHex: () => h.digest("hex"),
+    digestHex: () => (h.digest() as Buffer).toString("hex"),
   };
 }
 

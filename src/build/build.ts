@@ -1,0 +1,238 @@
+/**
+ * Building one derivation: lock its outputs, run the builder (in the sandbox,
+ * or in-process for builtins), then normalise, scan, hash and register each
+ * output atomically. Whatever fails, nothing half-built becomes valid.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import { UkbError } from "../errors/index.js";
+import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
+import { hashTree, normaliseTree, removeTree, scanReferences, type Store } from "../store/index.js";
+import { BUILD_TOP, findBwrap, sandboxArgs } from "./sandbox.js";
+import { getBuiltin } from "./builtins.js";
+
+/** A build that failed: what, how, and the end of its log. */
+export class BuildFailedError extends UkbError {
+  constructor(
+    readonly drvName: string,
+    readonly reason: string,
+    readonly logFile: string | undefined,
+    readonly logTail: readonly string[],
+  ) {
+    super("build", `build of '${drvName}' failed: ${reason}`);
+  }
+}
+
+/** A build stopped because the run was cancelled (another build failed, or the user interrupted). */
+export class BuildCancelledError extends UkbError {
+  constructor(readonly drvName: string) {
+    super("build", `build of '${drvName}' was cancelled`);
+  }
+}
+
+export interface BuildOptions {
+  /** Threads a build may use (UKB_CORES). */
+  cores: number;
+  signal?: AbortSignal;
+  /** Called if another process holds the lock and this build waits for it. */
+  onWait?: () => void;
+  /** Options passed to builtins. */
+  builtinOptions?: Readonly<Record<string, unknown>>;
+}
+
+export interface BuildResult {
+  /** False when another process built it while this one waited. */
+  readonly built: boolean;
+  readonly ms: number;
+}
+
+const DEFAULT_EPOCH = 1;
+const LOG_TAIL_LINES = 25;
+
+function epochOf(drv: DrvRecord): number {
+  const v = Number(drv.env.SOURCE_DATE_EPOCH ?? DEFAULT_EPOCH);
+  return Number.isFinite(v) && v >= 0 ? Math.floor(v) : DEFAULT_EPOCH;
+}
+
+/** The environment a builder sees: only what is declared, plus ukb's fixed variables. */
+export function buildEnv(drv: DrvRecord, cores: number): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: "/path-not-set",
+    HOME: "/homeless-shelter",
+    TMPDIR: "/tmp",
+    TZ: "UTC",
+    LC_ALL: "C",
+    SOURCE_DATE_EPOCH: String(DEFAULT_EPOCH),
+    ...drv.env,
+    UKB_CORES: String(cores),
+    UKB_BUILD_TOP: BUILD_TOP,
+    PWD: BUILD_TOP,
+  };
+  for (const [o, p] of Object.entries(drv.outputs)) env[o] = p;
+  return env;
+}
+
+function tail(file: string): string[] {
+  try {
+    const text = fs.readFileSync(file, "utf8");
+    return text.split("\n").filter((l, i, all) => !(i === all.length - 1 && l === "")).slice(-LOG_TAIL_LINES);
+  } catch {
+    return [];
+  }
+}
+
+function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `killed by ${signal}` : `exit status ${code}`;
+}
+
+/** Runs the builder of a command derivation in the sandbox; resolves on success. */
+async function runSandboxed(store: Store, drv: DrvRecord, tmp: string, logFd: number, opts: BuildOptions): Promise<void> {
+  const inputs = new Map<string, string>();
+  for (const base of store.closure(drv.inputPaths)) inputs.set(base, store.realPath(base));
+  const args = sandboxArgs({
+    storeDir: path.join(tmp, "store"),
+    buildDir: path.join(tmp, "build"),
+    inputs,
+    env: buildEnv(drv, opts.cores),
+    builder: drv.builder,
+    args: drv.args,
+  });
+  const child = spawn(findBwrap(), args, { stdio: ["ignore", logFd, logFd], detached: true });
+  const onAbort = () => {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  };
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+      child.once("error", reject);
+      child.once("exit", (code, signal) => resolve({ code, signal }));
+    });
+    if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
+    if (code !== 0) throw describeExit(code, signal);
+  } finally {
+    opts.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * Realises one derivation whose inputs are valid. Takes the lock of its
+ * outputs first; if another process built them meanwhile, returns at once.
+ */
+export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildOptions): Promise<BuildResult> {
+  const outputBases = Object.values(drv.outputs).map(baseName);
+  let release: () => void;
+  try {
+    release = await store.locks.acquire(outputBases, opts.onWait, opts.signal);
+  } catch (err) {
+    if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
+    throw err;
+  }
+  const started = performance.now();
+  let tmp: string | undefined;
+  const mainBase = baseName(drv.outputs.out ?? drv.outputs[drv.outputNames[0]!]!);
+  const logRel = path.join("logs", `${mainBase}.log`);
+  const logFile = path.join(store.root, logRel);
+  try {
+    if (outputBases.every((b) => store.isValid(b))) return { built: false, ms: 0 };
+    // Leftovers of a build that died between rename and registration.
+    for (const b of outputBases) if (!store.isValid(b)) await removeTree(store.realPath(b));
+
+    tmp = store.makeTempDir(drv.hash.slice(0, 12));
+    const stagedStore = path.join(tmp, "store");
+    fs.mkdirSync(stagedStore);
+    fs.mkdirSync(path.join(tmp, "build"));
+    const logFd = fs.openSync(logFile, "w");
+    try {
+      if (drv.builder.startsWith("builtin:")) {
+        const outputs: Record<string, string> = {};
+        for (const [o, p] of Object.entries(drv.outputs)) outputs[o] = path.join(stagedStore, baseName(p));
+        const scratch = path.join(tmp, "build");
+        await getBuiltin(drv.builder)({
+          drv,
+          outputs,
+          realInput: (virtualPath) => {
+            if (!virtualPath.startsWith(VIRTUAL_STORE + "/")) throw new UkbError("build", `${virtualPath} is not a store path`);
+            return path.join(store.storeDir, virtualPath.slice(VIRTUAL_STORE.length + 1));
+          },
+          epoch: epochOf(drv),
+          scratch,
+          log: (line) => fs.writeSync(logFd, line.endsWith("\n") ? line : `${line}\n`),
+          signal: opts.signal ?? new AbortController().signal,
+          options: opts.builtinOptions ?? {},
+        });
+      } else {
+        await runSandboxed(store, drv, tmp, logFd, opts);
+      }
+    } catch (err) {
+      if (err instanceof BuildCancelledError) throw err;
+      if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
+      if (typeof err === "string") throw new BuildFailedError(drv.name, err, logFile, tail(logFile));
+      if (err instanceof UkbError && err.kind !== "build") throw err;
+      const reason = err instanceof UkbError ? err.message.replace(`build of '${drv.name}' `, "") : (err as Error).message;
+      throw new BuildFailedError(drv.name, reason, logFile, tail(logFile));
+    } finally {
+      fs.closeSync(logFd);
+    }
+
+    // Normalise, scan and hash every output before any of them becomes visible.
+    const candidates = new Map<string, string>();
+    for (const b of store.closure(drv.inputPaths)) candidates.set(hashPart(b), b);
+    for (const b of outputBases) candidates.set(hashPart(b), b);
+    const infos = [];
+    for (const [output, virtualPath] of Object.entries(drv.outputs)) {
+      const base = baseName(virtualPath);
+      const staged = path.join(stagedStore, base);
+      if (!fs.existsSync(staged) && !isSymlink(staged)) {
+        throw new BuildFailedError(drv.name, `the builder succeeded but did not create its output '${output}' ($${output})`, logFile, tail(logFile));
+      }
+      await normaliseTree(staged, epochOf(drv));
+      const refs = await scanReferences(staged, [...candidates.keys()]);
+      const { blake3, size } = await hashTree(staged);
+      infos.push({ base, staged, contentHash: blake3, size, references: [...refs].map((h) => candidates.get(h)!).sort() });
+    }
+    if (drv.fixed) {
+      const { checkFixedOutput } = await import("./fixed.js");
+      for (const i of infos) await checkFixedOutput(drv, i.staged, i.contentHash);
+    }
+    for (const i of infos) await moveIntoStore(i.staged, store.realPath(i.base));
+    const ms = Math.round(performance.now() - started);
+    store.register(
+      infos.map((i) => ({
+        base: i.base,
+        contentHash: i.contentHash,
+        size: i.size,
+        references: i.references,
+        deriver: drv.hash,
+        buildMs: ms,
+        log: logRel,
+        ...(drv.fixed ? { ca: `${drv.fixed.algo}:${drv.fixed.hash}` } : {}),
+      })),
+      drv,
+    );
+    return { built: true, ms };
+  } finally {
+    if (tmp) await removeTree(tmp).catch(() => undefined);
+    release();
+  }
+}
+
+function isSymlink(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+/** rename(2) of a directory to a new parent needs it writable; restore 0555 after. */
+async function moveIntoStore(from: string, to: string): Promise<void> {
+  const st = await fs.promises.lstat(from);
+  if (st.isDirectory()) await fs.promises.chmod(from, 0o755);
+  await fs.promises.rename(from, to);
+  if (st.isDirectory()) await fs.promises.chmod(to, 0o555);
+}

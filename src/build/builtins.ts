@@ -1,0 +1,50 @@
+/**
+ * Builders that ukb runs itself instead of a program in the sandbox
+ * (`builder: "builtin:<name>"`): host tools, and — layered on top — fetchers
+ * and artifact writers register here.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { UkbError } from "../errors/index.js";
+import type { DrvRecord } from "../graph/index.js";
+
+export interface BuiltinContext {
+  readonly drv: DrvRecord;
+  /** Output name → the real path the output must be written to (does not exist yet). */
+  readonly outputs: Readonly<Record<string, string>>;
+  /** The real path of an input given by its virtual store path (or a path inside it). */
+  realInput(virtualPath: string): string;
+  /** The build's SOURCE_DATE_EPOCH. */
+  readonly epoch: number;
+  /** A scratch directory that is removed after the build. */
+  readonly scratch: string;
+  /** Appends a line to the build's log. */
+  log(line: string): void;
+  readonly signal: AbortSignal;
+  /** Options from the command line that a builtin may need (offline, mirrors…). */
+  readonly options: Readonly<Record<string, unknown>>;
+}
+
+export type Builtin = (ctx: BuiltinContext) => Promise<void>;
+
+const builtins = new Map<string, Builtin>();
+
+export function registerBuiltin(name: string, fn: Builtin): void {
+  builtins.set(name, fn);
+}
+
+export function getBuiltin(builder: string): Builtin {
+  const name = builder.slice("builtin:".length);
+  const fn = builtins.get(name);
+  if (!fn) throw new UkbError("build", `unknown builtin builder '${builder}'`);
+  return fn;
+}
+
+registerBuiltin("host-tools", async (ctx) => {
+  const bin = path.join(ctx.outputs.out!, "bin");
+  await fs.promises.mkdir(bin, { recursive: true });
+  for (const tool of ctx.drv.hostTools ?? []) {
+    await fs.promises.symlink(tool.path, path.join(bin, tool.name));
+    ctx.log(`${tool.name} -> ${tool.path} (blake3 ${tool.blake3})`);
+  }
+});

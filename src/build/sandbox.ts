@@ -1,0 +1,61 @@
+/**
+ * The sandbox a builder runs in (bubblewrap): new user-visible namespaces for
+ * mounts, network (none), PIDs, IPC and hostname; the store read-only at the
+ * fixed path /ukb/store holding only the build's inputs and their closure; a
+ * fresh /build; /tmp empty; the host's system directories read-only and
+ * nothing else of the host; an environment made only of what is declared.
+ */
+import fs from "node:fs";
+import { UkbError } from "../errors/index.js";
+import { VIRTUAL_STORE } from "../graph/index.js";
+
+/** Host directories every build sees read-only (a symlink stays a symlink, as /bin → usr/bin on merged-/usr systems). */
+const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"];
+
+/** Where the build directory is mounted: fixed, so paths recorded by compilers do not vary. */
+export const BUILD_TOP = "/build";
+
+let bwrapPath: string | undefined;
+export function findBwrap(): string {
+  if (bwrapPath) return bwrapPath;
+  for (const dir of (process.env.PATH ?? "/usr/bin:/bin").split(":").concat(["/usr/bin", "/bin"])) {
+    const candidate = `${dir}/bwrap`;
+    if (dir && fs.existsSync(candidate)) return (bwrapPath = candidate);
+  }
+  throw new UkbError("build", "bubblewrap (bwrap) is not installed: builds need it for their sandbox", { hint: "apt-get install bubblewrap" });
+}
+
+export interface SandboxSpec {
+  /** Real dir mounted writable at /ukb/store; outputs appear in it. */
+  storeDir: string;
+  /** Real dir mounted at /build. */
+  buildDir: string;
+  /** Store basename → real path, mounted read-only under /ukb/store. */
+  inputs: ReadonlyMap<string, string>;
+  env: Readonly<Record<string, string>>;
+  builder: string;
+  args: readonly string[];
+}
+
+/** The bwrap command line for a build. */
+export function sandboxArgs(spec: SandboxSpec): string[] {
+  const a: string[] = ["--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "localhost"];
+  for (const dir of SYSTEM_DIRS) {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(dir);
+    } catch {
+      continue;
+    }
+    if (st.isSymbolicLink()) a.push("--symlink", fs.readlinkSync(dir), dir);
+    else if (st.isDirectory()) a.push("--ro-bind", dir, dir);
+  }
+  a.push("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp");
+  a.push("--bind", spec.storeDir, VIRTUAL_STORE);
+  for (const [base, real] of [...spec.inputs].sort()) a.push("--ro-bind", real, `${VIRTUAL_STORE}/${base}`);
+  a.push("--bind", spec.buildDir, BUILD_TOP, "--chdir", BUILD_TOP);
+  a.push("--remount-ro", "/");
+  for (const [k, v] of Object.entries(spec.env).sort()) a.push("--setenv", k, v);
+  a.push("--", spec.builder, ...spec.args);
+  return a;
+}

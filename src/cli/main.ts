@@ -1,0 +1,48 @@
+/**
+ * The `ukb` command: parse, dispatch, print errors. Commands are loaded on
+ * demand so that each pays only for the modules it uses.
+ */
+import { ExitCode, UkbError } from "../errors/index.js";
+import { renderError } from "../ui/index.js";
+
+const HELP = `ukb — declarative, content-addressed builds of unikernels
+
+usage:
+  ukb realise <recipe.ts> [-A attr]   build an export, print its output paths, link ./result
+  ukb show <recipe.ts> [-A attr]      print the canonical derivation graph as JSON
+  ukb log PATH | <recipe.ts> [-A a]   print a build's log
+  ukb store verify | gc | info PATH   check the store, collect garbage, describe a path
+
+common options: --store DIR (default ./cache, or $UKB_STORE), --json
+exit codes: 0 ok, 1 a build failed, 2 bad recipe or usage`;
+
+const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>>> = {
+  realise: async () => (await import("./realise.js")).realiseCommand,
+  build: async () => (await import("./realise.js")).realiseCommand,
+  show: async () => (await import("./show.js")).showCommand,
+  log: async () => (await import("./log.js")).logCommand,
+  store: async () => (await import("./store.js")).storeCommand,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "help" || name === "--help" || name === "-h") {
+    process.stdout.write(`${HELP}\n`);
+    return name ? ExitCode.ok : ExitCode.badInput;
+  }
+  const load = commands[name];
+  if (!load) {
+    process.stderr.write(`ukb: error: unknown command '${name}'\n${HELP}\n`);
+    return ExitCode.badInput;
+  }
+  try {
+    return await (await load())(rest);
+  } catch (err) {
+    if (err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS")) {
+      process.stderr.write(`ukb: error: ${err.message}\n`);
+      return ExitCode.badInput;
+    }
+    process.stderr.write(`${renderError(err)}\n`);
+    return err instanceof UkbError ? err.exitCode : ExitCode.buildFailed;
+  }
+}

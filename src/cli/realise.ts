@@ -1,0 +1,93 @@
+/** `ukb realise <recipe.ts> [-A attr]`: build what a recipe exports and print its output paths. */
+import fs from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { ExitCode, UkbError } from "../errors/index.js";
+import { makePlan, execute } from "../schedule/index.js";
+import { chooseMode, makeListener } from "../ui/index.js";
+import { defaultJobs, loadWithCache, openStore, parseCount, pick } from "./context.js";
+
+export const usage = `ukb realise <recipe.ts> [-A attr] [--out-link PATH | --no-out-link] [--jobs N] [--cores M]
+             [--keep-going] [--dry-run] [--json] [--store DIR]`;
+
+export async function realiseCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      attr: { type: "string", short: "A" },
+      "out-link": { type: "string", short: "o" },
+      "no-out-link": { type: "boolean" },
+      jobs: { type: "string", short: "j" },
+      cores: { type: "string" },
+      "keep-going": { type: "boolean", short: "k" },
+      "dry-run": { type: "boolean" },
+      json: { type: "boolean" },
+      store: { type: "string" },
+      "no-eval-cache": { type: "boolean" },
+    },
+  });
+  if (positionals.length !== 1) throw new UkbError("usage", `realise takes one recipe file\nusage: ${usage}`, { exitCode: ExitCode.badInput });
+  const jobs = parseCount(values.jobs, "--jobs", defaultJobs());
+  const cores = parseCount(values.cores, "--cores", 1);
+  const store = openStore(values.store);
+  try {
+    const recipe = await loadWithCache(store, positionals[0]!, !values["no-eval-cache"]);
+    const target = pick(recipe, values.attr);
+    const plan = makePlan(store, recipe.graph, [target]);
+    const outPaths = Object.values(target.outputs).map((p) => store.realPath(p));
+
+    if (values["dry-run"]) {
+      const out = process.stdout;
+      if (values.json) {
+        out.write(`${JSON.stringify({ valid: plan.valid.map((d) => d.name), build: plan.toBuild.map((d) => ({ name: d.name, drv: d.hash, outputs: d.outputs })) })}\n`);
+      } else {
+        out.write(plan.toBuild.length === 0 ? "nothing to build: every output is valid\n" : `these ${plan.toBuild.length} derivations will be built:\n`);
+        for (const d of plan.toBuild) out.write(`  ${store.realPath(d.outputs.out ?? Object.values(d.outputs)[0]!)}\n`);
+        if (plan.valid.length > 0) out.write(`${plan.valid.length} already valid\n`);
+      }
+      return ExitCode.ok;
+    }
+
+    const listener = makeListener(chooseMode(process.stderr, Boolean(values.json)));
+    const abort = new AbortController();
+    const onSignal = () => abort.abort(new UkbError("build", "interrupted"));
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    try {
+      if (plan.toBuild.length > 0) {
+        listener({ type: "plan", valid: plan.valid.length, toBuild: plan.toBuild.map((d) => ({ name: d.name, path: store.realPath(d.outputs.out ?? Object.values(d.outputs)[0]!) })) });
+        const result = await execute(store, plan, { jobs, cores, keepGoing: Boolean(values["keep-going"]), listener, signal: abort.signal });
+        if (result.failed.length > 0 || abort.signal.aborted) return ExitCode.buildFailed;
+      }
+    } finally {
+      listener.close();
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    }
+
+    if (!values["no-out-link"]) {
+      const link = path.resolve(values["out-link"] ?? "result");
+      makeOutLink(link, outPaths[0]!);
+      store.addRoot(link);
+    }
+    process.stdout.write(outPaths.map((p) => `${p}\n`).join(""));
+    return ExitCode.ok;
+  } finally {
+    store.close();
+  }
+}
+
+/** Points `link` at `target`, replacing an older link atomically; refuses to replace anything but a symlink. */
+function makeOutLink(link: string, target: string): void {
+  try {
+    const st = fs.lstatSync(link);
+    if (!st.isSymbolicLink()) throw new UkbError("usage", `${link} exists and is not a symlink: not replacing it (use --out-link or --no-out-link)`, { exitCode: ExitCode.badInput });
+    if (fs.readlinkSync(link) === target) return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  const tmp = `${link}.tmp-${process.pid}`;
+  fs.symlinkSync(target, tmp);
+  fs.renameSync(tmp, link);
+}

@@ -1,0 +1,60 @@
+/** `ukb store verify|gc|info`: look after the store. */
+import { parseArgs } from "node:util";
+import { ExitCode, UkbError, UsageError } from "../errors/index.js";
+import { collectGarbage, verifyStore } from "../store/index.js";
+import { openStore } from "./context.js";
+
+export const usage = `ukb store verify [--store DIR]
+ukb store gc [--dry-run] [--store DIR]
+ukb store info PATH [--json] [--store DIR]`;
+
+export async function storeCommand(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: { store: { type: "string" }, "dry-run": { type: "boolean" }, json: { type: "boolean" } },
+  });
+  const store = openStore(values.store);
+  try {
+    switch (sub) {
+      case "verify": {
+        const report = await verifyStore(store);
+        for (const p of report.problems) process.stdout.write(`${p.problem}: ${p.base}: ${p.detail}\n`);
+        process.stdout.write(`checked ${report.checked} paths: ${report.problems.length === 0 ? "all valid" : `${report.problems.length} problems`}\n`);
+        return report.problems.length === 0 ? ExitCode.ok : ExitCode.buildFailed;
+      }
+      case "gc": {
+        const report = await collectGarbage(store, { dryRun: Boolean(values["dry-run"]) });
+        for (const b of report.deleted) process.stdout.write(`${values["dry-run"] ? "would delete" : "deleted"} ${store.realPath(b)}\n`);
+        process.stdout.write(`${report.roots} roots keep ${report.kept} paths; ${report.deleted.length} ${values["dry-run"] ? "would be " : ""}deleted, ${(report.freedBytes / 1e6).toFixed(2)} MB\n`);
+        return ExitCode.ok;
+      }
+      case "info": {
+        if (positionals.length !== 1) throw new UsageError("usage: ukb store info PATH");
+        const base = store.parse(positionals[0]!);
+        const info = base ? store.info(base) : undefined;
+        if (!info) throw new UkbError("store", `${positionals[0]} is not a valid path in the store at ${store.root}`, { exitCode: ExitCode.badInput });
+        const drv = info.deriver ? store.getDrv(info.deriver) : undefined;
+        const view = {
+          path: store.realPath(info.base),
+          contentHash: `blake3:${info.contentHash}`,
+          size: info.size,
+          references: info.references.map((r) => store.realPath(r)),
+          deriver: info.deriver ? `${drv?.name ?? "?"} (${info.deriver})` : null,
+          ca: info.ca ?? null,
+          buildMs: info.buildMs ?? null,
+          registeredAt: new Date(info.registeredAt).toISOString(),
+          signatures: info.signatures,
+        };
+        if (values.json) process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
+        else for (const [k, v] of Object.entries(view)) process.stdout.write(`${k.padEnd(13)} ${Array.isArray(v) ? v.join("\n              ") || "(none)" : v ?? "-"}\n`);
+        return ExitCode.ok;
+      }
+      default:
+        throw new UsageError(`unknown store command '${sub ?? ""}'\nusage:\n${usage}`);
+    }
+  } finally {
+    store.close();
+  }
+}

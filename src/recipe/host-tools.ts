@@ -1,0 +1,96 @@
+/**
+ * `hostTools`: the one door from a build to the host.
+ *
+ * Builds see no PATH and none of the host but its read-only system
+ * directories. A recipe names the host programs it needs; ukb resolves each on
+ * the host's PATH and hashes the file it resolves to, so upgrading gcc changes
+ * the hash of every derivation downstream. The output is a `bin/` of symlinks
+ * to the programs' host paths, which the sandbox shows read-only.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { RecipeError } from "../errors/index.js";
+import { blake3Hex, type HostTool } from "../graph/index.js";
+import { callerLocation } from "./location.js";
+import { checkName, makeDerivation, type Derivation } from "./derivation.js";
+import { recordDependency } from "./eval-deps.js";
+
+/** Host directories a build can see (read-only); a tool must live in one of them. */
+export const HOST_SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"] as const;
+
+const digestCache = new Map<string, { key: string; blake3: string }>();
+
+function fileDigest(file: string): string {
+  const st = fs.statSync(file);
+  const key = `${st.size}:${st.mtimeMs}:${st.ino}`;
+  const cached = digestCache.get(file);
+  if (cached?.key === key) return cached.blake3;
+  const blake3 = blake3Hex(fs.readFileSync(file));
+  digestCache.set(file, { key, blake3 });
+  return blake3;
+}
+
+function findOnPath(program: string, searchPath: string): string | undefined {
+  if (program.includes("/")) return fs.existsSync(program) ? program : undefined;
+  for (const dir of searchPath.split(":")) {
+    if (!dir) continue;
+    const candidate = path.join(dir, program);
+    try {
+      const st = fs.statSync(candidate);
+      if (st.isFile() && (st.mode & 0o111) !== 0) return candidate;
+    } catch {
+      // not in this directory
+    }
+  }
+  return undefined;
+}
+
+function visibleInSandbox(file: string): boolean {
+  return HOST_SYSTEM_DIRS.some((d) => file === d || file.startsWith(d + "/"));
+}
+
+/** Options of {@link hostTools}. */
+export interface HostToolsOptions {
+  /** Name of the derivation; default `host-tools`. */
+  name?: string;
+  /** The PATH to search; default the host's `PATH`. */
+  path?: string;
+}
+
+/**
+ * Declares host programs a build may use, e.g. `hostTools(["sh", "make", "gcc"])`.
+ * Its output's `bin/` holds them; its hash covers each program's contents.
+ * A name may be `alias=program` (`"cc=gcc-12"`) to expose a program under another name.
+ */
+export function hostTools(programs: readonly string[], options: HostToolsOptions = {}): Derivation {
+  const name = checkName(options.name ?? "host-tools", "hostTools");
+  if (!Array.isArray(programs) || programs.length === 0) throw new RecipeError("hostTools() needs a non-empty list of program names", callerLocation());
+  const searchPath = options.path ?? process.env.PATH ?? "/usr/bin:/bin";
+  const tools: HostTool[] = [];
+  const seen = new Set<string>();
+  for (const entry of programs) {
+    if (typeof entry !== "string" || entry === "") throw new RecipeError("hostTools(): every program must be a non-empty string", callerLocation());
+    const [alias, program] = entry.includes("=") ? (entry.split("=", 2) as [string, string]) : [path.basename(entry), entry];
+    checkName(alias, "hostTools: a program");
+    if (seen.has(alias)) continue;
+    seen.add(alias);
+    const found = findOnPath(program, searchPath);
+    if (!found) throw new RecipeError(`hostTools: '${program}' is not on the host's PATH`, callerLocation());
+    const real = fs.realpathSync(found);
+    if (!visibleInSandbox(found) || !visibleInSandbox(real)) {
+      throw new RecipeError(`hostTools: '${program}' resolves to ${real}, outside the system directories builds can see (${HOST_SYSTEM_DIRS.join(" ")})`, callerLocation());
+    }
+    recordDependency(real);
+    tools.push({ name: alias, path: found, blake3: fileDigest(real) });
+  }
+  tools.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return makeDerivation({
+    kind: "host-tools",
+    name,
+    builder: "builtin:host-tools",
+    args: [],
+    env: {},
+    outputNames: ["out"],
+    hostTools: tools,
+  });
+}

@@ -1,0 +1,7 @@
+/**
+ * The public recipe API: what `import { … } from "ukb"` gives a recipe.
+ * Everything here is pure (builds nothing, fetches nothing) except
+ * `hostTools`, which looks the named programs up on the host.
+ */
+export { derivation, Derivation, OutputRef, isDerivation, type DerivationSpec, type StringLike } from "./derivation.js";
+export { hostTools, type HostToolsOptions } from "./host-tools.js";

@@ -1,0 +1,193 @@
+/**
+ * The recipe loader: evaluates a recipe module through tsx and turns its
+ * exports into a derivation graph. `import … from "ukb"` in a recipe resolves
+ * to the running ukb, so a user's repository needs no install of its own.
+ *
+ * Evaluated graphs are cached (by the caller's cache, keyed on the recipe's
+ * path) together with the files the evaluation read; a later load whose files
+ * are unchanged returns the cached graph without loading tsx at all.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { RecipeError, UkbError } from "../errors/index.js";
+import type { DrvRecord, Graph } from "../graph/index.js";
+import { closureOf, isDerivation, isOutputRef } from "./derivation.js";
+import { startRecording } from "./eval-deps.js";
+
+/** A recipe, evaluated. */
+export interface LoadedRecipe {
+  readonly file: string;
+  /** Export name → hash of the derivation it holds. */
+  readonly exports: Readonly<Record<string, string>>;
+  /** Every derivation the exports reach. */
+  readonly graph: Graph;
+  /** Files the evaluation depended on. */
+  readonly deps: readonly string[];
+  /** Whether this came from the cache. */
+  readonly cached: boolean;
+}
+
+/** Where cached evaluations live (the store's database). */
+export interface EvalCacheStorage {
+  get(key: string): string | undefined;
+  put(key: string, value: string): void;
+}
+
+interface DepStamp {
+  path: string;
+  size: number;
+  mtimeMs: number;
+  ino: number;
+  blake3: string;
+}
+
+interface CacheEntry {
+  deps: DepStamp[];
+  exports: Record<string, string>;
+  drvs: Record<string, DrvRecord>;
+}
+
+const ownDir = path.dirname(fileURLToPath(import.meta.url));
+const runningFromSource = import.meta.url.endsWith(".ts");
+const apiUrl = pathToFileURL(path.join(ownDir, runningFromSource ? "index.ts" : "index.js")).href;
+
+let aliasRegistered = false;
+/** Makes `import … from "ukb"` resolve to this ukb, whatever directory the recipe is in. */
+async function registerAlias(): Promise<void> {
+  if (aliasRegistered) return;
+  aliasRegistered = true;
+  const { register } = await import("node:module");
+  const hooks = `
+    let target;
+    export async function initialize(data) { target = data.url; }
+    export async function resolve(specifier, context, next) {
+      if (specifier === "ukb") return { url: target, shortCircuit: true };
+      return next(specifier, context);
+    }`;
+  register(`data:text/javascript,${encodeURIComponent(hooks)}`, { data: { url: apiUrl } });
+  // A recipe outside any package with "type": "module" is loaded as CommonJS
+  // by tsx, through require(): map the name there too.
+  const { createRequire } = await import("node:module");
+  const Module = createRequire(import.meta.url)("node:module") as { _resolveFilename: (request: string, ...rest: unknown[]) => string };
+  const original = Module._resolveFilename;
+  const apiFile = fileURLToPath(apiUrl);
+  Module._resolveFilename = function (request: string, ...rest: unknown[]) {
+    return request === "ukb" ? apiFile : original.call(this, request, ...rest);
+  };
+}
+
+function stamp(file: string, blake3: (data: Uint8Array) => string): DepStamp {
+  const st = fs.statSync(file);
+  return { path: file, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, blake3: blake3(fs.readFileSync(file)) };
+}
+
+/** True when every file is as it was; a changed stat with unchanged content still counts as unchanged. */
+async function depsUnchanged(deps: DepStamp[]): Promise<boolean> {
+  for (const dep of deps) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(dep.path);
+    } catch {
+      return false;
+    }
+    if (st.size === dep.size && st.mtimeMs === dep.mtimeMs && st.ino === dep.ino) continue;
+    const { blake3Hex } = await import("../graph/hash.js");
+    if (st.size !== dep.size || blake3Hex(fs.readFileSync(dep.path)) !== dep.blake3) return false;
+  }
+  return true;
+}
+
+/** The line of a recipe an exception points at, from esbuild's message or the stack. */
+function locate(err: unknown, file: string): { file: string; line?: number } {
+  const rel = path.relative(process.cwd(), file) || file;
+  const text = err instanceof Error ? `${err.message}\n${err.stack ?? ""}` : String(err);
+  const escaped = file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const m = new RegExp(`${escaped}:(\\d+)(?::\\d+)?`).exec(text);
+  return m ? { file: rel, line: Number(m[1]) } : { file: rel };
+}
+
+function firstLine(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  // esbuild: "Transform failed with 1 error:\n/path/x.ts:3:4: ERROR: Expected ..."
+  const esbuild = /ERROR: (.*)/.exec(msg);
+  if (esbuild) return `syntax error: ${esbuild[1]}`;
+  const line = msg.split("\n").find((l) => l.trim() !== "") ?? "unknown error";
+  return err instanceof SyntaxError ? `syntax error: ${line}` : line;
+}
+
+/** Evaluates a recipe (no cache). */
+export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> {
+  const file = path.resolve(recipeFile);
+  if (!fs.existsSync(file)) throw new RecipeError(`no such recipe file`, { file: recipeFile });
+  await registerAlias();
+  const { tsImport } = await import("tsx/esm/api");
+  const imported = new Set<string>([file]);
+  const stopRecording = startRecording();
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await tsImport(pathToFileURL(file).href, {
+      parentURL: import.meta.url,
+      onImport: (url: string) => {
+        if (!url.startsWith("file:")) return;
+        const p = fileURLToPath(url.split("?")[0]!);
+        if (!p.includes(`${path.sep}node_modules${path.sep}`) && !p.startsWith(path.dirname(ownDir) + path.sep)) imported.add(p);
+      },
+    })) as Record<string, unknown>;
+  } catch (err) {
+    if (err instanceof UkbError) throw err;
+    throw new RecipeError(firstLine(err), locate(err, file), err);
+  }
+  const readFiles = stopRecording();
+  // A recipe loaded as CommonJS arrives wrapped: its exports object is the namespace's default.
+  const inner = mod.default as Record<string, unknown> | undefined;
+  if (inner && typeof inner === "object" && !isDerivation(inner) && !isOutputRef(inner) && "__esModule" in inner) mod = inner;
+  const exports: Record<string, string> = {};
+  const roots: DrvRecord[] = [];
+  for (const [name, value] of Object.entries(mod)) {
+    const drv = isDerivation(value) ? value.drv : isOutputRef(value) ? value.derivation.drv : undefined;
+    if (!drv) continue;
+    exports[name] = drv.hash;
+    roots.push(drv);
+  }
+  if (roots.length === 0) throw new RecipeError("exports no derivation", { file: path.relative(process.cwd(), file) || file });
+  return { file, exports, graph: { drvs: closureOf(roots) }, deps: [...new Set([...imported, ...readFiles])].sort(), cached: false };
+}
+
+/**
+ * Loads a recipe, from `cache` when none of the files its last evaluation read
+ * has changed. `salt` goes into the key (ukb's version, the host PATH).
+ */
+export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, salt = ""): Promise<LoadedRecipe> {
+  const file = path.resolve(recipeFile);
+  const key = `${file}\0${salt}`;
+  const hit = cache?.get(key);
+  if (hit) {
+    const entry = JSON.parse(hit) as CacheEntry;
+    if (await depsUnchanged(entry.deps)) {
+      return { file, exports: entry.exports, graph: { drvs: entry.drvs }, deps: entry.deps.map((d) => d.path), cached: true };
+    }
+  }
+  const loaded = await evaluateRecipe(file);
+  if (cache) {
+    const { blake3Hex } = await import("../graph/hash.js");
+    const entry: CacheEntry = { deps: loaded.deps.map((d) => stamp(d, blake3Hex)), exports: { ...loaded.exports }, drvs: { ...loaded.graph.drvs } };
+    cache.put(key, JSON.stringify(entry));
+  }
+  return loaded;
+}
+
+/** Picks the export `attr` (default: `default`) of a loaded recipe. */
+export function selectExport(recipe: LoadedRecipe, attr: string | undefined): DrvRecord {
+  const name = attr ?? "default";
+  const hash = recipe.exports[name];
+  const rel = path.relative(process.cwd(), recipe.file) || recipe.file;
+  if (!hash) {
+    const names = Object.keys(recipe.exports);
+    throw new RecipeError(
+      attr === undefined ? `has no default export (exports: ${names.join(", ")}); pick one with -A NAME` : `has no derivation export '${name}' (exports: ${names.join(", ")})`,
+      { file: rel },
+    );
+  }
+  return recipe.graph.drvs[hash]!;
+}

@@ -1,0 +1,64 @@
+/**
+ * The store's database (better-sqlite3, WAL): what is valid, and facts about
+ * it. A path is valid exactly when its row exists; rows are written in one
+ * transaction after the files are in place, so a crash at any moment leaves
+ * either a valid path or an invalid leftover that the next build removes.
+ */
+import Database from "better-sqlite3";
+
+export type Db = Database.Database;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS paths (
+  id            INTEGER PRIMARY KEY,
+  base          TEXT NOT NULL UNIQUE,   -- <hash>-<name>
+  content_hash  TEXT NOT NULL,          -- BLAKE3 of the canonical archive
+  size          INTEGER NOT NULL,       -- size of the canonical archive
+  deriver       TEXT,                   -- hash of the derivation that made it
+  ca            TEXT,                   -- fixed outputs: the declared hash
+  registered_at INTEGER NOT NULL,
+  build_ms      INTEGER,
+  log           TEXT,                   -- log file, relative to the store root
+  signatures    TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS refs (
+  referrer  INTEGER NOT NULL REFERENCES paths(id) ON DELETE CASCADE,
+  reference INTEGER NOT NULL REFERENCES paths(id) ON DELETE RESTRICT,
+  PRIMARY KEY (referrer, reference)
+);
+CREATE INDEX IF NOT EXISTS refs_reference ON refs(reference);
+CREATE TABLE IF NOT EXISTS drvs (
+  hash TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drv_outputs (
+  drv    TEXT NOT NULL,
+  output TEXT NOT NULL,
+  base   TEXT NOT NULL,
+  PRIMARY KEY (drv, output)
+);
+CREATE INDEX IF NOT EXISTS drv_outputs_base ON drv_outputs(base);
+CREATE TABLE IF NOT EXISTS roots (
+  link TEXT PRIMARY KEY                 -- absolute path of an out-link
+);
+CREATE TABLE IF NOT EXISTS locks (
+  name  TEXT PRIMARY KEY,
+  owner TEXT NOT NULL,                  -- host:pid:start-time
+  since INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS eval_cache (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+`;
+
+export function openDb(file: string): Db {
+  const db = new Database(file);
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = NORMAL");
+  db.pragma("foreign_keys = ON");
+  db.pragma("busy_timeout = 10000");
+  db.exec(SCHEMA);
+  return db;
+}

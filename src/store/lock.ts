@@ -1,0 +1,87 @@
+/**
+ * Cross-process locks kept in the store's database. A lock row names its
+ * owner by host, PID and the process's start time, so a lock held by a
+ * process that died (kill -9) is recognised and taken over, and a recycled
+ * PID is not mistaken for the old owner.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import type { Db } from "./db.js";
+
+function startTime(pid: number): string {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Field 22 (starttime) comes after the parenthesised command name, which may hold spaces.
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? "?";
+  } catch {
+    return "?";
+  }
+}
+
+const host = os.hostname();
+/** This process, as lock rows and temp directories name it. */
+export const SELF = `${host}:${process.pid}:${startTime(process.pid)}`;
+
+/** Whether the process an owner string names is still running. */
+export function ownerAlive(owner: string): boolean {
+  const [ownerHost, pidText, start] = owner.split(":");
+  if (ownerHost !== host) return true; // another machine: we cannot tell, so we wait
+  const pid = Number(pidText);
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+  return startTime(pid) === start;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class Locks {
+  private readonly tryTake: (name: string) => boolean;
+  private readonly drop: (name: string) => void;
+
+  constructor(db: Db) {
+    const select = db.prepare<[string], { owner: string }>("SELECT owner FROM locks WHERE name = ?");
+    const upsert = db.prepare("INSERT OR REPLACE INTO locks (name, owner, since) VALUES (?, ?, ?)");
+    const del = db.prepare("DELETE FROM locks WHERE name = ? AND owner = ?");
+    this.tryTake = db.transaction((name: string) => {
+      const row = select.get(name);
+      if (row && row.owner !== SELF && ownerAlive(row.owner)) return false;
+      upsert.run(name, SELF, Date.now());
+      return true;
+    }).immediate as (name: string) => boolean;
+    this.drop = (name) => void del.run(name, SELF);
+  }
+
+  /**
+   * Takes every lock in `names` (in sorted order, so two processes never
+   * deadlock), waiting for live owners; `onWait` is called once if it waits.
+   */
+  async acquire(names: readonly string[], onWait?: () => void, signal?: AbortSignal): Promise<() => void> {
+    const sorted = [...new Set(names)].sort();
+    const taken: string[] = [];
+    let waited = false;
+    try {
+      for (const name of sorted) {
+        let delay = 5;
+        while (!this.tryTake(name)) {
+          if (!waited) {
+            waited = true;
+            onWait?.();
+          }
+          if (signal?.aborted) throw signal.reason;
+          await sleep(delay);
+          delay = Math.min(delay * 2, 100);
+        }
+        taken.push(name);
+      }
+    } catch (err) {
+      for (const name of taken) this.drop(name);
+      throw err;
+    }
+    return () => {
+      for (const name of taken) this.drop(name);
+    };
+  }
+}

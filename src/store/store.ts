@@ -1,0 +1,288 @@
+/**
+ * The store: immutable outputs under `<root>/store/<hash>-<name>`, facts about
+ * them in `<root>/ukb.sqlite`. Builds see it at the fixed virtual path
+ * `/ukb/store`; here it is wherever the user keeps it.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import crypto from "node:crypto";
+import { UkbError } from "../errors/index.js";
+import { baseName, type DrvRecord } from "../graph/index.js";
+import { openDb, type Db } from "./db.js";
+import { Locks, SELF, ownerAlive } from "./lock.js";
+import { removeTree } from "./fsutil.js";
+
+/** What the store knows about a valid path. */
+export interface PathInfo {
+  /** `<hash>-<name>` */
+  readonly base: string;
+  /** BLAKE3 (hex) of the canonical archive. */
+  readonly contentHash: string;
+  /** Size in bytes of the canonical archive. */
+  readonly size: number;
+  /** Basenames of the store paths it refers to (itself included when it does). */
+  readonly references: readonly string[];
+  /** Hash of the derivation that produced it. */
+  readonly deriver?: string;
+  /** Fixed outputs: `<algo>:<hex>` of the declared content. */
+  readonly ca?: string;
+  readonly registeredAt: number;
+  readonly buildMs?: number;
+  /** Log file relative to the store root. */
+  readonly log?: string;
+  readonly signatures: readonly string[];
+}
+
+interface PathRow {
+  id: number;
+  base: string;
+  content_hash: string;
+  size: number;
+  deriver: string | null;
+  ca: string | null;
+  registered_at: number;
+  build_ms: number | null;
+  log: string | null;
+  signatures: string;
+}
+
+export class Store {
+  /** The store's root folder (holding `store/`, `ukb.sqlite`, `logs/`, `tmp/`). */
+  readonly root: string;
+  /** Where outputs live on disk. */
+  readonly storeDir: string;
+  readonly logDir: string;
+  readonly tmpDir: string;
+  readonly db: Db;
+  readonly locks: Locks;
+  private readonly stmts;
+
+  private constructor(root: string) {
+    this.root = root;
+    this.storeDir = path.join(root, "store");
+    this.logDir = path.join(root, "logs");
+    this.tmpDir = path.join(root, "tmp");
+    for (const d of [this.storeDir, this.logDir, this.tmpDir]) fs.mkdirSync(d, { recursive: true });
+    this.db = openDb(path.join(root, "ukb.sqlite"));
+    this.locks = new Locks(this.db);
+    const db = this.db;
+    this.stmts = {
+      byBase: db.prepare<[string], PathRow>("SELECT * FROM paths WHERE base = ?"),
+      valid: db.prepare<[string], { one: number }>("SELECT 1 AS one FROM paths WHERE base = ?"),
+      refsOf: db.prepare<[number], { base: string }>("SELECT p.base FROM refs r JOIN paths p ON p.id = r.reference WHERE r.referrer = ? ORDER BY p.base"),
+      referrersOf: db.prepare<[number], { base: string }>("SELECT p.base FROM refs r JOIN paths p ON p.id = r.referrer WHERE r.reference = ? ORDER BY p.base"),
+      insertPath: db.prepare(
+        "INSERT INTO paths (base, content_hash, size, deriver, ca, registered_at, build_ms, log, signatures) VALUES (@base, @contentHash, @size, @deriver, @ca, @registeredAt, @buildMs, @log, @signatures)",
+      ),
+      insertRef: db.prepare("INSERT OR IGNORE INTO refs (referrer, reference) SELECT a.id, b.id FROM paths a, paths b WHERE a.base = ? AND b.base = ?"),
+      insertDrv: db.prepare("INSERT OR IGNORE INTO drvs (hash, name, json) VALUES (?, ?, ?)"),
+      insertDrvOutput: db.prepare("INSERT OR REPLACE INTO drv_outputs (drv, output, base) VALUES (?, ?, ?)"),
+      getDrv: db.prepare<[string], { json: string }>("SELECT json FROM drvs WHERE hash = ?"),
+      drvOfBase: db.prepare<[string], { drv: string }>("SELECT drv FROM drv_outputs WHERE base = ?"),
+      allBases: db.prepare<[], { base: string }>("SELECT base FROM paths ORDER BY base"),
+      deletePath: db.prepare("DELETE FROM paths WHERE base = ?"),
+      evalGet: db.prepare<[string], { value: string }>("SELECT value FROM eval_cache WHERE key = ?"),
+      evalPut: db.prepare("INSERT OR REPLACE INTO eval_cache (key, value) VALUES (?, ?)"),
+      addRoot: db.prepare("INSERT OR IGNORE INTO roots (link) VALUES (?)"),
+      roots: db.prepare<[], { link: string }>("SELECT link FROM roots ORDER BY link"),
+      deleteRoot: db.prepare("DELETE FROM roots WHERE link = ?"),
+      setSignatures: db.prepare("UPDATE paths SET signatures = ? WHERE base = ?"),
+    };
+  }
+
+  /** Opens (creating if needed) the store rooted at `root`. */
+  static open(root: string): Store {
+    const abs = path.resolve(root);
+    try {
+      fs.mkdirSync(abs, { recursive: true });
+      return new Store(abs);
+    } catch (err) {
+      if (err instanceof UkbError) throw err;
+      throw new UkbError("store", `cannot open the store at ${abs}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** The on-disk path of a store path (virtual or real) or basename. */
+  realPath(storePath: string): string {
+    return path.join(this.storeDir, baseName(storePath));
+  }
+
+  /**
+   * The basename a user's argument names: a basename, a real or virtual store
+   * path (or a file inside one), or a symlink into the store such as ./result.
+   */
+  parse(arg: string): string | undefined {
+    if (/^[0-9a-df-np-sv-z]{32}-[^/]+$/.test(arg)) return arg;
+    let p = path.resolve(arg);
+    try {
+      p = fs.realpathSync(p);
+    } catch {
+      // not on disk: may still be a virtual path
+    }
+    for (const prefix of [this.storeDir + "/", "/ukb/store/"]) {
+      if (p.startsWith(prefix)) {
+        const base = p.slice(prefix.length).split("/")[0]!;
+        if (/^[0-9a-df-np-sv-z]{32}-/.test(base)) return base;
+      }
+    }
+    return undefined;
+  }
+
+  isValid(storePath: string): boolean {
+    return this.stmts.valid.get(baseName(storePath)) !== undefined;
+  }
+
+  info(storePath: string): PathInfo | undefined {
+    const row = this.stmts.byBase.get(baseName(storePath));
+    if (!row) return undefined;
+    const info: { -readonly [K in keyof PathInfo]: PathInfo[K] } = {
+      base: row.base,
+      contentHash: row.content_hash,
+      size: row.size,
+      references: this.stmts.refsOf.all(row.id).map((r) => r.base),
+      registeredAt: row.registered_at,
+      signatures: JSON.parse(row.signatures) as string[],
+    };
+    if (row.deriver !== null) info.deriver = row.deriver;
+    if (row.ca !== null) info.ca = row.ca;
+    if (row.build_ms !== null) info.buildMs = row.build_ms;
+    if (row.log !== null) info.log = row.log;
+    return info;
+  }
+
+  /** Basenames of valid paths that refer to this one. */
+  referrers(storePath: string): string[] {
+    const row = this.stmts.byBase.get(baseName(storePath));
+    return row ? this.stmts.referrersOf.all(row.id).map((r) => r.base) : [];
+  }
+
+  /** The paths and everything they refer to, transitively (basenames, sorted). */
+  closure(storePaths: readonly string[]): string[] {
+    const seen = new Set<string>();
+    const todo = storePaths.map(baseName);
+    while (todo.length > 0) {
+      const b = todo.pop()!;
+      if (seen.has(b)) continue;
+      const info = this.info(b);
+      if (!info) throw new UkbError("store", `${b} is not valid in the store at ${this.root}`);
+      seen.add(b);
+      todo.push(...info.references);
+    }
+    return [...seen].sort();
+  }
+
+  /** Every valid path (basenames). */
+  allValid(): string[] {
+    return this.stmts.allBases.all().map((r) => r.base);
+  }
+
+  /**
+   * Makes paths valid, in one transaction. Their files must already be at
+   * their real paths and their references valid or among `infos`.
+   */
+  register(infos: readonly Omit<PathInfo, "registeredAt" | "signatures">[], drv?: DrvRecord): void {
+    const now = Date.now();
+    this.db.transaction(() => {
+      for (const i of infos) {
+        this.stmts.insertPath.run({
+          base: i.base,
+          contentHash: i.contentHash,
+          size: i.size,
+          deriver: i.deriver ?? null,
+          ca: i.ca ?? null,
+          registeredAt: now,
+          buildMs: i.buildMs ?? null,
+          log: i.log ?? null,
+          signatures: "[]",
+        });
+      }
+      for (const i of infos) {
+        for (const r of i.references) {
+          if (!this.stmts.valid.get(r)) throw new UkbError("store", `${i.base} refers to ${r}, which is not valid`);
+          this.stmts.insertRef.run(i.base, r);
+        }
+      }
+      if (drv) this.saveDrv(drv);
+    })();
+  }
+
+  /** Records a derivation (for `ukb log`, `ukb store info` and `ukb check`). */
+  saveDrv(drv: DrvRecord): void {
+    this.stmts.insertDrv.run(drv.hash, drv.name, JSON.stringify(drv));
+    for (const [o, p] of Object.entries(drv.outputs)) this.stmts.insertDrvOutput.run(drv.hash, o, baseName(p));
+  }
+
+  getDrv(hash: string): DrvRecord | undefined {
+    const row = this.stmts.getDrv.get(hash);
+    return row ? (JSON.parse(row.json) as DrvRecord) : undefined;
+  }
+
+  /** The derivation that declares this output path, if the store has seen it. */
+  drvOf(storePath: string): DrvRecord | undefined {
+    const row = this.stmts.drvOfBase.get(baseName(storePath));
+    return row ? this.getDrv(row.drv) : undefined;
+  }
+
+  setSignatures(storePath: string, signatures: readonly string[]): void {
+    this.stmts.setSignatures.run(JSON.stringify([...new Set(signatures)].sort()), baseName(storePath));
+  }
+
+  /** Forgets paths (gc); their referrers must be gone first. */
+  invalidate(bases: readonly string[]): void {
+    this.db.transaction(() => {
+      for (const b of bases) this.stmts.deletePath.run(b);
+    })();
+  }
+
+  /** A fresh temp dir inside the store's filesystem, named after this process so gc knows whose it is. */
+  makeTempDir(tag: string): string {
+    const dir = path.join(this.tmpDir, `${SELF.replaceAll(":", "_")}_${tag}_${crypto.randomBytes(4).toString("hex")}`);
+    fs.mkdirSync(dir, { recursive: true });
+    return dir;
+  }
+
+  /** Removes temp dirs whose owning process is gone. */
+  async cleanDeadTemps(): Promise<number> {
+    let n = 0;
+    for (const name of fs.readdirSync(this.tmpDir)) {
+      const [host, pid, start] = name.split("_");
+      if (ownerAlive(`${host}:${pid}:${start}`)) continue;
+      await removeTree(path.join(this.tmpDir, name));
+      n++;
+    }
+    return n;
+  }
+
+  /** An out-link (`./result`) is a gc root while it points into this store. */
+  addRoot(link: string): void {
+    this.stmts.addRoot.run(path.resolve(link));
+  }
+
+  /** Valid paths the roots point at (stale roots are forgotten). */
+  rootPaths(): Map<string, string> {
+    const live = new Map<string, string>();
+    for (const { link } of this.stmts.roots.all()) {
+      let target: string | undefined;
+      try {
+        target = fs.readlinkSync(link);
+      } catch {
+        target = undefined;
+      }
+      const base = target && path.dirname(path.resolve(path.dirname(link), target)) === this.storeDir ? path.basename(target) : undefined;
+      if (base && this.isValid(base)) live.set(link, base);
+      else this.stmts.deleteRoot.run(link);
+    }
+    return live;
+  }
+
+  evalCache(): { get(key: string): string | undefined; put(key: string, value: string): void } {
+    return {
+      get: (key) => this.stmts.evalGet.get(key)?.value,
+      put: (key, value) => void this.stmts.evalPut.run(key, value),
+    };
+  }
+}

@@ -1,0 +1,2 @@
+export { renderError, renderFailure } from "./errors.js";
+export { chooseMode, makeListener, type ProgressMode } from "./progress.js";
