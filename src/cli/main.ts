@@ -2,7 +2,7 @@
  * The `ukb` command: parse, dispatch, print errors. Commands are loaded on
  * demand so that each pays only for the modules it uses.
  */
-import { ExitCode, UkbError } from "../errors/index.js";
+import { ExitCode, isUkbError } from "../errors/index.js";
 import { renderError } from "../ui/index.js";
 
 const HELP = `ukb — declarative, content-addressed builds of unikernels
@@ -43,6 +43,6 @@ export async function main(argv: string[]): Promise<number> {
       return ExitCode.badInput;
     }
     process.stderr.write(`${renderError(err)}\n`);
-    return err instanceof UkbError ? err.exitCode : ExitCode.buildFailed;
+    return isUkbError(err) ? err.exitCode : ExitCode.buildFailed;
   }
 }

@@ -26,7 +26,11 @@ export type ErrorKind =
   | "cache"
   | "internal";
 
+const BRAND = Symbol.for("ukb.error");
+
 export class UkbError extends Error {
+  /** Marks ukb's errors across copies of this module (a recipe may load its own copy of the API). */
+  readonly [BRAND] = true;
   readonly kind: ErrorKind;
   readonly exitCode: number;
   /** A command the user can run to fix the problem, printed after the message. */
@@ -71,6 +75,7 @@ export class HashMismatchError extends UkbError {
   }
 }
 
+/** True for any ukb error, also one made by another copy of this module. */
 export function isUkbError(value: unknown): value is UkbError {
-  return value instanceof UkbError;
+  return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
 }

@@ -10,7 +10,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { RecipeError, UkbError } from "../errors/index.js";
+import { isUkbError, RecipeError } from "../errors/index.js";
 import type { DrvRecord, Graph } from "../graph/index.js";
 import { closureOf, isDerivation, isOutputRef } from "./derivation.js";
 import { startRecording } from "./eval-deps.js";
@@ -53,11 +53,14 @@ const runningFromSource = import.meta.url.endsWith(".ts");
 const apiUrl = pathToFileURL(path.join(ownDir, runningFromSource ? "index.ts" : "index.js")).href;
 
 let aliasRegistered = false;
+/** Files that CommonJS recipes resolved while being evaluated. */
+const requiredFiles = new Set<string>();
+
 /** Makes `import … from "ukb"` resolve to this ukb, whatever directory the recipe is in. */
 async function registerAlias(): Promise<void> {
   if (aliasRegistered) return;
   aliasRegistered = true;
-  const { register } = await import("node:module");
+  const { register, createRequire } = await import("node:module");
   const hooks = `
     let target;
     export async function initialize(data) { target = data.url; }
@@ -66,15 +69,59 @@ async function registerAlias(): Promise<void> {
       return next(specifier, context);
     }`;
   register(`data:text/javascript,${encodeURIComponent(hooks)}`, { data: { url: apiUrl } });
-  // A recipe outside any package with "type": "module" is loaded as CommonJS
-  // by tsx, through require(): map the name there too.
-  const { createRequire } = await import("node:module");
+  // A recipe outside any package with "type": "module" is CommonJS: map the
+  // name in require() too, and note which files it pulls in.
   const Module = createRequire(import.meta.url)("node:module") as { _resolveFilename: (request: string, ...rest: unknown[]) => string };
   const original = Module._resolveFilename;
   const apiFile = fileURLToPath(apiUrl);
   Module._resolveFilename = function (request: string, ...rest: unknown[]) {
-    return request === "ukb" ? apiFile : original.call(this, request, ...rest);
+    if (request === "ukb") return apiFile;
+    const resolved = original.call(this, request, ...rest);
+    if (path.isAbsolute(resolved)) requiredFiles.add(resolved);
+    return resolved;
   };
+}
+
+/** Whether Node treats a .ts file as an ES module: the nearest package.json says "type": "module". */
+function isEsm(file: string): boolean {
+  if (file.endsWith(".mts")) return true;
+  if (file.endsWith(".cts")) return false;
+  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+    const pkg = path.join(dir, "package.json");
+    if (fs.existsSync(pkg)) {
+      try {
+        return (JSON.parse(fs.readFileSync(pkg, "utf8")) as { type?: string }).type === "module";
+      } catch {
+        return false;
+      }
+    }
+    if (dir === path.dirname(dir)) return false;
+  }
+}
+
+/** Whether a file belongs to the user's recipes (not to ukb or its dependencies). */
+function isRecipeFile(p: string): boolean {
+  return !p.includes(`${path.sep}node_modules${path.sep}`) && !p.startsWith(path.dirname(ownDir) + path.sep) && !p.startsWith(path.join(path.dirname(path.dirname(ownDir)), "src") + path.sep);
+}
+
+/** Imports a recipe module with tsx: as ESM, or through require() (which keeps line numbers in stack traces). */
+async function importRecipe(file: string, imported: Set<string>): Promise<Record<string, unknown>> {
+  if (isEsm(file)) {
+    const { tsImport } = await import("tsx/esm/api");
+    return (await tsImport(pathToFileURL(file).href, {
+      parentURL: import.meta.url,
+      onImport: (url: string) => {
+        if (url.startsWith("file:")) imported.add(fileURLToPath(url.split("?")[0]!));
+      },
+    })) as Record<string, unknown>;
+  }
+  const { require: tsxRequire } = await import("tsx/cjs/api");
+  requiredFiles.clear();
+  try {
+    return tsxRequire(file, import.meta.url) as Record<string, unknown>;
+  } finally {
+    for (const f of requiredFiles) imported.add(f);
+  }
 }
 
 function stamp(file: string, blake3: (data: Uint8Array) => string): DepStamp {
@@ -121,21 +168,13 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
   const file = path.resolve(recipeFile);
   if (!fs.existsSync(file)) throw new RecipeError(`no such recipe file`, { file: recipeFile });
   await registerAlias();
-  const { tsImport } = await import("tsx/esm/api");
   const imported = new Set<string>([file]);
   const stopRecording = startRecording();
   let mod: Record<string, unknown>;
   try {
-    mod = (await tsImport(pathToFileURL(file).href, {
-      parentURL: import.meta.url,
-      onImport: (url: string) => {
-        if (!url.startsWith("file:")) return;
-        const p = fileURLToPath(url.split("?")[0]!);
-        if (!p.includes(`${path.sep}node_modules${path.sep}`) && !p.startsWith(path.dirname(ownDir) + path.sep)) imported.add(p);
-      },
-    })) as Record<string, unknown>;
+    mod = await importRecipe(file, imported);
   } catch (err) {
-    if (err instanceof UkbError) throw err;
+    if (isUkbError(err)) throw err;
     throw new RecipeError(firstLine(err), locate(err, file), err);
   }
   const readFiles = stopRecording();
@@ -151,7 +190,7 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
     roots.push(drv);
   }
   if (roots.length === 0) throw new RecipeError("exports no derivation", { file: path.relative(process.cwd(), file) || file });
-  return { file, exports, graph: { drvs: closureOf(roots) }, deps: [...new Set([...imported, ...readFiles])].sort(), cached: false };
+  return { file, exports, graph: { drvs: closureOf(roots) }, deps: [...new Set([...imported, ...readFiles])].filter((f) => isRecipeFile(f) || readFiles.includes(f)).sort(), cached: false };
 }
 
 /**

@@ -5,16 +5,17 @@
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 
-/** ukb's own source or compiled tree (src/ or dist/). */
-const OWN_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+/** ukb's own source and compiled trees (stack traces of dist/ map back to src/). */
+const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const OWN_TREES = [path.join(PACKAGE_ROOT, "src") + path.sep, path.join(PACKAGE_ROOT, "dist") + path.sep];
 
 export function callerLocation(): { file?: string; line?: number } {
   const stack = new Error().stack?.split("\n").slice(1) ?? [];
   for (const frame of stack) {
-    const m = /\(?((?:file:\/\/)?\/[^():]+):(\d+):\d+\)?\s*$/.exec(frame);
+    const m = /(?:\(|at )((?:file:\/\/)?\/[^():]+):(\d+):\d+\)?\s*$/.exec(frame);
     if (!m) continue;
     const file = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
-    if (file.startsWith(OWN_ROOT + path.sep) || file.includes(`${path.sep}node_modules${path.sep}`)) continue;
+    if (OWN_TREES.some((t) => file.startsWith(t)) || file.includes(`${path.sep}node_modules${path.sep}`)) continue;
     return { file: path.relative(process.cwd(), file) || file, line: Number(m[2]) };
   }
   return {};

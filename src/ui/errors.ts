@@ -1,8 +1,8 @@
 /** How an error reaches the user: one or two lines, a hint, and for a failed build the end of its log. */
-import { UkbError } from "../errors/index.js";
+import { isUkbError } from "../errors/index.js";
 
 export function renderError(err: unknown): string {
-  if (err instanceof UkbError) {
+  if (isUkbError(err)) {
     let text = `ukb: error: ${err.message}`;
     if (err.hint) text += `\n  hint: ${err.hint}`;
     return text;

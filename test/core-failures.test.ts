@@ -1,0 +1,155 @@
+import test from "ava";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { events, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+
+const header = `import { derivation, hostTools } from "ukb";\nconst t = hostTools(["sh", "bash", "cat", "touch", "sleep"]);\n`;
+const sh = (name: string, script: string) => `derivation({ name: "${name}", builder: \`\${t}/bin/sh\`, args: ["-c", ${JSON.stringify(script)}] })`;
+
+async function storeIsClean(t: import("ava").ExecutionContext, dir: string) {
+  const v = await ukb(["store", "verify"], { cwd: dir });
+  t.is(v.code, 0, v.stdout + v.stderr);
+  t.regex(v.stdout, /all valid/);
+}
+
+test("a failing builder: name, exit status and the log's last lines; exit 1; nothing registered", async (t) => {
+  const dir = tempDir();
+  const lines = Array.from({ length: 40 }, (_, i) => `echo line-${i}`).join("; ");
+  writeRecipe(dir, "fail.ts", `${header}export default ${sh("broken", `${lines}; echo partial > $out; exit 3`)};\n`);
+  const r = await ukb(["realise", "fail.ts"], { cwd: dir });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /build of 'broken' failed: exit status 3/);
+  t.regex(r.stderr, /last 25 log lines/);
+  t.regex(r.stderr, /line-39/);
+  t.notRegex(r.stderr, /line-14\n/);
+  t.false(fs.existsSync(path.join(dir, "result")));
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")).filter((n) => n.endsWith("-broken")), []);
+  await storeIsClean(t, dir);
+});
+
+test("a builder that writes nothing to $out fails clearly", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "empty.ts", `${header}export default ${sh("lazy", "echo did nothing")};\n`);
+  const r = await ukb(["realise", "empty.ts"], { cwd: dir });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /build of 'lazy' failed: the builder succeeded but did not create its output 'out'/);
+  await storeIsClean(t, dir);
+});
+
+test("a killed builder is reported as killed", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "killed.ts", `${header}export default ${sh("victim", "echo x > $out; kill -9 $$")};\n`);
+  const r = await ukb(["realise", "killed.ts"], { cwd: dir });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /build of 'victim' failed: (killed by SIGKILL|exit status 137)/);
+  await storeIsClean(t, dir);
+});
+
+test("--keep-going builds what does not depend on the failure", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "partial.ts",
+    `${header}const bad = ${sh("bad", "exit 1")};
+const good = ${sh("good", "sleep 0.3; echo ok > $out")};
+export default derivation({ name: "top", builder: \`\${t}/bin/sh\`, args: ["-c", \`cat \${bad} \${good} > $out\`] });
+`,
+  );
+  const r = await ukb(["realise", "partial.ts", "--keep-going", "--json"], { cwd: dir });
+  t.is(r.code, 1);
+  const ev = events(r.stderr);
+  t.truthy(ev.find((e) => e.type === "done" && e.name === "good"));
+  t.truthy(ev.find((e) => e.type === "failed" && e.name === "bad"));
+  t.truthy(ev.find((e) => e.type === "skipped" && e.name === "top"));
+});
+
+test("bad recipes: one line naming the file (and line), exit 2, nothing built", async (t) => {
+  const dir = tempDir();
+  const cases: Array<[string, string, RegExp]> = [
+    ["syntax.ts", `${header}export default derivation({ name: "x", builder: \n`, /syntax\.ts:\d+: syntax error/],
+    ["noname.ts", `${header}\n\nexport default derivation({ builder: \`\${t}/bin/sh\` } as any);\n`, /noname\.ts:5: derivation has no name/],
+    ["forged.ts", `${header}export default derivation({ name: "f", builder: "/ukb/store/0000000000000000000000000000000a-x/bin/sh" });\n`, /forged\.ts:3: .*not the output of any derivation/],
+    ["notdrv.ts", `${header}export default derivation({ name: "n", builder: \`\${t}/bin/sh\`, args: [{ not: "a derivation" } as any] });\n`, /notdrv\.ts:3: derivation 'n': args\[0\] must be a string or a derivation/],
+    ["throws.ts", `${header}const x: any = undefined;\nexport default x.nope;\n`, /throws\.ts:4: Cannot read properties of undefined/],
+    ["noexport.ts", `${header}export const only = ${sh("only", "echo > $out")};\n`, /noexport\.ts: has no default export \(exports: only\)/],
+  ];
+  for (const [file, source, pattern] of cases) {
+    writeRecipe(dir, file, source);
+    const r = await ukb(["realise", file], { cwd: dir });
+    t.is(r.code, 2, `${file}: ${r.stderr}`);
+    t.regex(r.stderr, pattern, file);
+    t.true(r.stderr.trim().split("\n").length <= 2, `${file}: short message:\n${r.stderr}`);
+  }
+  const missingAttr = await ukb(["realise", "noexport.ts", "-A", "other"], { cwd: dir });
+  t.is(missingAttr.code, 2);
+  t.regex(missingAttr.stderr, /has no derivation export 'other' \(exports: only\)/);
+  const missingFile = await ukb(["realise", "nope.ts"], { cwd: dir });
+  t.is(missingFile.code, 2);
+  t.regex(missingFile.stderr, /nope\.ts: no such recipe file/);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")), []);
+});
+
+test("a build cannot reach the network, the host or its inputs", async (t) => {
+  const dir = tempDir();
+  const server = net.createServer((s) => s.end("reached\n"));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as net.AddressInfo).port;
+  t.teardown(() => server.close());
+  const hostFile = path.join(dir, "host-secret");
+  fs.writeFileSync(hostFile, "secret");
+  writeRecipe(
+    dir,
+    "escape.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["bash", "cat", "touch"]);
+const input = derivation({ name: "input", builder: \`\${t}/bin/bash\`, args: ["-c", "echo data > $out"] });
+export default derivation({ name: "prober", builder: \`\${t}/bin/bash\`, args: ["-c", \`
+  try() { if "$@" 2>/dev/null; then echo "$1 $2 $3: allowed"; else echo "$1 $2 $3: denied"; fi; }
+  {
+    try \${t}/bin/bash -c "echo hi > /dev/tcp/127.0.0.1/${port}"
+    try \${t}/bin/cat ${hostFile}
+    try \${t}/bin/touch \${input}
+    try \${t}/bin/touch /usr/ukb-escape
+    try \${t}/bin/touch /ukb-root-file
+    try \${t}/bin/cat /etc/passwd
+    echo "PATH=$PATH HOME=$HOME TZ=$TZ LC_ALL=$LC_ALL SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH UKB_CORES=$UKB_CORES PWD=$(pwd)"
+    echo "USER=[$USER] LEAK=[$UKB_TEST_LEAK]"
+  } > $out\`] });
+`,
+  );
+  const r = await ukb(["realise", "escape.ts", "--cores", "3"], { cwd: dir, env: { USER: "someone", UKB_TEST_LEAK: "leaked" } });
+  t.is(r.code, 0, r.stderr);
+  const report = fs.readFileSync(r.stdout.trim(), "utf8");
+  t.notRegex(report, /allowed/, report);
+  t.is((report.match(/denied/g) ?? []).length, 6, report);
+  t.regex(report, /PATH=\/path-not-set HOME=\/homeless-shelter TZ=UTC LC_ALL=C SOURCE_DATE_EPOCH=1 UKB_CORES=3 PWD=\/build/);
+  t.regex(report, /USER=\[\] LEAK=\[\]/);
+  t.false(fs.existsSync("/usr/ukb-escape"));
+});
+
+test("outputs are normalised: fixed mtimes, read-only, no setuid", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "modes.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "mkdir", "chmod", "ln"]);
+export default derivation({ name: "tree", builder: \`\${t}/bin/sh\`, args: ["-c", \`
+  \${t}/bin/mkdir -p $out/bin $out/share
+  echo x > $out/share/data; \${t}/bin/chmod 4777 $out/share/data
+  echo '#!/bin/sh' > $out/bin/tool; \${t}/bin/chmod 755 $out/bin/tool
+  \${t}/bin/ln -s ../share/data $out/bin/link\`] });
+`,
+  );
+  const r = await ukb(["realise", "modes.ts"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  const out = r.stdout.trim();
+  const data = fs.statSync(path.join(out, "share/data"));
+  t.is(data.mode & 0o7777, 0o555, "exec bit kept, setuid and writes dropped");
+  t.is(fs.statSync(path.join(out, "bin/tool")).mode & 0o7777, 0o555);
+  t.is(fs.statSync(path.join(out, "share")).mode & 0o7777, 0o555);
+  t.is(data.mtimeMs, 1000);
+  t.is(fs.lstatSync(path.join(out, "bin/link")).mtimeMs, 1000);
+  t.is(fs.readlinkSync(path.join(out, "bin/link")), "../share/data");
+});

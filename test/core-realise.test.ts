@@ -1,0 +1,137 @@
+import test from "ava";
+import fs from "node:fs";
+import path from "node:path";
+import { HELLO, events, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+
+test("the README example realises, prints the store path and links ./result", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  const r = await ukb(["realise", "hello.ts"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  const out = r.stdout.trim();
+  t.regex(out, new RegExp(`^${dir}/cache/store/[0-9a-df-np-sv-z]{32}-shout$`));
+  t.is(fs.readFileSync(out, "utf8"), "HELLO\n");
+  t.is(fs.readlinkSync(path.join(dir, "result")), out);
+
+  const g = await ukb(["realise", "hello.ts", "-A", "greeting", "--no-out-link"], { cwd: dir });
+  t.is(g.code, 0, g.stderr);
+  t.is(fs.readFileSync(g.stdout.trim(), "utf8"), "hello\n");
+  t.is(fs.readlinkSync(path.join(dir, "result")), out, "--no-out-link leaves ./result alone");
+});
+
+test("a recipe in an ES module package also resolves 'ukb'", async (t) => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
+  writeRecipe(dir, "hello.ts", HELLO);
+  const r = await ukb(["realise", "hello.ts", "--no-out-link"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  t.is(fs.readFileSync(r.stdout.trim(), "utf8"), "HELLO\n");
+});
+
+test("identity is the same in two stores in different folders", async (t) => {
+  const a = tempDir();
+  const b = tempDir("ukb-other-");
+  writeRecipe(a, "hello.ts", HELLO);
+  writeRecipe(b, "nested/deeper/hello.ts", HELLO);
+  const ra = await ukb(["realise", "hello.ts", "--store", path.join(a, "s1")], { cwd: a });
+  const rb = await ukb(["realise", "nested/deeper/hello.ts", "--store", path.join(b, "elsewhere/s2")], { cwd: b });
+  t.is(ra.code, 0, ra.stderr);
+  t.is(rb.code, 0, rb.stderr);
+  t.is(path.basename(ra.stdout.trim()), path.basename(rb.stdout.trim()));
+  const sa = await ukb(["show", "hello.ts", "--store", path.join(a, "s1")], { cwd: a });
+  const sb = await ukb(["show", "nested/deeper/hello.ts", "--store", path.join(b, "elsewhere/s2")], { cwd: b });
+  t.is(sa.stdout, sb.stdout, "the canonical graph does not depend on the store or recipe location");
+  const ia = JSON.parse((await ukb(["store", "info", ra.stdout.trim(), "--json", "--store", path.join(a, "s1")])).stdout);
+  const ib = JSON.parse((await ukb(["store", "info", rb.stdout.trim(), "--json", "--store", path.join(b, "elsewhere/s2")])).stdout);
+  t.is(ia.contentHash, ib.contentHash);
+  t.is(ia.size, ib.size);
+});
+
+test("show prints the canonical graph with every derivation and its inputs", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  const r = await ukb(["show", "hello.ts"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  const g = JSON.parse(r.stdout) as { root: string; derivations: Record<string, { name: string; inputs: string[]; kind: string }> };
+  const names = Object.values(g.derivations).map((d) => d.name).sort();
+  t.deepEqual(names, ["greeting", "host-tools", "shout"]);
+  const root = g.derivations[g.root]!;
+  t.is(root.name, "shout");
+  t.is(root.inputs.length, 2);
+  t.true(root.inputs.every((p) => p.startsWith("/ukb/store/")));
+});
+
+test("a diamond dependency is built once", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "diamond.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "cat"]);
+const base = derivation({ name: "base", builder: \`\${t}/bin/sh\`, args: ["-c", "echo base > $out"] });
+const left = derivation({ name: "left", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/cat \${base} > $out; echo left >> $out\`] });
+const right = derivation({ name: "right", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/cat \${base} > $out; echo right >> $out\`] });
+export default derivation({ name: "top", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/cat \${left} \${right} > $out\`] });
+`,
+  );
+  const r = await ukb(["realise", "diamond.ts", "--json", "--jobs", "2"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  const started = events(r.stderr).filter((e) => e.type === "start").map((e) => e.name);
+  t.deepEqual([...started].sort(), ["base", "host-tools", "left", "right", "top"]);
+  t.is(fs.readFileSync(r.stdout.trim(), "utf8"), "base\nleft\nbase\nright\n");
+  const again = await ukb(["realise", "diamond.ts", "--json"], { cwd: dir });
+  t.is(events(again.stderr).filter((e) => e.type === "start").length, 0, "a second realise builds nothing");
+});
+
+test("--dry-run prints the plan and builds nothing", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  const r = await ukb(["realise", "hello.ts", "--dry-run"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /these 3 derivations will be built/);
+  t.regex(r.stdout, /-shout\n/);
+  t.false(fs.existsSync(path.join(dir, "result")));
+  await ukb(["realise", "hello.ts"], { cwd: dir });
+  const again = await ukb(["realise", "hello.ts", "--dry-run"], { cwd: dir });
+  t.regex(again.stdout, /nothing to build/);
+});
+
+test("ukb log prints a build's log by path or by attribute", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "noisy.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh"]);
+export default derivation({ name: "noisy", builder: \`\${t}/bin/sh\`, args: ["-c", "echo compiling things; echo warning >&2; echo x > $out"] });
+`,
+  );
+  const r = await ukb(["realise", "noisy.ts"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  const byPath = await ukb(["log", r.stdout.trim()], { cwd: dir });
+  t.is(byPath.code, 0, byPath.stderr);
+  t.regex(byPath.stdout, /compiling things\nwarning/);
+  const byAttr = await ukb(["log", "noisy.ts"], { cwd: dir });
+  t.is(byAttr.stdout, byPath.stdout);
+});
+
+test("store info names hash, size, references and deriver", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "refs.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh"]);
+const lib = derivation({ name: "lib", builder: \`\${t}/bin/sh\`, args: ["-c", "echo lib > $out"] });
+export default derivation({ name: "app", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo "uses \${lib}" > $out\`] });
+`,
+  );
+  const r = await ukb(["realise", "refs.ts"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  const info = JSON.parse((await ukb(["store", "info", "result", "--json"], { cwd: dir })).stdout);
+  t.regex(info.contentHash, /^blake3:[0-9a-f]{64}$/);
+  t.true(info.size > 0);
+  t.is(info.references.length, 1, "the reference to lib is found by scanning; the builder's tools are not referenced");
+  t.regex(info.references[0], /-lib$/);
+  t.regex(info.deriver, /^app \([0-9a-f]{64}\)$/);
+});

@@ -1,0 +1,123 @@
+import test from "ava";
+import fs from "node:fs";
+import path from "node:path";
+import { events, tempDir, ukb, ukbSpawn, writeRecipe, HELLO } from "./helpers/ukb.js";
+
+/** Five derivations that each take a while, in a chain with a fan-out. */
+const SLOW = `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "sleep", "cat"]);
+const slow = (name: string, deps: unknown[]) => derivation({
+  name, builder: \`\${t}/bin/sh\`,
+  args: ["-c", \`\${t}/bin/sleep 0.4; echo \${name} > $out; \${deps.map((d) => \`\${t}/bin/cat \${d} >> $out\`).join("; ")}\`],
+});
+const a = slow("a", []);
+const b = slow("b", [a]);
+const c = slow("c", [a]);
+export default slow("d", [b, c]);
+`;
+
+function collect(child: ReturnType<typeof ukbSpawn>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  return new Promise((resolve) => child.on("close", (code) => resolve({ code, stdout, stderr })));
+}
+
+test("two concurrent realise processes on one store build each derivation once", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "slow.ts", SLOW);
+  const [one, two] = await Promise.all([
+    collect(ukbSpawn(["realise", "slow.ts", "--json", "--no-out-link", "--jobs", "2"], { cwd: dir })),
+    collect(ukbSpawn(["realise", "slow.ts", "--json", "--no-out-link", "--jobs", "2"], { cwd: dir })),
+  ]);
+  t.is(one.code, 0, one.stderr);
+  t.is(two.code, 0, two.stderr);
+  t.is(one.stdout, two.stdout);
+  const builtHere = [...events(one.stderr), ...events(two.stderr)].filter((e) => e.type === "done" && e.builtHere).map((e) => e.name);
+  t.deepEqual(builtHere.sort(), ["a", "b", "c", "d", "host-tools"]);
+  const v = await ukb(["store", "verify"], { cwd: dir });
+  t.is(v.code, 0, v.stdout);
+});
+
+test("kill -9 of ukb mid-build leaves the store consistent and the next realise completes", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "slow.ts", SLOW);
+  const child = ukbSpawn(["realise", "slow.ts", "--json", "--jobs", "1"], { cwd: dir });
+  let stderr = "";
+  await new Promise<void>((resolve) => {
+    child.stderr!.on("data", (d) => {
+      stderr += d;
+      // Kill it while 'b' or 'c' is being built: 'a' is valid, the rest is not.
+      if (/"type":"start","name":"[bc]"/.test(stderr)) resolve();
+    });
+  });
+  child.kill("SIGKILL");
+  await new Promise((r) => child.on("close", r));
+  const v = await ukb(["store", "verify"], { cwd: dir });
+  t.is(v.code, 0, v.stdout);
+  const r = await ukb(["realise", "slow.ts", "--json"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  const built = events(r.stderr).filter((e) => e.type === "done").map((e) => e.name);
+  t.false(built.includes("a"), "what was valid before the kill is not built again");
+  t.true(built.includes("d"));
+  t.is(fs.readFileSync(r.stdout.trim(), "utf8"), "d\nb\na\nc\na\n");
+  const gc = await ukb(["store", "gc"], { cwd: dir });
+  t.is(gc.code, 0, gc.stderr);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/tmp")), [], "no temp dir of the killed process remains");
+});
+
+test("gc keeps what roots reach and deletes the rest", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  writeRecipe(dir, "other.ts", HELLO.replace("echo hello", "echo other").replace(/"shout"/, '"whisper"'));
+  const kept = await ukb(["realise", "hello.ts"], { cwd: dir });
+  const gone = await ukb(["realise", "other.ts", "--no-out-link"], { cwd: dir });
+  t.is(kept.code, 0, kept.stderr);
+  t.is(gone.code, 0, gone.stderr);
+  const dry = await ukb(["store", "gc", "--dry-run"], { cwd: dir });
+  t.regex(dry.stdout, /would delete .*-whisper/);
+  t.true(fs.existsSync(gone.stdout.trim()));
+  const gc = await ukb(["store", "gc"], { cwd: dir });
+  t.is(gc.code, 0, gc.stderr);
+  t.false(fs.existsSync(gone.stdout.trim()));
+  t.true(fs.existsSync(kept.stdout.trim()));
+  t.is(fs.readFileSync(path.join(dir, "result"), "utf8"), "HELLO\n");
+  const info = await ukb(["store", "info", "result"], { cwd: dir });
+  t.is(info.code, 0, info.stderr);
+  t.is((await ukb(["store", "verify"], { cwd: dir })).code, 0);
+  // A removed out-link is no longer a root.
+  fs.unlinkSync(path.join(dir, "result"));
+  await ukb(["store", "gc"], { cwd: dir });
+  t.false(fs.existsSync(kept.stdout.trim()));
+});
+
+test("gc keeps the references of a root", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "refs.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh"]);
+const lib = derivation({ name: "lib", builder: \`\${t}/bin/sh\`, args: ["-c", "echo lib > $out"] });
+export default derivation({ name: "app", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo "#!\${lib}" > $out\`] });
+`,
+  );
+  const r = await ukb(["realise", "refs.ts"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  await ukb(["store", "gc"], { cwd: dir });
+  const names = fs.readdirSync(path.join(dir, "cache/store")).map((n) => n.slice(33)).sort();
+  t.deepEqual(names, ["app", "lib"]);
+});
+
+test("a tampered store path is reported by verify", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  const r = await ukb(["realise", "hello.ts"], { cwd: dir });
+  const out = r.stdout.trim();
+  fs.chmodSync(out, 0o644);
+  fs.writeFileSync(out, "TAMPERED\n");
+  const v = await ukb(["store", "verify"], { cwd: dir });
+  t.is(v.code, 1);
+  t.regex(v.stdout, /modified: .*-shout/);
+});

@@ -1,0 +1,79 @@
+/** Test helpers: run the real `ukb` command in temp folders. */
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const UKB = path.join(ROOT, "bin/ukb.js");
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs ukb to completion. */
+export function ukb(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [UKB, ...args],
+      { cwd: options.cwd, env: { ...process.env, ...options.env }, maxBuffer: 64 << 20 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof (err as { code?: unknown }).code === "number" ? ((err as { code: number }).code) : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** Starts ukb and returns the process (for concurrency and kill tests). */
+export function ukbSpawn(args: string[], options: { cwd?: string } = {}): ChildProcess {
+  return spawn(process.execPath, [UKB, ...args], { cwd: options.cwd, stdio: ["ignore", "pipe", "pipe"] });
+}
+
+/** A fresh temp folder, removed when the process exits. */
+export function tempDir(prefix = "ukb-test-"): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  process.once("exit", () => {
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // read-only store paths: best effort
+    }
+  });
+  return dir;
+}
+
+/** Writes a recipe file into `dir` and returns its path. */
+export function writeRecipe(dir: string, name: string, source: string): string {
+  const file = path.join(dir, name);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, source);
+  return file;
+}
+
+/** Parses the JSON event stream ukb writes to stderr with --json. */
+export function events(stderr: string): Array<Record<string, unknown>> {
+  return stderr
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+export const HELLO = `import { derivation, hostTools } from "ukb";
+
+const tools = hostTools(["sh", "tr"]);
+export const greeting = derivation({
+  name: "greeting",
+  builder: \`\${tools}/bin/sh\`,
+  args: ["-c", "echo hello > $out"],
+});
+export default derivation({
+  name: "shout",
+  builder: \`\${tools}/bin/sh\`,
+  args: ["-c", \`\${tools}/bin/tr a-z A-Z < \${greeting} > $out\`],
+});
+`;
