@@ -8,7 +8,7 @@ import path from "node:path";
 import { spawn } from "node:child_process";
 import { UkbError } from "../errors/index.js";
 import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
-import { hashTree, normaliseTree, removeTree, scanReferences, type Store } from "../store/index.js";
+import { hashTree, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
 import { BUILD_TOP, findBwrap, sandboxArgs } from "./sandbox.js";
 import { getBuiltin } from "./builtins.js";
 
@@ -87,9 +87,9 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null): strin
 }
 
 /** Runs the builder of a command derivation in the sandbox; resolves on success. */
-async function runSandboxed(store: Store, drv: DrvRecord, tmp: string, logFd: number, opts: BuildOptions): Promise<void> {
+async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly string[], tmp: string, logFd: number, opts: BuildOptions): Promise<void> {
   const inputs = new Map<string, string>();
-  for (const base of store.closure(drv.inputPaths)) inputs.set(base, store.realPath(base));
+  for (const base of inputClosure) inputs.set(base, store.realPath(base));
   const args = sandboxArgs({
     storeDir: path.join(tmp, "store"),
     buildDir: path.join(tmp, "build"),
@@ -142,6 +142,7 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
     // Leftovers of a build that died between rename and registration.
     for (const b of outputBases) if (!store.isValid(b)) await removeTree(store.realPath(b));
 
+    const inputClosure = store.closure(drv.inputPaths);
     tmp = store.makeTempDir(drv.hash.slice(0, 12));
     const stagedStore = path.join(tmp, "store");
     fs.mkdirSync(stagedStore);
@@ -152,7 +153,7 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
         const outputs: Record<string, string> = {};
         for (const [o, p] of Object.entries(drv.outputs)) outputs[o] = path.join(stagedStore, baseName(p));
         const scratch = path.join(tmp, "build");
-        await getBuiltin(drv.builder)({
+        await (await getBuiltin(drv.builder))({
           drv,
           outputs,
           realInput: (virtualPath) => {
@@ -164,9 +165,10 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
           log: (line) => fs.writeSync(logFd, line.endsWith("\n") ? line : `${line}\n`),
           signal: opts.signal ?? new AbortController().signal,
           options: opts.builtinOptions ?? {},
+          store,
         });
       } else {
-        await runSandboxed(store, drv, tmp, logFd, opts);
+        await runSandboxed(store, drv, inputClosure, tmp, logFd, opts);
       }
     } catch (err) {
       if (err instanceof BuildCancelledError) throw err;
@@ -181,7 +183,7 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
 
     // Normalise, scan and hash every output before any of them becomes visible.
     const candidates = new Map<string, string>();
-    for (const b of store.closure(drv.inputPaths)) candidates.set(hashPart(b), b);
+    for (const b of inputClosure) candidates.set(hashPart(b), b);
     for (const b of outputBases) candidates.set(hashPart(b), b);
     const infos = [];
     for (const [output, virtualPath] of Object.entries(drv.outputs)) {
@@ -195,9 +197,13 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
       const { blake3, size } = await hashTree(staged);
       infos.push({ base, staged, contentHash: blake3, size, references: [...refs].map((h) => candidates.get(h)!).sort() });
     }
+    const content = new Map<string, { kind: ContentKind; hash: string }[]>();
     if (drv.fixed) {
-      const { checkFixedOutput } = await import("./fixed.js");
-      for (const i of infos) await checkFixedOutput(drv, i.staged, i.contentHash);
+      const { checkFixedOutput, contentKeys } = await import("./fixed.js");
+      for (const i of infos) {
+        await checkFixedOutput(drv, i.staged, i.contentHash);
+        content.set(i.base, await contentKeys(i.staged, i.contentHash));
+      }
     }
     for (const i of infos) await moveIntoStore(i.staged, store.realPath(i.base));
     const ms = Math.round(performance.now() - started);
@@ -210,7 +216,7 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
         deriver: drv.hash,
         buildMs: ms,
         log: logRel,
-        ...(drv.fixed ? { ca: `${drv.fixed.algo}:${drv.fixed.hash}` } : {}),
+        ...(drv.fixed ? { ca: `${drv.fixed.algo}:${drv.fixed.hash}`, content: content.get(i.base) ?? [] } : {}),
       })),
       drv,
     );

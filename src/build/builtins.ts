@@ -7,6 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { UkbError } from "../errors/index.js";
 import type { DrvRecord } from "../graph/index.js";
+import type { Store } from "../store/index.js";
 
 export interface BuiltinContext {
   readonly drv: DrvRecord;
@@ -23,6 +24,8 @@ export interface BuiltinContext {
   readonly signal: AbortSignal;
   /** Options from the command line that a builtin may need (offline, mirrors…). */
   readonly options: Readonly<Record<string, unknown>>;
+  /** The store being built into: a builtin may copy content it already holds (fetches served offline). */
+  readonly store: Store;
 }
 
 export type Builtin = (ctx: BuiltinContext) => Promise<void>;
@@ -33,9 +36,16 @@ export function registerBuiltin(name: string, fn: Builtin): void {
   builtins.set(name, fn);
 }
 
-export function getBuiltin(builder: string): Builtin {
+/** Builtins that live in other layers, loaded when first used (never on the no-op path). */
+const lazyBuiltins: Record<string, () => Promise<Builtin>> = {
+  fetchurl: async () => (await import("../fetch/builtin.js")).fetchurlBuiltin,
+  fetchzip: async () => (await import("../fetch/builtin.js")).fetchzipBuiltin,
+  local: async () => (await import("../fetch/builtin.js")).localBuiltin,
+};
+
+export async function getBuiltin(builder: string): Promise<Builtin> {
   const name = builder.slice("builtin:".length);
-  const fn = builtins.get(name);
+  const fn = builtins.get(name) ?? (await lazyBuiltins[name]?.());
   if (!fn) throw new UkbError("build", `unknown builtin builder '${builder}'`);
   return fn;
 }

@@ -3,25 +3,9 @@
  * output that does not match never enters the store.
  */
 import fs from "node:fs";
-import crypto from "node:crypto";
 import { HashMismatchError } from "../errors/index.js";
-import { blake3Stream, type DrvRecord } from "../graph/index.js";
-
-async function fileDigest(file: string, algo: "sha256" | "blake3"): Promise<string> {
-  const h = algo === "sha256" ? crypto.createHash("sha256") : blake3Stream();
-  const fd = await fs.promises.open(file, "r");
-  try {
-    const buf = Buffer.allocUnsafe(1 << 20);
-    for (;;) {
-      const { bytesRead } = await fd.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      h.update(buf.subarray(0, bytesRead));
-    }
-  } finally {
-    await fd.close();
-  }
-  return "digest" in h ? h.digest("hex") : h.digestHex();
-}
+import type { DrvRecord } from "../graph/index.js";
+import { contentKeys, fileDigest } from "../store/index.js";
 
 /** Throws if the staged output does not have the hash its derivation declares. */
 export async function checkFixedOutput(drv: DrvRecord, staged: string, treeHash: string): Promise<void> {
@@ -39,4 +23,4 @@ export async function checkFixedOutput(drv: DrvRecord, staged: string, treeHash:
   }
 }
 
-export { fileDigest };
+export { fileDigest, contentKeys };

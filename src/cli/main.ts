@@ -11,6 +11,8 @@ usage:
   ukb realise <recipe.ts> [-A attr]   build an export, print its output paths, link ./result
   ukb show <recipe.ts> [-A attr]      print the canonical derivation graph as JSON
   ukb log PATH | <recipe.ts> [-A a]   print a build's log
+  ukb prefetch URL [--unpack]         download, add to the store, print the hash to pin
+  ukb store add FILE|DIR [--name N]   put content in the store (fetches with its hash use it)
   ukb store verify | gc | info PATH   check the store, collect garbage, describe a path
 
 common options: --store DIR (default ./cache, or $UKB_STORE), --json
@@ -22,6 +24,7 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>
   show: async () => (await import("./show.js")).showCommand,
   log: async () => (await import("./log.js")).logCommand,
   store: async () => (await import("./store.js")).storeCommand,
+  prefetch: async () => (await import("./prefetch.js")).prefetchCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

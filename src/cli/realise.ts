@@ -8,7 +8,7 @@ import { chooseMode, makeListener } from "../ui/index.js";
 import { defaultJobs, loadWithCache, openStore, parseCount, pick } from "./context.js";
 
 export const usage = `ukb realise <recipe.ts> [-A attr] [--out-link PATH | --no-out-link] [--jobs N] [--cores M]
-             [--keep-going] [--dry-run] [--json] [--store DIR]`;
+             [--keep-going] [--dry-run] [--offline] [--json] [--store DIR]`;
 
 export async function realiseCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -25,6 +25,7 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       json: { type: "boolean" },
       store: { type: "string" },
       "no-eval-cache": { type: "boolean" },
+      offline: { type: "boolean" },
     },
   });
   if (positionals.length !== 1) throw new UkbError("usage", `realise takes one recipe file\nusage: ${usage}`, { exitCode: ExitCode.badInput });
@@ -57,7 +58,14 @@ export async function realiseCommand(argv: string[]): Promise<number> {
     try {
       if (plan.toBuild.length > 0) {
         listener({ type: "plan", valid: plan.valid.length, toBuild: plan.toBuild.map((d) => ({ name: d.name, path: store.realPath(d.outputs.out ?? Object.values(d.outputs)[0]!) })) });
-        const result = await execute(store, plan, { jobs, cores, keepGoing: Boolean(values["keep-going"]), listener, signal: abort.signal });
+        const result = await execute(store, plan, {
+          jobs,
+          cores,
+          keepGoing: Boolean(values["keep-going"]),
+          listener,
+          signal: abort.signal,
+          builtinOptions: { offline: Boolean(values.offline) },
+        });
         if (result.failed.length > 0 || abort.signal.aborted) return ExitCode.buildFailed;
       }
     } finally {

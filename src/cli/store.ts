@@ -1,10 +1,11 @@
 /** `ukb store verify|gc|info`: look after the store. */
 import { parseArgs } from "node:util";
 import { ExitCode, UkbError, UsageError } from "../errors/index.js";
-import { collectGarbage, verifyStore } from "../store/index.js";
+import { addToStore, collectGarbage, verifyStore } from "../store/index.js";
 import { openStore } from "./context.js";
 
-export const usage = `ukb store verify [--store DIR]
+export const usage = `ukb store add FILE|DIR [--name N] [--store DIR]
+ukb store verify [--store DIR]
 ukb store gc [--dry-run] [--store DIR]
 ukb store info PATH [--json] [--store DIR]`;
 
@@ -13,11 +14,26 @@ export async function storeCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
-    options: { store: { type: "string" }, "dry-run": { type: "boolean" }, json: { type: "boolean" } },
+    options: { store: { type: "string" }, "dry-run": { type: "boolean" }, json: { type: "boolean" }, name: { type: "string" } },
   });
   const store = openStore(values.store);
   try {
     switch (sub) {
+      case "add": {
+        if (positionals.length === 0) throw new UsageError("usage: ukb store add FILE|DIR... [--name N]");
+        if (values.name && positionals.length > 1) throw new UsageError("--name needs a single FILE|DIR");
+        for (const source of positionals) {
+          const added = await addToStore(store, source, values.name ? { name: values.name } : {});
+          if (values.json) {
+            process.stdout.write(`${JSON.stringify(added)}\n`);
+          } else {
+            process.stdout.write(`${added.path}\n`);
+            if (added.sha256) process.stdout.write(`  sha256 ${added.sha256}\n  blake3 ${added.blake3}\n`);
+            else process.stdout.write(`  tree hash blake3:${added.treeHash}\n`);
+          }
+        }
+        return ExitCode.ok;
+      }
       case "verify": {
         const report = await verifyStore(store);
         for (const p of report.problems) process.stdout.write(`${p.problem}: ${p.base}: ${p.detail}\n`);

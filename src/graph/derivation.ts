@@ -61,7 +61,11 @@ export interface DrvRecord {
   readonly fixed?: FixedOutput;
   /** Builtins and fetchers: parameters that are not environment variables. */
   readonly params?: Json;
-  /** Fixed outputs: parameters that say where the content may come from, not what it is (not hashed). */
+  /**
+   * Fixed outputs: where the content may come from. Part of the derivation's
+   * hash (two fetchers of the same content from different places are two
+   * derivations) but not of its output path (either serves the other).
+   */
   readonly sources?: Json;
   // ---- derived, never hashed ----
   /** BLAKE3 (hex) of the canonical serialisation. */
@@ -90,6 +94,7 @@ export function hashedPart(d: DrvDraft | DrvRecord): Json {
   if (d.hostTools) part.hostTools = d.hostTools.map((t) => ({ name: t.name, path: t.path, blake3: t.blake3 }));
   if (d.fixed) part.fixed = { ...d.fixed } as { [k: string]: Json };
   if (d.params !== undefined) part.params = d.params;
+  if (d.sources !== undefined) part.sources = d.sources;
   return part;
 }
 

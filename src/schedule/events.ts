@@ -7,7 +7,7 @@ export type ScheduleEvent =
   | { type: "start"; name: string; drv: string; path: string }
   | { type: "waiting"; name: string; drv: string; reason: string }
   | { type: "done"; name: string; drv: string; path: string; ms: number; builtHere: boolean }
-  | { type: "failed"; name: string; drv: string; message: string; logFile?: string; logTail?: readonly string[] }
+  | { type: "failed"; name: string; drv: string; message: string; hint?: string; logFile?: string; logTail?: readonly string[] }
   | { type: "skipped"; name: string; drv: string; reason: string }
   | { type: "finish"; built: number; failed: number; skipped: number; ms: number };
 

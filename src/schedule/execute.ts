@@ -88,6 +88,7 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
                 name: d.name,
                 drv: d.hash,
                 message: error.message,
+                ...(error.hint ? { hint: error.hint } : {}),
                 ...(error instanceof BuildFailedError && error.logFile ? { logFile: error.logFile, logTail: error.logTail } : {}),
               });
             }

@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS locks (
   owner TEXT NOT NULL,                  -- host:pid:start-time
   since INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS content (
+  kind TEXT NOT NULL,                   -- file-sha256 | file-blake3 | tree-blake3
+  hash TEXT NOT NULL,                   -- lowercase hex
+  base TEXT NOT NULL REFERENCES paths(base) ON DELETE CASCADE,
+  PRIMARY KEY (kind, hash, base)
+);
 CREATE TABLE IF NOT EXISTS eval_cache (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL

@@ -66,11 +66,12 @@ export async function scanReferences(root: string, candidates: readonly string[]
       return;
     }
     // Read in overlapping windows so a hash split across two chunks is still seen.
+    if (st.size === 0) return;
     const fd = await fs.promises.open(p, "r");
     try {
-      const chunk = 1 << 20;
+      const chunk = Math.min(1 << 20, st.size);
       const overlap = 32;
-      const buf = Buffer.alloc(chunk + overlap);
+      const buf = Buffer.allocUnsafe(chunk + overlap);
       let carried = 0;
       for (;;) {
         const { bytesRead } = await fd.read(buf, carried, chunk, null);

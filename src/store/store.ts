@@ -46,6 +46,9 @@ interface PathRow {
   signatures: string;
 }
 
+/** How the content index names what a path holds: a file by its bytes, a tree canonically. */
+export type ContentKind = "file-sha256" | "file-blake3" | "tree-blake3";
+
 export class Store {
   /** The store's root folder (holding `store/`, `ukb.sqlite`, `logs/`, `tmp/`). */
   readonly root: string;
@@ -79,6 +82,11 @@ export class Store {
       insertDrvOutput: db.prepare("INSERT OR REPLACE INTO drv_outputs (drv, output, base) VALUES (?, ?, ?)"),
       getDrv: db.prepare<[string], { json: string }>("SELECT json FROM drvs WHERE hash = ?"),
       drvOfBase: db.prepare<[string], { drv: string }>("SELECT drv FROM drv_outputs WHERE base = ?"),
+      closure: db.prepare<[string], { base: string }>(`
+        WITH RECURSIVE c(id) AS (
+          SELECT id FROM paths WHERE base IN (SELECT value FROM json_each(?))
+          UNION SELECT r.reference FROM refs r JOIN c ON r.referrer = c.id
+        ) SELECT p.base FROM c JOIN paths p ON p.id = c.id ORDER BY p.base`),
       allBases: db.prepare<[], { base: string }>("SELECT base FROM paths ORDER BY base"),
       deletePath: db.prepare("DELETE FROM paths WHERE base = ?"),
       evalGet: db.prepare<[string], { value: string }>("SELECT value FROM eval_cache WHERE key = ?"),
@@ -86,6 +94,8 @@ export class Store {
       addRoot: db.prepare("INSERT OR IGNORE INTO roots (link) VALUES (?)"),
       roots: db.prepare<[], { link: string }>("SELECT link FROM roots ORDER BY link"),
       deleteRoot: db.prepare("DELETE FROM roots WHERE link = ?"),
+      addContent: db.prepare("INSERT OR IGNORE INTO content (kind, hash, base) VALUES (?, ?, ?)"),
+      findContent: db.prepare<[string, string], { base: string }>("SELECT c.base FROM content c JOIN paths p ON p.base = c.base WHERE c.kind = ? AND c.hash = ? LIMIT 1"),
       setSignatures: db.prepare("UPDATE paths SET signatures = ? WHERE base = ?"),
     };
   }
@@ -162,17 +172,14 @@ export class Store {
 
   /** The paths and everything they refer to, transitively (basenames, sorted). */
   closure(storePaths: readonly string[]): string[] {
-    const seen = new Set<string>();
-    const todo = storePaths.map(baseName);
-    while (todo.length > 0) {
-      const b = todo.pop()!;
-      if (seen.has(b)) continue;
-      const info = this.info(b);
-      if (!info) throw new UkbError("store", `${b} is not valid in the store at ${this.root}`);
-      seen.add(b);
-      todo.push(...info.references);
+    if (storePaths.length === 0) return [];
+    const bases = [...new Set(storePaths.map(baseName))];
+    const rows = this.stmts.closure.all(JSON.stringify(bases));
+    if (rows.length < bases.length || bases.some((b) => !this.isValid(b))) {
+      const missing = bases.find((b) => !this.isValid(b));
+      throw new UkbError("store", `${missing} is not valid in the store at ${this.root}`);
     }
-    return [...seen].sort();
+    return rows.map((r) => r.base);
   }
 
   /** Every valid path (basenames). */
@@ -184,7 +191,10 @@ export class Store {
    * Makes paths valid, in one transaction. Their files must already be at
    * their real paths and their references valid or among `infos`.
    */
-  register(infos: readonly Omit<PathInfo, "registeredAt" | "signatures">[], drv?: DrvRecord): void {
+  register(
+    infos: readonly (Omit<PathInfo, "registeredAt" | "signatures"> & { content?: readonly { kind: ContentKind; hash: string }[] })[],
+    drv?: DrvRecord,
+  ): void {
     const now = Date.now();
     this.db.transaction(() => {
       for (const i of infos) {
@@ -205,6 +215,7 @@ export class Store {
           if (!this.stmts.valid.get(r)) throw new UkbError("store", `${i.base} refers to ${r}, which is not valid`);
           this.stmts.insertRef.run(i.base, r);
         }
+        for (const c of i.content ?? []) this.stmts.addContent.run(c.kind, c.hash, i.base);
       }
       if (drv) this.saveDrv(drv);
     })();
@@ -225,6 +236,11 @@ export class Store {
   drvOf(storePath: string): DrvRecord | undefined {
     const row = this.stmts.drvOfBase.get(baseName(storePath));
     return row ? this.getDrv(row.drv) : undefined;
+  }
+
+  /** A valid path holding this content, whatever its name: what lets a fetch be served offline. */
+  findContent(kind: ContentKind, hash: string): string | undefined {
+    return this.stmts.findContent.get(kind, hash.toLowerCase())?.base;
   }
 
   setSignatures(storePath: string, signatures: readonly string[]): void {

@@ -11,8 +11,9 @@ export function renderError(err: unknown): string {
   return `ukb: internal error: ${e?.stack ?? String(err)}`;
 }
 
-export function renderFailure(name: string, message: string, logFile?: string, logTail?: readonly string[]): string {
+export function renderFailure(name: string, message: string, logFile?: string, logTail?: readonly string[], hint?: string): string {
   let text = `ukb: error: ${message}`;
+  if (hint) text += `\n  hint: ${hint}`;
   if (logTail && logTail.length > 0) {
     text += `\n  last ${logTail.length} log lines (${logFile}):\n${logTail.map((l) => `    ${l}`).join("\n")}`;
   } else if (logFile) {

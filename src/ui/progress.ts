@@ -36,7 +36,7 @@ function plainListener(out: NodeJS.WriteStream): Listener & { close(): void } {
         out.write(e.builtHere ? `built ${e.name} in ${(e.ms / 1000).toFixed(2)} s\n` : `${e.name} was built by another process\n`);
         break;
       case "failed":
-        out.write(`${renderFailure(e.name, e.message, e.logFile, e.logTail)}\n`);
+        out.write(`${renderFailure(e.name, e.message, e.logFile, e.logTail, e.hint)}\n`);
         break;
       case "skipped":
         out.write(`skipped ${e.name}: ${e.reason}\n`);
@@ -87,7 +87,7 @@ function statusLine(out: NodeJS.WriteStream): Listener & { close(): void } {
         running.delete(e.drv);
         failed++;
         clear();
-        out.write(`${renderFailure(e.name, e.message, e.logFile, e.logTail)}\n`);
+        out.write(`${renderFailure(e.name, e.message, e.logFile, e.logTail, e.hint)}\n`);
         break;
       case "skipped":
         running.delete(e.drv);

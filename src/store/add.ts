@@ -1,0 +1,64 @@
+/**
+ * `ukb store add`: content from anywhere enters the store under the path a
+ * fixed-output derivation with the same hash and name would have, and into
+ * the content index, so any later fetch of that content is served offline.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { UkbError } from "../errors/index.js";
+import { baseName, outputPath, type FixedOutput } from "../graph/index.js";
+import { hashTree } from "./archive.js";
+import { contentKeys } from "./digest.js";
+import { normaliseTree, removeTree } from "./fsutil.js";
+import type { Store } from "./store.js";
+
+export interface AddedPath {
+  readonly path: string;
+  readonly name: string;
+  readonly mode: "flat" | "tree";
+  readonly sha256?: string;
+  readonly blake3?: string;
+  readonly treeHash: string;
+  readonly size: number;
+}
+
+export async function addToStore(store: Store, source: string, options: { name?: string } = {}): Promise<AddedPath> {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(source);
+  } catch {
+    throw new UkbError("store", `${source}: no such file or directory`, { exitCode: 2 });
+  }
+  const name = options.name ?? path.basename(path.resolve(source)).replace(/[^A-Za-z0-9+._?=-]/g, "_").replace(/^\.+/, "");
+  if (!/^[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*$/.test(name)) throw new UkbError("usage", `'${name}' is not a valid store name; give one with --name`, { exitCode: 2 });
+  const mode = st.isDirectory() ? "tree" : "flat";
+  const tmp = store.makeTempDir("add");
+  try {
+    const staged = path.join(tmp, "content");
+    await fs.promises.cp(path.resolve(source), staged, { recursive: true, verbatimSymlinks: true });
+    await normaliseTree(staged, 1);
+    const tree = await hashTree(staged);
+    const keys = await contentKeys(staged, tree.blake3);
+    const sha256 = keys.find((k) => k.kind === "file-sha256")?.hash;
+    const blake3 = keys.find((k) => k.kind === "file-blake3")?.hash;
+    const executable = mode === "flat" && (fs.statSync(staged).mode & 0o100) !== 0;
+    const fixed: FixedOutput = mode === "flat" ? { mode, algo: "sha256", hash: sha256!, ...(executable ? { executable } : {}) } : { mode, algo: "blake3", hash: tree.blake3 };
+    const target = baseName(outputPath("", name, "out", fixed));
+    const release = await store.locks.acquire([target]);
+    try {
+      if (!store.isValid(target)) {
+        await removeTree(store.realPath(target));
+        if (fs.statSync(staged).isDirectory()) fs.chmodSync(staged, 0o755);
+        fs.renameSync(staged, store.realPath(target));
+        if (fs.statSync(store.realPath(target)).isDirectory()) fs.chmodSync(store.realPath(target), 0o555);
+        store.register([{ base: target, contentHash: tree.blake3, size: tree.size, references: [], ca: `${fixed.algo}:${fixed.hash}`, content: keys }]);
+      }
+    } finally {
+      release();
+    }
+    return { path: store.realPath(target), name, mode, ...(sha256 ? { sha256 } : {}), ...(blake3 ? { blake3 } : {}), treeHash: tree.blake3, size: tree.size };
+  } finally {
+    await removeTree(tmp);
+  }
+}
+
