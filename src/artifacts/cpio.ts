@@ -152,8 +152,7 @@ export async function writeCpio(options: WriteCpioOptions): Promise<ArtifactDige
     const sink = handle.createWriteStream();
     try {
       if (gzip) {
-        const [deflate, pinOs] = deterministicGzip();
-        await pipeline(newcStream(entries, mtime), deflate, pinOs, tap, sink);
+        await pipeline(newcStream(entries, mtime), deterministicGzip(), tap, sink);
       } else {
         await pipeline(newcStream(entries, mtime), tap, sink);
       }

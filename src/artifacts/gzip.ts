@@ -1,43 +1,41 @@
 /**
- * Deterministic gzip.
+ * Deterministic gzip, whatever machine runs it.
  *
- * Node's zlib writes a gzip header with MTIME 0 and no file name (checked on
- * Node 20: `1f8b 08 00 00000000 XFL 03`), and XFL depends only on the level,
- * which we pin. The OS byte is the one field that varies by platform (3 on
- * Linux, 19 on macOS builds of zlib), so we force it to 3 ("Unix").
- *
- * Caveat (documented, not fixable here): the deflate bytes themselves are
- * only as stable as the zlib that Node bundles. Node ships Chromium's zlib,
- * whose hasher uses CRC32C when the CPU has SSE4.2+PCLMUL (x86) or CRC32
- * (arm64) and canonical Rabin-Karp otherwise, and a Node upgrade may bring a
- * different zlib. Same Node + a CPU with those features (every x86-64 server
- * since ~2010, every arm64 server) gives the same bytes. Callers that need
- * digests independent of the compressor use uncompressed output.
+ * Node's zlib is Chromium's, whose deflate output depends on the CPU (it
+ * hashes with CRC32C where SSE4.2/PCLMUL exist) and on the Node release, so
+ * two machines can gzip the same bytes differently. fflate is a pure
+ * JavaScript deflate: same input, same level, same library version — same
+ * bytes everywhere. Its header carries MTIME 0 (we pass 0), no name, OS 3.
  */
 import { Transform, type TransformCallback } from "node:stream";
-import { constants, createGzip } from "node:zlib";
+import { Gzip } from "fflate";
 
 /** The pinned compression level: artifacts are built once and pulled many times. */
 export const GZIP_LEVEL = 9;
 
-const OS_BYTE_OFFSET = 9;
-const OS_UNIX = 3;
-
-/** Rewrites byte 9 of the stream (the gzip header's OS field) to "Unix". */
-class PinGzipOs extends Transform {
-  private seen = 0;
+class DeterministicGzip extends Transform {
+  private readonly gz = new Gzip({ level: GZIP_LEVEL, mem: 8, mtime: 0 }, (chunk) => {
+    this.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+  });
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    if (this.seen <= OS_BYTE_OFFSET && this.seen + chunk.length > OS_BYTE_OFFSET) {
-      chunk = Buffer.from(chunk);
-      chunk[OS_BYTE_OFFSET - this.seen] = OS_UNIX;
+    try {
+      this.gz.push(chunk, false);
+      done();
+    } catch (err) {
+      done(err as Error);
     }
-    this.seen += chunk.length;
-    done(null, chunk);
+  }
+  override _flush(done: TransformCallback): void {
+    try {
+      this.gz.push(new Uint8Array(0), true);
+      done();
+    } catch (err) {
+      done(err as Error);
+    }
   }
 }
 
-/** The streams to put in a pipeline to gzip deterministically. */
-export function deterministicGzip(): [Transform, Transform] {
-  const gzip = createGzip({ level: GZIP_LEVEL, memLevel: 8, windowBits: 15, strategy: constants.Z_DEFAULT_STRATEGY });
-  return [gzip, new PinGzipOs()];
+/** A stream that gzips deterministically. */
+export function deterministicGzip(): Transform {
+  return new DeterministicGzip();
 }

@@ -93,8 +93,7 @@ async function writeLayer(blobs: string, p: Plan): Promise<{ desc: Descriptor; d
   const handle = await open(tmp, "wx", 0o644);
   const sink = handle.createWriteStream();
   if (p.compression === "gzip") {
-    const [gzip, pin] = deterministicGzip();
-    await pipeline(tarStream(layerEntries(p)), uncompressed, gzip, pin, stored, sink);
+    await pipeline(tarStream(layerEntries(p)), uncompressed, deterministicGzip(), stored, sink);
   } else {
     await pipeline(tarStream(layerEntries(p)), uncompressed, stored, sink);
   }

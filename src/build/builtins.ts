@@ -41,6 +41,9 @@ const lazyBuiltins: Record<string, () => Promise<Builtin>> = {
   fetchurl: async () => (await import("../fetch/builtin.js")).fetchurlBuiltin,
   fetchzip: async () => (await import("../fetch/builtin.js")).fetchzipBuiltin,
   local: async () => (await import("../fetch/builtin.js")).localBuiltin,
+  rootfs: async () => (await import("../artifacts/builtin.js")).rootfsBuiltin,
+  cpio: async () => (await import("../artifacts/builtin.js")).cpioBuiltin,
+  "oci-image": async () => (await import("../artifacts/builtin.js")).ociImageBuiltin,
 };
 
 export async function getBuiltin(builder: string): Promise<Builtin> {

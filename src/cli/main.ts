@@ -11,6 +11,7 @@ usage:
   ukb realise <recipe.ts> [-A attr]   build an export, print its output paths, link ./result
   ukb show <recipe.ts> [-A attr]      print the canonical derivation graph as JSON
   ukb log PATH | <recipe.ts> [-A a]   print a build's log
+  ukb push <recipe.ts|oci-dir> REF    push an image to a registry, or REF = oci-archive:FILE
   ukb prefetch URL [--unpack]         download, add to the store, print the hash to pin
   ukb store add FILE|DIR [--name N]   put content in the store (fetches with its hash use it)
   ukb store verify | gc | info PATH   check the store, collect garbage, describe a path
@@ -25,6 +26,7 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>
   log: async () => (await import("./log.js")).logCommand,
   store: async () => (await import("./store.js")).storeCommand,
   prefetch: async () => (await import("./prefetch.js")).prefetchCommand,
+  push: async () => (await import("./push.js")).pushCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -6,3 +6,4 @@
 export { derivation, Derivation, OutputRef, isDerivation, type DerivationSpec, type StringLike } from "./derivation.js";
 export { hostTools, type HostToolsOptions } from "./host-tools.js";
 export { fetchurl, fetchzip, debianSource, debianPackage, local, type FetchurlSpec, type FetchzipSpec, type Source, type SourceLike } from "./fetchers.js";
+export { rootfs, cpio, ociImage, type RootfsFile, type OciImageSpec } from "./artifacts.js";

@@ -1,0 +1,116 @@
+/**
+ * rootfs → cpio → ociImage as derivations, through the CLI: bit-identical in
+ * two stores, accepted by umoci, pushed to a real registry.
+ */
+import test from "ava";
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { allFiles, startRegistry, type Registry } from "./artifacts-helpers.js";
+import { tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+
+const IMAGE = `import { derivation, hostTools, rootfs, cpio, ociImage } from "ukb";
+const t = hostTools(["sh", "printf", "head", "cat"]);
+// A stand-in kernel: an ELF header and some bytes (the writers check the magic).
+export const kernel = derivation({ name: "kernel", builder: \`\${t}/bin/sh\`,
+  args: ["-c", \`\${t}/bin/printf '\\\\177ELF\\\\002\\\\001\\\\001' > $out; \${t}/bin/head -c 4096 /dev/zero >> $out\`] });
+const site = derivation({ name: "site", builder: \`\${t}/bin/sh\`, args: ["-c", "echo '<h1>hello</h1>' > $out"] });
+export const tree = rootfs({ files: {
+  "/nginx/conf/nginx.conf": "worker_processes 1;\\n",
+  "/nginx/html/index.html": site,
+  "/nginx/logs/error.log": "",
+  "/bin/tool": { text: "#!/bin/sh\\n", mode: 0o755 },
+  "/etc/link": { symlink: "../nginx/conf/nginx.conf" },
+} });
+export const initrd = cpio({ root: tree });
+export default ociImage({
+  name: "nginx-image", kernel, initrd,
+  cmd: ["nginx", "-c", "/nginx/conf/nginx.conf"],
+  env: { LOG: "1" },
+  unikernelType: "unikraft", unikernelVersion: "0.16.3", hypervisor: "qemu",
+  tag: "latest",
+});
+`;
+
+test("the image graph is bit-identical in two stores and passes umoci", async (t) => {
+  const a = tempDir();
+  const b = tempDir("ukb-elsewhere-");
+  writeRecipe(a, "image.ts", IMAGE);
+  writeRecipe(b, "sub/image.ts", IMAGE);
+  const ra = await ukb(["realise", "image.ts"], { cwd: a });
+  const rb = await ukb(["realise", "sub/image.ts", "--store", path.join(b, "other-store")], { cwd: b });
+  t.is(ra.code, 0, ra.stderr);
+  t.is(rb.code, 0, rb.stderr);
+  t.is(path.basename(ra.stdout.trim()), path.basename(rb.stdout.trim()));
+  const fa = await allFiles(ra.stdout.trim());
+  const fb = await allFiles(rb.stdout.trim());
+  t.deepEqual([...fa.keys()], [...fb.keys()]);
+  for (const [k, v] of fa) t.true(v.equals(fb.get(k)!), `${k} differs`);
+  for (const store of [path.join(a, "cache"), path.join(b, "other-store")]) {
+    const initrd = await ukb(["realise", "image.ts", "-A", "initrd", "--no-out-link", "--store", store], { cwd: a });
+    t.is(initrd.code, 0, initrd.stderr);
+    const listing = execFileSync("bsdtar", ["-tf", initrd.stdout.trim()], { encoding: "utf8" });
+    t.regex(listing, /nginx\/html\/index\.html/);
+  }
+
+  const bundle = path.join(a, "bundle");
+  execFileSync("umoci", ["unpack", "--rootless", "--image", `${ra.stdout.trim()}:latest`, bundle], { stdio: "pipe" });
+  const rootfsDir = path.join(bundle, "rootfs");
+  t.true(fs.readFileSync(path.join(rootfsDir, ".boot/kernel")).subarray(0, 4).equals(Buffer.from("\x7fELF", "latin1")));
+  const urunc = JSON.parse(fs.readFileSync(path.join(rootfsDir, "urunc.json"), "utf8")) as Record<string, string>;
+  const decoded = Object.fromEntries(Object.entries(urunc).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]));
+  t.is(decoded["com.urunc.unikernel.unikernelType"], "unikraft");
+  t.is(decoded["com.urunc.unikernel.cmdline"], "-c /nginx/conf/nginx.conf");
+  t.is(decoded["com.urunc.unikernel.initrd"], "/.boot/rootfs");
+  const config = JSON.parse(execFileSync("skopeo", ["inspect", "--config", `oci:${ra.stdout.trim()}:latest`], { encoding: "utf8" })) as { config: { Cmd: string[]; Env: string[] } };
+  t.deepEqual(config.config.Cmd, ["nginx", "-c", "/nginx/conf/nginx.conf"]);
+  t.true(config.config.Env.includes("LOG=1"));
+});
+
+test("editing the site rebuilds only the rootfs, the cpio and the image", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "image.ts", IMAGE);
+  const first = await ukb(["realise", "image.ts", "--json"], { cwd: dir });
+  t.is(first.code, 0, first.stderr);
+  writeRecipe(dir, "image.ts", IMAGE.replace("<h1>hello</h1>", "<h1>changed</h1>"));
+  const second = await ukb(["realise", "image.ts", "--json"], { cwd: dir });
+  t.is(second.code, 0, second.stderr);
+  const built = second.stderr.split("\n").filter((l) => l.includes('"type":"start"')).map((l) => (JSON.parse(l) as { name: string }).name).sort();
+  t.deepEqual(built, ["nginx-image", "rootfs", "rootfs.cpio", "site"]);
+});
+
+test("bad image input is refused at evaluation, before anything is built", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "bad.ts", IMAGE.replace('cmd: ["nginx", "-c", "/nginx/conf/nginx.conf"]', `cmd: ["nginx", "-g", "daemon off;"]`));
+  const r = await ukb(["realise", "bad.ts"], { cwd: dir });
+  t.is(r.code, 2);
+  t.regex(r.stderr, /bad\.ts:\d+: ociImage 'nginx-image': .*cmd/);
+  const badTag = IMAGE.replace('tag: "latest"', 'tag: "not a tag!"');
+  writeRecipe(dir, "badtag.ts", badTag);
+  const r2 = await ukb(["realise", "badtag.ts"], { cwd: dir });
+  t.is(r2.code, 2);
+  t.regex(r2.stderr, /badtag\.ts:\d+: ociImage 'nginx-image': .*tag/);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")), []);
+});
+
+test("ukb push: to a real registry (twice: nothing uploaded again) and to an oci-archive", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "image.ts", IMAGE);
+  let registry: Registry | undefined;
+  t.teardown(async () => registry?.stop());
+  registry = await startRegistry(tempDir("ukb-registry-"));
+  const ref = `${registry.host}/ukb/nginx:1`;
+  const first = await ukb(["push", "image.ts", ref, "--insecure"], { cwd: dir });
+  t.is(first.code, 0, first.stderr);
+  const digest = /(sha256:[0-9a-f]{64})/.exec(first.stdout)![1];
+  const inspected = JSON.parse(execFileSync("skopeo", ["inspect", "--tls-verify=false", `docker://${ref}`], { encoding: "utf8" })) as { Digest: string };
+  t.is(inspected.Digest, digest);
+  const again = await ukb(["push", "image.ts", ref, "--insecure"], { cwd: dir });
+  t.is(again.code, 0, again.stderr);
+  t.regex(again.stdout, /uploaded 0 blobs/);
+  const archive = path.join(dir, "image.tar");
+  const arch = await ukb(["push", "image.ts", `oci-archive:${archive}`], { cwd: dir });
+  t.is(arch.code, 0, arch.stderr);
+  const fromArchive = JSON.parse(execFileSync("skopeo", ["inspect", `oci-archive:${archive}`], { encoding: "utf8" })) as { Digest: string };
+  t.is(fromArchive.Digest, digest);
+});
