@@ -102,7 +102,7 @@ test("ukb push: to a real registry (twice: nothing uploaded again) and to an oci
   const ref = `${registry.host}/ukb/nginx:1`;
   const first = await ukb(["push", "image.ts", ref, "--insecure"], { cwd: dir });
   t.is(first.code, 0, first.stderr);
-  const digest = /(sha256:[0-9a-f]{64})/.exec(first.stdout)![1];
+  const digest = /(sha256:[0-9a-f]{64})/.exec(first.stdout)![1]!;
   const inspected = JSON.parse(execFileSync("skopeo", ["inspect", "--tls-verify=false", `docker://${ref}`], { encoding: "utf8" })) as { Digest: string };
   t.is(inspected.Digest, digest);
   const again = await ukb(["push", "image.ts", ref, "--insecure"], { cwd: dir });

@@ -119,6 +119,74 @@ async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly
   }
 }
 
+/** A derivation's outputs, built and normalised in a staging folder, not yet in the store. */
+export interface StagedOutputs {
+  readonly infos: readonly { output: string; base: string; staged: string; contentHash: string; size: number; references: string[] }[];
+}
+
+/**
+ * Runs a derivation's builder (sandboxed, or in-process for builtins) with
+ * `tmp` as its scratch space, then normalises, scans and hashes every output
+ * in `tmp/store`. Used to realise (then register) and to check (then compare).
+ */
+export async function buildInto(store: Store, drv: DrvRecord, tmp: string, logFile: string, opts: BuildOptions): Promise<StagedOutputs> {
+  const outputBases = Object.values(drv.outputs).map(baseName);
+  const inputClosure = store.closure(drv.inputPaths);
+  const stagedStore = path.join(tmp, "store");
+  fs.mkdirSync(stagedStore);
+  fs.mkdirSync(path.join(tmp, "build"));
+  const logFd = fs.openSync(logFile, "w");
+  try {
+    if (drv.builder.startsWith("builtin:")) {
+      const outputs: Record<string, string> = {};
+      for (const [o, p] of Object.entries(drv.outputs)) outputs[o] = path.join(stagedStore, baseName(p));
+      await (await getBuiltin(drv.builder))({
+        drv,
+        outputs,
+        realInput: (virtualPath) => {
+          if (!virtualPath.startsWith(VIRTUAL_STORE + "/")) throw new UkbError("build", `${virtualPath} is not a store path`);
+          return path.join(store.storeDir, virtualPath.slice(VIRTUAL_STORE.length + 1));
+        },
+        epoch: epochOf(drv),
+        scratch: path.join(tmp, "build"),
+        log: (line) => fs.writeSync(logFd, line.endsWith("\n") ? line : `${line}\n`),
+        signal: opts.signal ?? new AbortController().signal,
+        options: opts.builtinOptions ?? {},
+        store,
+      });
+    } else {
+      await runSandboxed(store, drv, inputClosure, tmp, logFd, opts);
+    }
+  } catch (err) {
+    if (err instanceof BuildCancelledError) throw err;
+    if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
+    if (typeof err === "string") throw new BuildFailedError(drv.name, err, logFile, tail(logFile));
+    if (err instanceof UkbError && err.kind !== "build") throw err;
+    const reason = err instanceof UkbError ? err.message.replace(`build of '${drv.name}' `, "") : (err as Error).message;
+    throw new BuildFailedError(drv.name, reason, logFile, tail(logFile));
+  } finally {
+    fs.closeSync(logFd);
+  }
+
+  // Normalise, scan and hash every output before any of them becomes visible.
+  const candidates = new Map<string, string>();
+  for (const b of inputClosure) candidates.set(hashPart(b), b);
+  for (const b of outputBases) candidates.set(hashPart(b), b);
+  const infos = [];
+  for (const [output, virtualPath] of Object.entries(drv.outputs)) {
+    const base = baseName(virtualPath);
+    const staged = path.join(stagedStore, base);
+    if (!fs.existsSync(staged) && !isSymlink(staged)) {
+      throw new BuildFailedError(drv.name, `the builder succeeded but did not create its output '${output}' ($${output})`, logFile, tail(logFile));
+    }
+    await normaliseTree(staged, epochOf(drv));
+    const refs = await scanReferences(staged, [...candidates.keys()]);
+    const { blake3, size } = await hashTree(staged);
+    infos.push({ output, base, staged, contentHash: blake3, size, references: [...refs].map((h) => candidates.get(h)!).sort() });
+  }
+  return { infos };
+}
+
 /**
  * Realises one derivation whose inputs are valid. Takes the lock of its
  * outputs first; if another process built them meanwhile, returns at once.
@@ -141,62 +209,8 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
     if (outputBases.every((b) => store.isValid(b))) return { built: false, ms: 0 };
     // Leftovers of a build that died between rename and registration.
     for (const b of outputBases) if (!store.isValid(b)) await removeTree(store.realPath(b));
-
-    const inputClosure = store.closure(drv.inputPaths);
     tmp = store.makeTempDir(drv.hash.slice(0, 12));
-    const stagedStore = path.join(tmp, "store");
-    fs.mkdirSync(stagedStore);
-    fs.mkdirSync(path.join(tmp, "build"));
-    const logFd = fs.openSync(logFile, "w");
-    try {
-      if (drv.builder.startsWith("builtin:")) {
-        const outputs: Record<string, string> = {};
-        for (const [o, p] of Object.entries(drv.outputs)) outputs[o] = path.join(stagedStore, baseName(p));
-        const scratch = path.join(tmp, "build");
-        await (await getBuiltin(drv.builder))({
-          drv,
-          outputs,
-          realInput: (virtualPath) => {
-            if (!virtualPath.startsWith(VIRTUAL_STORE + "/")) throw new UkbError("build", `${virtualPath} is not a store path`);
-            return path.join(store.storeDir, virtualPath.slice(VIRTUAL_STORE.length + 1));
-          },
-          epoch: epochOf(drv),
-          scratch,
-          log: (line) => fs.writeSync(logFd, line.endsWith("\n") ? line : `${line}\n`),
-          signal: opts.signal ?? new AbortController().signal,
-          options: opts.builtinOptions ?? {},
-          store,
-        });
-      } else {
-        await runSandboxed(store, drv, inputClosure, tmp, logFd, opts);
-      }
-    } catch (err) {
-      if (err instanceof BuildCancelledError) throw err;
-      if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
-      if (typeof err === "string") throw new BuildFailedError(drv.name, err, logFile, tail(logFile));
-      if (err instanceof UkbError && err.kind !== "build") throw err;
-      const reason = err instanceof UkbError ? err.message.replace(`build of '${drv.name}' `, "") : (err as Error).message;
-      throw new BuildFailedError(drv.name, reason, logFile, tail(logFile));
-    } finally {
-      fs.closeSync(logFd);
-    }
-
-    // Normalise, scan and hash every output before any of them becomes visible.
-    const candidates = new Map<string, string>();
-    for (const b of inputClosure) candidates.set(hashPart(b), b);
-    for (const b of outputBases) candidates.set(hashPart(b), b);
-    const infos = [];
-    for (const [output, virtualPath] of Object.entries(drv.outputs)) {
-      const base = baseName(virtualPath);
-      const staged = path.join(stagedStore, base);
-      if (!fs.existsSync(staged) && !isSymlink(staged)) {
-        throw new BuildFailedError(drv.name, `the builder succeeded but did not create its output '${output}' ($${output})`, logFile, tail(logFile));
-      }
-      await normaliseTree(staged, epochOf(drv));
-      const refs = await scanReferences(staged, [...candidates.keys()]);
-      const { blake3, size } = await hashTree(staged);
-      infos.push({ base, staged, contentHash: blake3, size, references: [...refs].map((h) => candidates.get(h)!).sort() });
-    }
+    const { infos } = await buildInto(store, drv, tmp, logFile, opts);
     const content = new Map<string, { kind: ContentKind; hash: string }[]>();
     if (drv.fixed) {
       const { checkFixedOutput, contentKeys } = await import("./fixed.js");

@@ -10,6 +10,7 @@ const HELP = `ukb — declarative, content-addressed builds of unikernels
 usage:
   ukb realise <recipe.ts> [-A attr]   build an export, print its output paths, link ./result
   ukb show <recipe.ts> [-A attr]      print the canonical derivation graph as JSON
+  ukb check <recipe.ts> [-A attr]     rebuild what is valid and compare, bit for bit
   ukb log PATH | <recipe.ts> [-A a]   print a build's log
   ukb push <recipe.ts|oci-dir> REF    push an image to a registry, or REF = oci-archive:FILE
   ukb prefetch URL [--unpack]         download, add to the store, print the hash to pin
@@ -27,6 +28,7 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>
   store: async () => (await import("./store.js")).storeCommand,
   prefetch: async () => (await import("./prefetch.js")).prefetchCommand,
   push: async () => (await import("./push.js")).pushCommand,
+  check: async () => (await import("./check.js")).checkCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {
