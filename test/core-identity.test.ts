@@ -1,16 +1,16 @@
 import test from "ava";
-import { derivation, hostTools } from "../src/recipe/index.js";
+import { derivation, hostTools, type Derivation } from "../src/recipe/index.js";
 import { canonicalForm, toBase32, topoOrder, CycleError, finishDrv, type DrvRecord } from "../src/graph/index.js";
 import { closureOf } from "../src/recipe/derivation.js";
 
 /** The layered graph of BENCH-GRAPH.md, with one node's env changed. */
 function layered(n: number, tweak?: number) {
   const tools = hostTools(["sh"]);
-  const nodes = [];
+  const nodes: Derivation[] = [];
   for (let i = 0; i < n; i++) {
     const l = Math.floor(i / 10);
     const p = i % 10;
-    const deps = l === 0 ? [] : [nodes[10 * (l - 1) + p]!, nodes[10 * (l - 1) + ((p + 1) % 10)]!];
+    const deps: Derivation[] = l === 0 ? [] : [nodes[10 * (l - 1) + p]!, nodes[10 * (l - 1) + ((p + 1) % 10)]!];
     nodes.push(
       derivation({
         name: `node-${String(i).padStart(4, "0")}`,

@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { spawn } from "node:child_process";
+import { spawner } from "./spawner.js";
 import { UkbError } from "../errors/index.js";
 import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
 import { hashTree, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
@@ -87,7 +87,7 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null): strin
 }
 
 /** Runs the builder of a command derivation in the sandbox; resolves on success. */
-async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly string[], tmp: string, logFd: number, opts: BuildOptions): Promise<void> {
+async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly string[], tmp: string, logFile: string, opts: BuildOptions): Promise<void> {
   const inputs = new Map<string, string>();
   for (const base of inputClosure) inputs.set(base, store.realPath(base));
   const args = sandboxArgs({
@@ -98,25 +98,9 @@ async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly
     builder: drv.builder,
     args: drv.args,
   });
-  const child = spawn(findBwrap(), args, { stdio: ["ignore", logFd, logFd], detached: true });
-  const onAbort = () => {
-    try {
-      process.kill(-child.pid!, "SIGKILL");
-    } catch {
-      // already gone
-    }
-  };
-  opts.signal?.addEventListener("abort", onAbort, { once: true });
-  try {
-    const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-      child.once("error", reject);
-      child.once("exit", (code, signal) => resolve({ code, signal }));
-    });
-    if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
-    if (code !== 0) throw describeExit(code, signal);
-  } finally {
-    opts.signal?.removeEventListener("abort", onAbort);
-  }
+  const { code, signal } = await spawner.run([findBwrap(), ...args], logFile, path.join(tmp, "builder.sh"), opts.signal);
+  if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
+  if (code !== 0) throw describeExit(code, signal);
 }
 
 /** A derivation's outputs, built and normalised in a staging folder, not yet in the store. */
@@ -155,7 +139,7 @@ export async function buildInto(store: Store, drv: DrvRecord, tmp: string, logFi
         store,
       });
     } else {
-      await runSandboxed(store, drv, inputClosure, tmp, logFd, opts);
+      await runSandboxed(store, drv, inputClosure, tmp, logFile, opts);
     }
   } catch (err) {
     if (err instanceof BuildCancelledError) throw err;

@@ -48,3 +48,37 @@ export function parseCount(value: string | undefined, flag: string, fallback: nu
 }
 
 export const defaultJobs = () => Math.max(1, os.availableParallelism());
+
+/**
+ * Realises a recipe's export (building what is missing, with a progress
+ * display on stderr) and returns its record and main output's real path.
+ */
+export async function realiseExport(store: Store, recipeFile: string, attr: string | undefined, options: { jobs?: number; cores?: number } = {}): Promise<{ drv: DrvRecord; path: string; recipe: LoadedRecipe }> {
+  const { makePlan, execute } = await import("../schedule/index.js");
+  const { chooseMode, makeListener } = await import("../ui/index.js");
+  const recipe = await loadWithCache(store, recipeFile);
+  const drv = pick(recipe, attr);
+  const plan = makePlan(store, recipe.graph, [drv]);
+  if (plan.toBuild.length > 0) {
+    const listener = makeListener(chooseMode(process.stderr, false));
+    listener({ type: "plan", valid: plan.valid.length, toBuild: plan.toBuild.map((d) => ({ name: d.name, path: store.realPath(d.outputs.out ?? Object.values(d.outputs)[0]!) })) });
+    const result = await execute(store, plan, { jobs: options.jobs ?? defaultJobs(), cores: options.cores ?? 1, listener });
+    listener.close();
+    if (result.failed.length > 0) throw result.failed[0]!.error;
+  }
+  return { drv, path: store.realPath(drv.outputs.out ?? Object.values(drv.outputs)[0]!), recipe };
+}
+
+/** An OCI layout directory given as is, or the image a recipe's export builds. */
+export async function imageLayout(source: string, attr: string | undefined, storeFlag: string | undefined): Promise<string> {
+  if (fs.existsSync(path.join(source, "oci-layout"))) return path.resolve(source);
+  if (!/\.[cm]?ts$/.test(source)) throw new UsageError(`${source} is neither an OCI layout directory nor a recipe (.ts)`);
+  const store = openStore(storeFlag);
+  try {
+    const { path: dir } = await realiseExport(store, source, attr);
+    if (!fs.existsSync(path.join(dir, "oci-layout"))) throw new UsageError(`${source}${attr ? ` -A ${attr}` : ""} is not an OCI image (no oci-layout in ${dir}); pick the image with -A`);
+    return dir;
+  } finally {
+    store.close();
+  }
+}

@@ -12,6 +12,7 @@ usage:
   ukb show <recipe.ts> [-A attr]      print the canonical derivation graph as JSON
   ukb check <recipe.ts> [-A attr]     rebuild what is valid and compare, bit for bit
   ukb log PATH | <recipe.ts> [-A a]   print a build's log
+  ukb run <recipe.ts|oci-dir> [-A a]  boot an image in QEMU as urunc would; print the URL once it answers
   ukb push <recipe.ts|oci-dir> REF    push an image to a registry, or REF = oci-archive:FILE
   ukb prefetch URL [--unpack]         download, add to the store, print the hash to pin
   ukb store add FILE|DIR [--name N]   put content in the store (fetches with its hash use it)
@@ -29,6 +30,7 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>
   prefetch: async () => (await import("./prefetch.js")).prefetchCommand,
   push: async () => (await import("./push.js")).pushCommand,
   check: async () => (await import("./check.js")).checkCommand,
+  run: async () => (await import("./run.js")).runCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

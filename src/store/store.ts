@@ -82,11 +82,6 @@ export class Store {
       insertDrvOutput: db.prepare("INSERT OR REPLACE INTO drv_outputs (drv, output, base) VALUES (?, ?, ?)"),
       getDrv: db.prepare<[string], { json: string }>("SELECT json FROM drvs WHERE hash = ?"),
       drvOfBase: db.prepare<[string], { drv: string }>("SELECT drv FROM drv_outputs WHERE base = ?"),
-      closure: db.prepare<[string], { base: string }>(`
-        WITH RECURSIVE c(id) AS (
-          SELECT id FROM paths WHERE base IN (SELECT value FROM json_each(?))
-          UNION SELECT r.reference FROM refs r JOIN c ON r.referrer = c.id
-        ) SELECT p.base FROM c JOIN paths p ON p.id = c.id ORDER BY p.base`),
       allBases: db.prepare<[], { base: string }>("SELECT base FROM paths ORDER BY base"),
       deletePath: db.prepare("DELETE FROM paths WHERE base = ?"),
       evalGet: db.prepare<[string], { value: string }>("SELECT value FROM eval_cache WHERE key = ?"),
@@ -170,16 +165,31 @@ export class Store {
     return row ? this.stmts.referrersOf.all(row.id).map((r) => r.base) : [];
   }
 
+  /** References of valid paths never change: remembered for the life of this handle. */
+  private readonly refsCache = new Map<string, readonly string[]>();
+
+  private referencesOf(base: string): readonly string[] {
+    let refs = this.refsCache.get(base);
+    if (!refs) {
+      const row = this.stmts.byBase.get(base);
+      if (!row) throw new UkbError("store", `${base} is not valid in the store at ${this.root}`);
+      refs = this.stmts.refsOf.all(row.id).map((r) => r.base);
+      this.refsCache.set(base, refs);
+    }
+    return refs;
+  }
+
   /** The paths and everything they refer to, transitively (basenames, sorted). */
   closure(storePaths: readonly string[]): string[] {
-    if (storePaths.length === 0) return [];
-    const bases = [...new Set(storePaths.map(baseName))];
-    const rows = this.stmts.closure.all(JSON.stringify(bases));
-    if (rows.length < bases.length || bases.some((b) => !this.isValid(b))) {
-      const missing = bases.find((b) => !this.isValid(b));
-      throw new UkbError("store", `${missing} is not valid in the store at ${this.root}`);
+    const seen = new Set<string>();
+    const todo = storePaths.map(baseName);
+    while (todo.length > 0) {
+      const b = todo.pop()!;
+      if (seen.has(b)) continue;
+      seen.add(b);
+      todo.push(...this.referencesOf(b));
     }
-    return rows.map((r) => r.base);
+    return [...seen].sort();
   }
 
   /** Every valid path (basenames). */
@@ -249,6 +259,7 @@ export class Store {
 
   /** Forgets paths (gc); their referrers must be gone first. */
   invalidate(bases: readonly string[]): void {
+    for (const b of bases) this.refsCache.delete(b);
     this.db.transaction(() => {
       for (const b of bases) this.stmts.deletePath.run(b);
     })();
