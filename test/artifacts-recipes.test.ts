@@ -7,30 +7,8 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { allFiles, startRegistry, type Registry } from "./artifacts-helpers.js";
-import { tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+import { IMAGE, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
 
-const IMAGE = `import { derivation, hostTools, rootfs, cpio, ociImage } from "ukb";
-const t = hostTools(["sh", "printf", "head", "cat"]);
-// A stand-in kernel: an ELF header and some bytes (the writers check the magic).
-export const kernel = derivation({ name: "kernel", builder: \`\${t}/bin/sh\`,
-  args: ["-c", \`\${t}/bin/printf '\\\\177ELF\\\\002\\\\001\\\\001' > $out; \${t}/bin/head -c 4096 /dev/zero >> $out\`] });
-const site = derivation({ name: "site", builder: \`\${t}/bin/sh\`, args: ["-c", "echo '<h1>hello</h1>' > $out"] });
-export const tree = rootfs({ files: {
-  "/nginx/conf/nginx.conf": "worker_processes 1;\\n",
-  "/nginx/html/index.html": site,
-  "/nginx/logs/error.log": "",
-  "/bin/tool": { text: "#!/bin/sh\\n", mode: 0o755 },
-  "/etc/link": { symlink: "../nginx/conf/nginx.conf" },
-} });
-export const initrd = cpio({ root: tree });
-export default ociImage({
-  name: "nginx-image", kernel, initrd,
-  cmd: ["nginx", "-c", "/nginx/conf/nginx.conf"],
-  env: { LOG: "1" },
-  unikernelType: "unikraft", unikernelVersion: "0.16.3", hypervisor: "qemu",
-  tag: "latest",
-});
-`;
 
 test("the image graph is bit-identical in two stores and passes umoci", async (t) => {
   const a = tempDir();

@@ -14,6 +14,7 @@ usage:
   ukb log PATH | <recipe.ts> [-A a]   print a build's log
   ukb run <recipe.ts|oci-dir> [-A a]  boot an image in QEMU as urunc would; print the URL once it answers
   ukb push <recipe.ts|oci-dir> REF    push an image to a registry, or REF = oci-archive:FILE
+  ukb report <recipe.ts>... [--boot N] [--json | --html F]   compare images: sizes, builds, boot times
   ukb prefetch URL [--unpack]         download, add to the store, print the hash to pin
   ukb store add FILE|DIR [--name N]   put content in the store (fetches with its hash use it)
   ukb store verify | gc | info PATH   check the store, collect garbage, describe a path
@@ -31,6 +32,7 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>
   push: async () => (await import("./push.js")).pushCommand,
   check: async () => (await import("./check.js")).checkCommand,
   run: async () => (await import("./run.js")).runCommand,
+  report: async () => (await import("./report.js")).reportCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -31,14 +31,15 @@ export type RootfsFile =
   | string
   | Input
   | { readonly text: string; readonly mode?: number }
-  | { readonly path: Input; readonly mode?: number }
+  | { readonly path: Input | string; readonly mode?: number }
   | { readonly symlink: string }
   | { readonly mkdir: true; readonly mode?: number };
 
 /**
  * A tree for an image, from strings, files and other derivations' outputs:
  * `rootfs({ files: { "/nginx/conf/nginx.conf": confText, "/nginx/html": site } })`.
- * A string is the file's content; a derivation is copied (a file or a tree).
+ * A string is the file's content; a derivation is copied (a file or a tree);
+ * `{ path: \`${nginx}/bin/nginx\` }` copies a file or tree inside an output.
  */
 export function rootfs(spec: { name?: string; files: Readonly<Record<string, RootfsFile>> }): Derivation {
   const name = checkName(spec?.name ?? "rootfs", "rootfs");
@@ -55,8 +56,9 @@ export function rootfs(spec: { name?: string; files: Readonly<Record<string, Roo
       inputs.push(value);
       entries[target] = { input: value.toString() };
     } else if (value && typeof value === "object" && "text" in value && typeof value.text === "string") entries[target] = { text: value.text, ...mode };
-    else if (value && typeof value === "object" && "path" in value && isInput(value.path)) {
-      inputs.push(value.path);
+    else if (value && typeof value === "object" && "path" in value && (isInput(value.path) || typeof value.path === "string")) {
+      if (isInput(value.path)) inputs.push(value.path);
+      else if (!value.path.startsWith("/ukb/store/")) throw new RecipeError(`rootfs '${name}': '${target}': path must be inside a derivation's output (\`\${drv}/…\`), not ${value.path}`, callerLocation());
       entries[target] = { input: value.path.toString(), ...mode };
     } else if (value && typeof value === "object" && "symlink" in value && typeof value.symlink === "string") entries[target] = { symlink: value.symlink };
     else if (value && typeof value === "object" && "mkdir" in value && value.mkdir === true) entries[target] = { mkdir: true, ...mode };

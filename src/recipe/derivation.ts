@@ -149,6 +149,8 @@ export function makeDerivation(draft: Omit<DrvDraft, "inputPaths" | "inputDrvs">
   collectInputs(draft.builder, "builder", inputs);
   draft.args.forEach((a, i) => collectInputs(a, `args[${i}]`, inputs));
   for (const [k, v] of Object.entries(draft.env)) collectInputs(v, `env.${k}`, inputs);
+  // Builtins carry store paths in their parameters (a rootfs entry `${nginx}/bin/nginx`).
+  if (draft.params !== undefined && draft.params !== null) collectInputs(JSON.stringify(draft.params), "a parameter", inputs);
   for (const ref of extraInputs) {
     const path = ref.toString();
     const drv = isDerivation(ref) ? ref.drv : ref.derivation.drv;

@@ -77,3 +77,27 @@ export default derivation({
   args: ["-c", \`\${tools}/bin/tr a-z A-Z < \${greeting} > $out\`],
 });
 `;
+
+/** A small image graph: a stand-in kernel, a rootfs, its cpio, an OCI image. */
+export const IMAGE = `import { derivation, hostTools, rootfs, cpio, ociImage } from "ukb";
+const t = hostTools(["sh", "printf", "head", "cat"]);
+// A stand-in kernel: an ELF header and some bytes (the writers check the magic).
+export const kernel = derivation({ name: "kernel", builder: \`\${t}/bin/sh\`,
+  args: ["-c", \`\${t}/bin/printf '\\\\177ELF\\\\002\\\\001\\\\001' > $out; \${t}/bin/head -c 4096 /dev/zero >> $out\`] });
+const site = derivation({ name: "site", builder: \`\${t}/bin/sh\`, args: ["-c", "echo '<h1>hello</h1>' > $out"] });
+export const tree = rootfs({ files: {
+  "/nginx/conf/nginx.conf": "worker_processes 1;\\n",
+  "/nginx/html/index.html": site,
+  "/nginx/logs/error.log": "",
+  "/bin/tool": { text: "#!/bin/sh\\n", mode: 0o755 },
+  "/etc/link": { symlink: "../nginx/conf/nginx.conf" },
+} });
+export const initrd = cpio({ root: tree });
+export default ociImage({
+  name: "nginx-image", kernel, initrd,
+  cmd: ["nginx", "-c", "/nginx/conf/nginx.conf"],
+  env: { LOG: "1" },
+  unikernelType: "unikraft", unikernelVersion: "0.16.3", hypervisor: "qemu",
+  tag: "latest",
+});
+`;
