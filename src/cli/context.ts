@@ -5,11 +5,11 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { UsageError } from "../errors/index.js";
 import type { DrvRecord } from "../graph/index.js";
 import { Store } from "../store/index.js";
 import { loadRecipe, selectExport, type LoadedRecipe } from "../recipe/load.js";
+import { PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "../recipe/location.js";
 
 export function openStore(flag: string | undefined): Store {
   return Store.open(flag ?? process.env.UKB_STORE ?? path.resolve("cache"));
@@ -17,8 +17,8 @@ export function openStore(flag: string | undefined): Store {
 
 /** Changes to ukb itself or to the host PATH invalidate cached evaluations. */
 function evalSalt(): string {
-  const own = path.dirname(fileURLToPath(import.meta.url));
-  const stamps = ["../graph/derivation", "../recipe/derivation", "../recipe/host-tools"].map((f) => {
+  const own = path.join(PACKAGE_ROOT, RUNNING_FROM_SOURCE ? "src/cli" : "dist/cli");
+  const stamps = ["../graph/derivation", "../recipe/derivation", "../recipe/host-tools", "../recipe/fetchers", "../recipe/artifacts"].map((f) => {
     for (const ext of [".js", ".ts"]) {
       try {
         const st = fs.statSync(path.join(own, f + ext));

@@ -3,8 +3,9 @@ import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { ExitCode, UkbError } from "../errors/index.js";
-import { makePlan, execute } from "../schedule/index.js";
-import { chooseMode, makeListener } from "../ui/index.js";
+// Only the plan is needed when everything is valid; the executor and the UI load on demand.
+import { makePlan, type Plan } from "../schedule/plan.js";
+import type { Store } from "../store/index.js";
 import { defaultJobs, loadWithCache, openStore, parseCount, pick } from "./context.js";
 
 export const usage = `ukb realise <recipe.ts> [-A attr] [--out-link PATH | --no-out-link] [--jobs N] [--cores M]
@@ -50,28 +51,9 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       return ExitCode.ok;
     }
 
-    const listener = makeListener(chooseMode(process.stderr, Boolean(values.json)));
-    const abort = new AbortController();
-    const onSignal = () => abort.abort(new UkbError("build", "interrupted"));
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
-    try {
-      if (plan.toBuild.length > 0) {
-        listener({ type: "plan", valid: plan.valid.length, toBuild: plan.toBuild.map((d) => ({ name: d.name, path: store.realPath(d.outputs.out ?? Object.values(d.outputs)[0]!) })) });
-        const result = await execute(store, plan, {
-          jobs,
-          cores,
-          keepGoing: Boolean(values["keep-going"]),
-          listener,
-          signal: abort.signal,
-          builtinOptions: { offline: Boolean(values.offline) },
-        });
-        if (result.failed.length > 0 || abort.signal.aborted) return ExitCode.buildFailed;
-      }
-    } finally {
-      listener.close();
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
+    if (plan.toBuild.length > 0) {
+      const code = await buildPlan(store, plan, { jobs, cores, keepGoing: Boolean(values["keep-going"]), json: Boolean(values.json), offline: Boolean(values.offline) });
+      if (code !== ExitCode.ok) return code;
     }
 
     if (!values["no-out-link"]) {
@@ -98,4 +80,31 @@ function makeOutLink(link: string, target: string): void {
   const tmp = `${link}.tmp-${process.pid}`;
   fs.symlinkSync(target, tmp);
   fs.renameSync(tmp, link);
+}
+
+/** Runs the builds of a plan with a progress display; Ctrl-C cancels them cleanly. */
+async function buildPlan(store: Store, plan: Plan, o: { jobs: number; cores: number; keepGoing: boolean; json: boolean; offline: boolean }): Promise<number> {
+  const { execute } = await import("../schedule/execute.js");
+  const { chooseMode, makeListener } = await import("../ui/index.js");
+  const listener = makeListener(chooseMode(process.stderr, o.json));
+  const abort = new AbortController();
+  const onSignal = () => abort.abort(new UkbError("build", "interrupted"));
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    listener({ type: "plan", valid: plan.valid.length, toBuild: plan.toBuild.map((d) => ({ name: d.name, path: store.realPath(d.outputs.out ?? Object.values(d.outputs)[0]!) })) });
+    const result = await execute(store, plan, {
+      jobs: o.jobs,
+      cores: o.cores,
+      keepGoing: o.keepGoing,
+      listener,
+      signal: abort.signal,
+      builtinOptions: { offline: o.offline },
+    });
+    return result.failed.length > 0 || abort.signal.aborted ? ExitCode.buildFailed : ExitCode.ok;
+  } finally {
+    listener.close();
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
 }

@@ -14,6 +14,7 @@ import { isUkbError, RecipeError } from "../errors/index.js";
 import type { DrvRecord, Graph } from "../graph/index.js";
 import { closureOf, isDerivation, isOutputRef } from "./derivation.js";
 import { startRecording } from "./eval-deps.js";
+import { OWN_TREES, PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "./location.js";
 
 /** A recipe, evaluated. */
 export interface LoadedRecipe {
@@ -48,9 +49,8 @@ interface CacheEntry {
   drvs: Record<string, DrvRecord>;
 }
 
-const ownDir = path.dirname(fileURLToPath(import.meta.url));
-const runningFromSource = import.meta.url.endsWith(".ts");
-const apiUrl = pathToFileURL(path.join(ownDir, runningFromSource ? "index.ts" : "index.js")).href;
+/** The recipe API that `import "ukb"` resolves to. */
+const apiUrl = pathToFileURL(path.join(PACKAGE_ROOT, RUNNING_FROM_SOURCE ? "src/recipe/index.ts" : "dist/recipe/index.js")).href;
 
 let aliasRegistered = false;
 /** Files that CommonJS recipes resolved while being evaluated. */
@@ -101,7 +101,7 @@ function isEsm(file: string): boolean {
 
 /** Whether a file belongs to the user's recipes (not to ukb or its dependencies). */
 function isRecipeFile(p: string): boolean {
-  return !p.includes(`${path.sep}node_modules${path.sep}`) && !p.startsWith(path.dirname(ownDir) + path.sep) && !p.startsWith(path.join(path.dirname(path.dirname(ownDir)), "src") + path.sep);
+  return !p.includes(`${path.sep}node_modules${path.sep}`) && !OWN_TREES.some((t) => p.startsWith(t));
 }
 
 /** Imports a recipe module with tsx: as ESM, or through require() (which keeps line numbers in stack traces). */

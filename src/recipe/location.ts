@@ -5,9 +5,17 @@
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 
+/**
+ * ukb's package folder. Every module sits two levels below it (src/x/, dist/x/
+ * or the bundle's dist/bundle/), so this holds wherever this code was built to.
+ */
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** Whether ukb runs from its TypeScript sources (tests) rather than compiled JavaScript. */
+export const RUNNING_FROM_SOURCE = import.meta.url.endsWith(".ts");
+
 /** ukb's own source and compiled trees (stack traces of dist/ map back to src/). */
-const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const OWN_TREES = [path.join(PACKAGE_ROOT, "src") + path.sep, path.join(PACKAGE_ROOT, "dist") + path.sep];
+export const OWN_TREES = [path.join(PACKAGE_ROOT, "src") + path.sep, path.join(PACKAGE_ROOT, "dist") + path.sep];
 
 export function callerLocation(): { file?: string; line?: number } {
   const stack = new Error().stack?.split("\n").slice(1) ?? [];

@@ -59,12 +59,19 @@ CREATE TABLE IF NOT EXISTS eval_cache (
 );
 `;
 
+/** Bumped whenever SCHEMA changes; a store at this version skips the schema on open. */
+const SCHEMA_VERSION = 2;
+
 export function openDb(file: string): Db {
   const db = new Database(file);
-  db.pragma("journal_mode = WAL");
+  db.pragma("busy_timeout = 10000");
   db.pragma("synchronous = NORMAL");
   db.pragma("foreign_keys = ON");
-  db.pragma("busy_timeout = 10000");
-  db.exec(SCHEMA);
+  // WAL is a property of the file: set once, when the store is created or upgraded.
+  if (db.pragma("user_version", { simple: true }) !== SCHEMA_VERSION) {
+    db.pragma("journal_mode = WAL");
+    db.exec(SCHEMA);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }
   return db;
 }
