@@ -76,7 +76,8 @@ export function qemuArgv(o: BootOptions): string[] {
     ...(o.image.initrd ? ["-initrd", o.image.initrd] : []),
     "-append", commandLine(o.image),
     "-netdev", `user,id=n0,hostfwd=tcp:127.0.0.1:${o.port}-:80`,
-    "-device", "virtio-net-pci,netdev=n0",
+    // romfile= skips the NIC's iPXE option ROM: ~0.1 s of every boot, and nothing here boots from the network.
+    "-device", "virtio-net-pci,netdev=n0,romfile=",
   ];
 }
 
