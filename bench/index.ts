@@ -1,6 +1,9 @@
 /** `npm run bench`: every benchmark, figures printed (no assertions). */
 import os from "node:os";
 import { benchCore } from "./core.js";
+import { benchFetch } from "./fetch.js";
 
 console.log(`# ukb benchmarks — ${new Date().toISOString()} — ${os.cpus().length} cores, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);
-await benchCore();
+const only = process.argv[2];
+if (!only || only === "core") await benchCore();
+if (!only || only === "fetch") await benchFetch();

@@ -4,12 +4,14 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { ExitCode, UkbError } from "../errors/index.js";
 // Only the plan is needed when everything is valid; the executor and the UI load on demand.
-import { makePlan, type Plan } from "../schedule/plan.js";
+import { makePlan, planSubstitutions, type Plan } from "../schedule/plan.js";
 import type { Store } from "../store/index.js";
+import type { CacheFlags, CacheSet } from "../cache/index.js";
 import { defaultJobs, loadWithCache, openStore, parseCount, pick } from "./context.js";
 
 export const usage = `ukb realise <recipe.ts> [-A attr] [--out-link PATH | --no-out-link] [--jobs N] [--cores M]
-             [--keep-going] [--dry-run] [--offline] [--json] [--store DIR]`;
+             [--keep-going] [--dry-run] [--offline] [--json] [--store DIR]
+             [--substituters URL...] [--trusted-keys NAME:KEY...] [--no-verify]`;
 
 export async function realiseCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -27,8 +29,12 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       store: { type: "string" },
       "no-eval-cache": { type: "boolean" },
       offline: { type: "boolean" },
+      substituters: { type: "string", multiple: true },
+      "trusted-keys": { type: "string", multiple: true },
+      "no-verify": { type: "boolean" },
     },
   });
+  const cacheFlags: CacheFlags = { substituters: values.substituters, trustedKeys: values["trusted-keys"], noVerify: values["no-verify"] };
   if (positionals.length !== 1) throw new UkbError("usage", `realise takes one recipe file\nusage: ${usage}`, { exitCode: ExitCode.badInput });
   const jobs = parseCount(values.jobs, "--jobs", defaultJobs());
   const cores = parseCount(values.cores, "--cores", 1);
@@ -36,23 +42,36 @@ export async function realiseCommand(argv: string[]): Promise<number> {
   try {
     const recipe = await loadWithCache(store, positionals[0]!, !values["no-eval-cache"]);
     const target = pick(recipe, values.attr);
-    const plan = makePlan(store, recipe.graph, [target]);
+    let plan = makePlan(store, recipe.graph, [target]);
     const outPaths = Object.values(target.outputs).map((p) => store.realPath(p));
 
     if (values["dry-run"]) {
       const out = process.stdout;
+      if (plan.toBuild.length > 0) {
+        plan = (await withSubstitutions(store, plan, cacheFlags, Boolean(values.offline), (_cache, message) => process.stderr.write(`ukb: warning: ${message}\n`))).plan;
+      }
       if (values.json) {
-        out.write(`${JSON.stringify({ valid: plan.valid.map((d) => d.name), build: plan.toBuild.map((d) => ({ name: d.name, drv: d.hash, outputs: d.outputs })) })}\n`);
+        out.write(
+          `${JSON.stringify({
+            valid: plan.valid.map((d) => d.name),
+            build: plan.toBuild.map((d) => ({ name: d.name, drv: d.hash, outputs: d.outputs })),
+            substitute: plan.toSubstitute.map((s) => ({ name: s.drv.name, drv: s.drv.hash, paths: s.hits.map((h) => ({ path: store.realPath(h.base), cache: h.cache, size: h.entry.size })) })),
+          })}\n`,
+        );
       } else {
-        out.write(plan.toBuild.length === 0 ? "nothing to build: every output is valid\n" : `these ${plan.toBuild.length} derivations will be built:\n`);
+        if (plan.toBuild.length === 0 && plan.toSubstitute.length === 0) out.write("nothing to build: every output is valid\n");
+        if (plan.toBuild.length > 0) out.write(`these ${plan.toBuild.length} derivations will be built:\n`);
         for (const d of plan.toBuild) out.write(`  ${store.realPath(d.outputs.out ?? Object.values(d.outputs)[0]!)}\n`);
+        const fetches = plan.toSubstitute.flatMap((s) => s.hits);
+        if (fetches.length > 0) out.write(`these ${fetches.length} paths will be fetched (${(fetches.reduce((n, h) => n + h.entry.size, 0) / 1e6).toFixed(2)} MB unpacked):\n`);
+        for (const h of fetches) out.write(`  ${store.realPath(h.base)} from ${h.cache}\n`);
         if (plan.valid.length > 0) out.write(`${plan.valid.length} already valid\n`);
       }
       return ExitCode.ok;
     }
 
     if (plan.toBuild.length > 0) {
-      const code = await buildPlan(store, plan, { jobs, cores, keepGoing: Boolean(values["keep-going"]), json: Boolean(values.json), offline: Boolean(values.offline) });
+      const code = await buildPlan(store, plan, { jobs, cores, keepGoing: Boolean(values["keep-going"]), json: Boolean(values.json), offline: Boolean(values.offline), cacheFlags });
       if (code !== ExitCode.ok) return code;
     }
 
@@ -83,7 +102,20 @@ function makeOutLink(link: string, target: string): void {
 }
 
 /** Runs the builds of a plan with a progress display; Ctrl-C cancels them cleanly. */
-async function buildPlan(store: Store, plan: Plan, o: { jobs: number; cores: number; keepGoing: boolean; json: boolean; offline: boolean }): Promise<number> {
+/**
+ * The plan with what the substituters (flags, UKB_SUBSTITUTERS, config) have
+ * moved from building to fetching. Offline, only file:// caches are asked.
+ */
+async function withSubstitutions(store: Store, plan: Plan, flags: CacheFlags, offline: boolean, onWarning: (cache: string, message: string) => void): Promise<{ plan: Plan; caches?: CacheSet }> {
+  const { cacheSettings, openSubstituters } = await import("../cache/index.js");
+  const settings = cacheSettings(flags);
+  const urls = offline ? settings.substituters.filter((u) => u.startsWith("file:")) : settings.substituters;
+  if (urls.length === 0) return { plan };
+  const caches = await openSubstituters({ ...settings, substituters: urls }, { onWarning });
+  return { plan: await planSubstitutions(store, plan, caches), caches };
+}
+
+async function buildPlan(store: Store, planned: Plan, o: { jobs: number; cores: number; keepGoing: boolean; json: boolean; offline: boolean; cacheFlags: CacheFlags }): Promise<number> {
   const { execute } = await import("../schedule/execute.js");
   const { chooseMode, makeListener } = await import("../ui/index.js");
   const listener = makeListener(chooseMode(process.stderr, o.json));
@@ -92,14 +124,25 @@ async function buildPlan(store: Store, plan: Plan, o: { jobs: number; cores: num
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   try {
-    listener({ type: "plan", valid: plan.valid.length, toBuild: plan.toBuild.map((d) => ({ name: d.name, path: store.realPath(d.outputs.out ?? Object.values(d.outputs)[0]!) })) });
+    const { plan, caches } = await withSubstitutions(store, planned, o.cacheFlags, o.offline, (cache, message) => listener({ type: "cache-warning", cache, message }));
+    const mainPath = (d: { outputs: Readonly<Record<string, string>> }) => store.realPath(d.outputs.out ?? Object.values(d.outputs)[0]!);
+    listener({
+      type: "plan",
+      valid: plan.valid.length,
+      toBuild: plan.toBuild.map((d) => ({ name: d.name, path: mainPath(d) })),
+      ...(plan.toSubstitute.length > 0 ? { toSubstitute: plan.toSubstitute.map((s) => ({ name: s.drv.name, path: mainPath(s.drv), cache: s.hits[s.hits.length - 1]!.cache })) } : {}),
+    });
     const result = await execute(store, plan, {
       jobs: o.jobs,
       cores: o.cores,
       keepGoing: o.keepGoing,
       listener,
       signal: abort.signal,
-      builtinOptions: { offline: o.offline },
+      builtinOptions: {
+        offline: o.offline,
+        onProgress: (e: { name: string; url: string; bytes: number; total?: number; rate: number }) => listener({ type: "progress", ...e }),
+      },
+      ...(caches ? { caches } : {}),
     });
     return result.failed.length > 0 || abort.signal.aborted ? ExitCode.buildFailed : ExitCode.ok;
   } finally {

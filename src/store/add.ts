@@ -9,7 +9,7 @@ import { UkbError } from "../errors/index.js";
 import { baseName, outputPath, type FixedOutput } from "../graph/index.js";
 import { hashTree } from "./archive.js";
 import { contentKeys } from "./digest.js";
-import { normaliseTree, removeTree } from "./fsutil.js";
+import { importTree, removeTree } from "./fsutil.js";
 import type { Store } from "./store.js";
 
 export interface AddedPath {
@@ -35,8 +35,7 @@ export async function addToStore(store: Store, source: string, options: { name?:
   const tmp = store.makeTempDir("add");
   try {
     const staged = path.join(tmp, "content");
-    await fs.promises.cp(path.resolve(source), staged, { recursive: true, verbatimSymlinks: true });
-    await normaliseTree(staged, 1);
+    importTree(path.resolve(source), staged, 1);
     const tree = await hashTree(staged);
     const keys = await contentKeys(staged, tree.blake3);
     const sha256 = keys.find((k) => k.kind === "file-sha256")?.hash;

@@ -7,30 +7,37 @@ import crypto from "node:crypto";
 import { blake3Stream } from "../graph/index.js";
 import type { ContentKind } from "./store.js";
 
-export async function fileDigest(file: string, algo: "sha256" | "blake3"): Promise<string> {
-  const h = algo === "sha256" ? crypto.createHash("sha256") : blake3Stream();
-  const fd = await fs.promises.open(file, "r");
+/** sha256 and BLAKE3 of a file in one pass of 1 MiB reads. */
+export function fileDigests(file: string): { sha256: string; blake3: string } {
+  const sha = crypto.createHash("sha256");
+  const b3 = blake3Stream();
+  const fd = fs.openSync(file, "r");
   try {
     const buf = Buffer.allocUnsafe(1 << 20);
     for (;;) {
-      const { bytesRead } = await fd.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) break;
-      h.update(buf.subarray(0, bytesRead));
+      const n = fs.readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      sha.update(buf.subarray(0, n));
+      b3.update(buf.subarray(0, n));
     }
   } finally {
-    await fd.close();
+    fs.closeSync(fd);
   }
-  return "digest" in h ? h.digest("hex") : h.digestHex();
+  return { sha256: sha.digest("hex"), blake3: b3.digestHex() };
+}
+
+export async function fileDigest(file: string, algo: "sha256" | "blake3"): Promise<string> {
+  return fileDigests(file)[algo];
 }
 
 /** The content-index keys of a fixed output: both digests of a file, the canonical hash of a tree. */
 export async function contentKeys(staged: string, treeHash: string): Promise<{ kind: ContentKind; hash: string }[]> {
-  const st = await fs.promises.lstat(staged);
+  const st = fs.lstatSync(staged);
   if (!st.isFile()) return [{ kind: "tree-blake3", hash: treeHash }];
+  const d = fileDigests(staged);
   return [
-    { kind: "file-sha256", hash: await fileDigest(staged, "sha256") },
-    { kind: "file-blake3", hash: await fileDigest(staged, "blake3") },
+    { kind: "file-sha256", hash: d.sha256 },
+    { kind: "file-blake3", hash: d.blake3 },
     { kind: "tree-blake3", hash: treeHash },
   ];
 }
-

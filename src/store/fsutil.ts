@@ -6,45 +6,75 @@ import fs from "node:fs";
 import path from "node:path";
 import { UkbError } from "../errors/index.js";
 
+// Tree walks use synchronous fs calls on purpose: on a local disk each async
+// call costs ~0.2 ms of promise machinery, which made a 50,000-file tree take
+// minutes; these walks only ever touch the store's own disk.
+
 /**
  * Makes a tree what the store keeps: every mtime = `epoch`, files 0444 or 0555
  * (executable), directories 0555, no setuid/setgid/sticky, no group/other
  * write. Refuses what the store cannot hold (devices, fifos, sockets).
  */
 export async function normaliseTree(root: string, epoch: number): Promise<void> {
-  const walk = async (p: string): Promise<void> => {
-    const st = await fs.promises.lstat(p);
+  const walk = (p: string): void => {
+    const st = fs.lstatSync(p);
     if (st.isSymbolicLink()) {
-      await fs.promises.lutimes(p, epoch, epoch);
+      fs.lutimesSync(p, epoch, epoch);
       return;
     }
     if (st.isDirectory()) {
-      await fs.promises.chmod(p, 0o755);
-      for (const name of await fs.promises.readdir(p)) await walk(path.join(p, name));
-      await fs.promises.chmod(p, 0o555);
+      fs.chmodSync(p, 0o755);
+      for (const name of fs.readdirSync(p)) walk(path.join(p, name));
+      fs.chmodSync(p, 0o555);
     } else if (st.isFile()) {
-      await fs.promises.chmod(p, st.mode & 0o100 ? 0o555 : 0o444);
+      fs.chmodSync(p, st.mode & 0o100 ? 0o555 : 0o444);
     } else {
       throw new UkbError("build", `output holds ${path.basename(p)}, which is neither a file, a directory nor a symlink`);
     }
-    await fs.promises.utimes(p, epoch, epoch);
+    fs.utimesSync(p, epoch, epoch);
   };
-  await walk(root);
+  walk(root);
+}
+
+/**
+ * Copies a file or tree into `dest` (which must not exist) as the store keeps
+ * it, in one pass: normalised modes and times, symlinks kept as they are.
+ */
+export function importTree(src: string, dest: string, epoch: number): void {
+  const st = fs.lstatSync(src);
+  if (st.isSymbolicLink()) {
+    fs.symlinkSync(fs.readlinkSync(src), dest);
+    fs.lutimesSync(dest, epoch, epoch);
+    return;
+  }
+  if (st.isDirectory()) {
+    fs.mkdirSync(dest, { mode: 0o755 });
+    for (const name of fs.readdirSync(src)) importTree(path.join(src, name), path.join(dest, name), epoch);
+    fs.chmodSync(dest, 0o555);
+  } else if (st.isFile()) {
+    fs.copyFileSync(src, dest);
+    fs.chmodSync(dest, st.mode & 0o100 ? 0o555 : 0o444);
+  } else {
+    throw new UkbError("store", `${src} is neither a file, a directory nor a symlink: the store holds nothing else`);
+  }
+  fs.utimesSync(dest, epoch, epoch);
 }
 
 /** Deletes a tree even where it was made read-only. */
 export async function removeTree(p: string): Promise<void> {
+  const makeWritable = (q: string): void => {
+    const st = fs.lstatSync(q);
+    if (!st.isDirectory()) return;
+    fs.chmodSync(q, 0o755);
+    for (const name of fs.readdirSync(q)) makeWritable(path.join(q, name));
+  };
   try {
-    const st = await fs.promises.lstat(p);
-    if (st.isDirectory()) {
-      await fs.promises.chmod(p, 0o755);
-      for (const name of await fs.promises.readdir(p)) await removeTree(path.join(p, name));
-    }
+    makeWritable(p);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
     throw err;
   }
-  await fs.promises.rm(p, { recursive: true, force: true });
+  fs.rmSync(p, { recursive: true, force: true });
 }
 
 /**
@@ -58,23 +88,23 @@ export async function scanReferences(root: string, candidates: readonly string[]
   const check = (buf: Buffer): void => {
     for (const n of needles) if (!found.has(n.hash) && buf.includes(n.bytes)) found.add(n.hash);
   };
-  const walk = async (p: string): Promise<void> => {
-    const st = await fs.promises.lstat(p);
-    if (st.isSymbolicLink()) return check(Buffer.from(await fs.promises.readlink(p)));
+  const walk = (p: string): void => {
+    const st = fs.lstatSync(p);
+    if (st.isSymbolicLink()) return check(Buffer.from(fs.readlinkSync(p)));
     if (st.isDirectory()) {
-      for (const name of await fs.promises.readdir(p)) await walk(path.join(p, name));
+      for (const name of fs.readdirSync(p)) walk(path.join(p, name));
       return;
     }
     // Read in overlapping windows so a hash split across two chunks is still seen.
     if (st.size === 0) return;
-    const fd = await fs.promises.open(p, "r");
+    const fd = fs.openSync(p, "r");
     try {
       const chunk = Math.min(1 << 20, st.size);
       const overlap = 32;
       const buf = Buffer.allocUnsafe(chunk + overlap);
       let carried = 0;
       for (;;) {
-        const { bytesRead } = await fd.read(buf, carried, chunk, null);
+        const bytesRead = fs.readSync(fd, buf, carried, chunk, null);
         if (bytesRead === 0) break;
         const view = buf.subarray(0, carried + bytesRead);
         check(view);
@@ -82,9 +112,9 @@ export async function scanReferences(root: string, candidates: readonly string[]
         view.copy(buf, 0, view.length - carried);
       }
     } finally {
-      await fd.close();
+      fs.closeSync(fd);
     }
   };
-  await walk(root);
+  walk(root);
   return found;
 }
