@@ -2,8 +2,10 @@
 import os from "node:os";
 import { benchCore } from "./core.js";
 import { benchFetch } from "./fetch.js";
+import { benchCache } from "./cache.js";
 
 console.log(`# ukb benchmarks — ${new Date().toISOString()} — ${os.cpus().length} cores, load ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`);
 const only = process.argv[2];
 if (!only || only === "core") await benchCore();
 if (!only || only === "fetch") await benchFetch();
+if (!only || only === "cache") await benchCache();

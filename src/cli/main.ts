@@ -18,8 +18,14 @@ usage:
   ukb prefetch URL [--unpack]         download, add to the store, print the hash to pin
   ukb store add FILE|DIR [--name N]   put content in the store (fetches with its hash use it)
   ukb store verify | gc | info PATH   check the store, collect garbage, describe a path
+  ukb copy --to URL [--sign-key F] <recipe.ts|PATH...>   upload paths and their closures to a binary cache
+  ukb copy --from URL <recipe.ts|PATH...>                download them from one, verified
+  ukb key generate --name N --out F   make a signing key; print the public key to trust
 
 common options: --store DIR (default ./cache, or $UKB_STORE), --json
+binary caches (realise): --substituters URL... ($UKB_SUBSTITUTERS), --trusted-keys NAME:KEY... ($UKB_TRUSTED_KEYS),
+  --no-verify; or ~/.config/ukb/config.json {"substituters": [...], "trustedKeys": [...]}
+  URL: file:///dir, http(s)://host/prefix, oci://registry/repository
 exit codes: 0 ok, 1 a build failed, 2 bad recipe or usage`;
 
 const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>>> = {
@@ -33,6 +39,8 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>
   check: async () => (await import("./check.js")).checkCommand,
   run: async () => (await import("./run.js")).runCommand,
   report: async () => (await import("./report.js")).reportCommand,
+  copy: async () => (await import("./copy.js")).copyCommand,
+  key: async () => (await import("./key.js")).keyCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

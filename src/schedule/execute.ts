@@ -1,13 +1,16 @@
 /**
- * The executor: runs a plan with at most `jobs` builds at once, each starting
- * as soon as its inputs are valid. A failure skips what depends on it and,
- * unless `keepGoing`, cancels the builds still running.
+ * The executor: runs a plan with at most `jobs` jobs at once — builds, and
+ * substitutions from binary caches — each starting as soon as what it needs
+ * is valid. A failed substitution is reported (a warning) and the derivation
+ * is built instead, its inputs first. A failed build skips what depends on
+ * it and, unless `keepGoing`, cancels the jobs still running.
  */
-import { dependents, type DrvRecord } from "../graph/index.js";
+import { baseName, type DrvRecord } from "../graph/index.js";
 import { buildDerivation, BuildCancelledError, BuildFailedError } from "../build/index.js";
-import { UkbError } from "../errors/index.js";
+import { isUkbError, UkbError } from "../errors/index.js";
 import type { Store } from "../store/index.js";
-import type { Plan } from "./plan.js";
+import type { CacheSet } from "../cache/index.js";
+import type { Plan, PlannedSubstitution } from "./plan.js";
 import type { Listener } from "./events.js";
 
 export interface ExecuteOptions {
@@ -17,24 +20,39 @@ export interface ExecuteOptions {
   listener?: Listener;
   signal?: AbortSignal;
   builtinOptions?: Readonly<Record<string, unknown>>;
+  /** The caches the plan's substitutions come from (needed when it has any). */
+  caches?: CacheSet;
 }
 
 export interface ExecuteResult {
   readonly built: readonly DrvRecord[];
+  readonly substituted: readonly DrvRecord[];
   readonly failed: readonly { drv: DrvRecord; error: UkbError }[];
   readonly skipped: readonly DrvRecord[];
   readonly ms: number;
 }
 
+type State = "waiting" | "ready" | "running" | "done" | "failed" | "skipped";
+
+interface Job {
+  readonly drv: DrvRecord;
+  sub: PlannedSubstitution | undefined;
+  /** Jobs this one waits for. */
+  readonly deps: Set<string>;
+  /** Jobs waiting for this one. */
+  readonly users: Set<string>;
+  state: State;
+}
+
+const mainPath = (d: DrvRecord) => d.outputs.out ?? Object.values(d.outputs)[0]!;
+
 export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): Promise<ExecuteResult> {
   const started = performance.now();
   const emit = opts.listener ?? (() => undefined);
-  const drvs = new Map(plan.toBuild.map((d) => [d.hash, d]));
-  const users = dependents(plan.toBuild);
-  const waitingOn = new Map<string, number>();
-  for (const d of plan.toBuild) waitingOn.set(d.hash, Object.keys(d.inputDrvs).filter((h) => drvs.has(h)).length);
-  const ready: DrvRecord[] = plan.toBuild.filter((d) => waitingOn.get(d.hash) === 0);
+  const jobs = new Map<string, Job>();
+  const ready: Job[] = [];
   const built: DrvRecord[] = [];
+  const substituted: DrvRecord[] = [];
   const failed: { drv: DrvRecord; error: UkbError }[] = [];
   const skipped: DrvRecord[] = [];
   const cancel = new AbortController();
@@ -42,63 +60,190 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
   let running = 0;
   let stopping = false;
+  const substitution = plan.toSubstitute.length > 0 ? await import("../cache/substitute.js") : undefined;
+  if (plan.toSubstitute.length > 0 && !opts.caches) throw new UkbError("internal", "a plan with substitutions needs its caches");
 
-  const skipDependents = (hash: string, reason: string) => {
-    for (const u of users.get(hash) ?? []) {
-      if (waitingOn.get(u) === -1) continue;
-      waitingOn.set(u, -1);
-      const d = drvs.get(u)!;
-      skipped.push(d);
-      emit({ type: "skipped", name: d.name, drv: d.hash, reason });
-      skipDependents(u, reason);
+  for (const d of plan.toBuild) jobs.set(d.hash, { drv: d, sub: undefined, deps: new Set(), users: new Set(), state: "waiting" });
+  for (const s of plan.toSubstitute) jobs.set(s.drv.hash, { drv: s.drv, sub: s, deps: new Set(), users: new Set(), state: "waiting" });
+  const link = (job: Job, dep: string) => {
+    const d = jobs.get(dep);
+    if (!d || d.state === "done") return;
+    job.deps.add(dep);
+    d.users.add(job.drv.hash);
+  };
+  for (const job of jobs.values()) for (const dep of job.sub ? job.sub.after : Object.keys(job.drv.inputDrvs)) link(job, dep);
+  for (const d of [...plan.toSubstitute.map((s) => s.drv), ...plan.toBuild]) {
+    const job = jobs.get(d.hash)!;
+    if (job.deps.size === 0) {
+      job.state = "ready";
+      ready.push(job);
     }
+  }
+
+  const skipUsers = (job: Job, reason: string) => {
+    for (const u of job.users) {
+      const user = jobs.get(u)!;
+      if (user.state !== "waiting" && user.state !== "ready") continue;
+      if (user.state === "ready") ready.splice(ready.indexOf(user), 1);
+      user.state = "skipped";
+      skipped.push(user.drv);
+      emit({ type: "skipped", name: user.drv.name, drv: user.drv.hash, reason });
+      skipUsers(user, reason);
+    }
+  };
+
+  const finished = (job: Job) => {
+    job.state = "done";
+    for (const u of job.users) {
+      const user = jobs.get(u)!;
+      user.deps.delete(job.drv.hash);
+      if (user.deps.size === 0 && user.state === "waiting") {
+        user.state = "ready";
+        ready.push(user);
+      }
+    }
+  };
+
+  /**
+   * Turns a substitution that failed into a build: its inputs become jobs
+   * (built) unless valid or already planned. Returns false if one of them
+   * already failed.
+   */
+  const fallBackToBuild = (job: Job): boolean => {
+    job.sub = undefined;
+    const ensure = (hash: string): Job | "valid" => {
+      const existing = jobs.get(hash);
+      if (existing) return existing;
+      const d = plan.graph.drvs[hash]!;
+      if (Object.values(d.outputs).every((p) => store.isValid(p))) return "valid";
+      const j: Job = { drv: d, sub: undefined, deps: new Set(), users: new Set(), state: "waiting" };
+      jobs.set(hash, j);
+      for (const i of Object.keys(d.inputDrvs)) {
+        const dep = ensure(i);
+        if (dep !== "valid" && dep.state !== "done") {
+          j.deps.add(i);
+          dep.users.add(hash);
+        }
+      }
+      if (j.deps.size === 0) {
+        j.state = "ready";
+        ready.push(j);
+      }
+      return j;
+    };
+    let ok = true;
+    for (const i of Object.keys(job.drv.inputDrvs)) {
+      const dep = ensure(i);
+      if (dep === "valid" || dep.state === "done") continue;
+      if (dep.state === "failed" || dep.state === "skipped") ok = false;
+      job.deps.add(i);
+      dep.users.add(job.drv.hash);
+    }
+    return ok;
+  };
+
+  const runSubstitution = async (job: Job, sub: PlannedSubstitution): Promise<{ bytes: number }> => {
+    const d = job.drv;
+    const outputs = new Set(Object.values(d.outputs).map(baseName));
+    const progress = { bytes: 0 };
+    await substitution!.substitute(store, opts.caches!, sub.hits, {
+      ...opts.caches!.options,
+      drv: d,
+      signal: cancel.signal,
+      progress,
+      onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: "another ukb process is realising it" }),
+      check: async (base, staged, contentHash) => {
+        if (!d.fixed || !outputs.has(base)) return [];
+        const { checkFixedOutput, contentKeys } = await import("../build/fixed.js");
+        await checkFixedOutput(d, staged, contentHash);
+        return contentKeys(staged, contentHash);
+      },
+    });
+    return progress;
   };
 
   await new Promise<void>((resolveAll) => {
     const pump = () => {
       while (!stopping && running < opts.jobs && ready.length > 0) {
-        const d = ready.shift()!;
+        const job = ready.shift()!;
+        const d = job.drv;
+        job.state = "running";
         running++;
-        const path = d.outputs.out ?? Object.values(d.outputs)[0]!;
-        emit({ type: "start", name: d.name, drv: d.hash, path });
-        buildDerivation(store, d, {
-          cores: opts.cores,
-          signal: cancel.signal,
-          onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: "another ukb process is building it" }),
-          ...(opts.builtinOptions ? { builtinOptions: opts.builtinOptions } : {}),
-        }).then(
-          (result) => {
-            built.push(d);
-            emit({ type: "done", name: d.name, drv: d.hash, path, ms: result.ms, builtHere: result.built });
-            for (const u of users.get(d.hash) ?? []) {
-              const left = waitingOn.get(u)! - 1;
-              waitingOn.set(u, left);
-              if (left === 0) ready.push(drvs.get(u)!);
-            }
-          },
-          (err: unknown) => {
-            const error = err instanceof UkbError ? err : new UkbError("internal", `building '${d.name}': ${(err as Error)?.stack ?? String(err)}`);
-            if (error instanceof BuildCancelledError) {
-              skipped.push(d);
-              emit({ type: "skipped", name: d.name, drv: d.hash, reason: "cancelled" });
-            } else {
-              failed.push({ drv: d, error });
-              emit({
-                type: "failed",
-                name: d.name,
-                drv: d.hash,
-                message: error.message,
-                ...(error.hint ? { hint: error.hint } : {}),
-                ...(error instanceof BuildFailedError && error.logFile ? { logFile: error.logFile, logTail: error.logTail } : {}),
-              });
-            }
-            skipDependents(d.hash, `its input '${d.name}' failed`);
-            if (!opts.keepGoing && !stopping) {
-              stopping = true;
-              cancel.abort(new UkbError("build", "cancelled after a failure"));
-            }
-          },
-        ).finally(() => {
+        const path = mainPath(d);
+        const sub = job.sub;
+        const begun = performance.now();
+        let work: Promise<unknown>;
+        if (sub) {
+          const cache = sub.hits[sub.hits.length - 1]!.cache;
+          emit({ type: "substitute-start", name: d.name, drv: d.hash, path, cache });
+          work = runSubstitution(job, sub).then(
+            ({ bytes }) => {
+              substituted.push(d);
+              emit({ type: "substituted", name: d.name, drv: d.hash, path, cache, ms: Math.round(performance.now() - begun), bytes });
+              finished(job);
+            },
+            (err: unknown) => {
+              if (cancel.signal.aborted) {
+                job.state = "skipped";
+                skipped.push(d);
+                emit({ type: "skipped", name: d.name, drv: d.hash, reason: "cancelled" });
+                skipUsers(job, `its input '${d.name}' was cancelled`);
+                return;
+              }
+              const message = isUkbError(err) ? err.message : `${(err as Error)?.message ?? String(err)}`;
+              emit({ type: "cache-warning", cache, message: `${message}; building '${d.name}' locally`, name: d.name, drv: d.hash });
+              job.state = "waiting";
+              if (!fallBackToBuild(job)) {
+                job.state = "skipped";
+                skipped.push(d);
+                emit({ type: "skipped", name: d.name, drv: d.hash, reason: "an input it now needs failed" });
+                skipUsers(job, `its input '${d.name}' was skipped`);
+              } else if (job.deps.size === 0) {
+                job.state = "ready";
+                ready.push(job);
+              }
+            },
+          );
+        } else {
+          emit({ type: "start", name: d.name, drv: d.hash, path });
+          work = buildDerivation(store, d, {
+            cores: opts.cores,
+            signal: cancel.signal,
+            onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: "another ukb process is building it" }),
+            ...(opts.builtinOptions ? { builtinOptions: opts.builtinOptions } : {}),
+          }).then(
+            (result) => {
+              built.push(d);
+              emit({ type: "done", name: d.name, drv: d.hash, path, ms: result.ms, builtHere: result.built });
+              finished(job);
+            },
+            (err: unknown) => {
+              const error = err instanceof UkbError ? err : new UkbError("internal", `building '${d.name}': ${(err as Error)?.stack ?? String(err)}`);
+              if (error instanceof BuildCancelledError) {
+                job.state = "skipped";
+                skipped.push(d);
+                emit({ type: "skipped", name: d.name, drv: d.hash, reason: "cancelled" });
+              } else {
+                job.state = "failed";
+                failed.push({ drv: d, error });
+                emit({
+                  type: "failed",
+                  name: d.name,
+                  drv: d.hash,
+                  message: error.message,
+                  ...(error.hint ? { hint: error.hint } : {}),
+                  ...(error instanceof BuildFailedError && error.logFile ? { logFile: error.logFile, logTail: error.logTail } : {}),
+                });
+              }
+              skipUsers(job, `its input '${d.name}' failed`);
+              if (!opts.keepGoing && !stopping) {
+                stopping = true;
+                cancel.abort(new UkbError("build", "cancelled after a failure"));
+              }
+            },
+          );
+        }
+        work.finally(() => {
           running--;
           pump();
         });
@@ -109,14 +254,14 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
   });
   opts.signal?.removeEventListener("abort", onOuterAbort);
   // Whatever never became ready (stopped early) counts as skipped.
-  const accounted = new Set([...built, ...failed.map((f) => f.drv), ...skipped].map((d) => d.hash));
-  for (const d of plan.toBuild) {
-    if (!accounted.has(d.hash)) {
-      skipped.push(d);
-      emit({ type: "skipped", name: d.name, drv: d.hash, reason: "not started after a failure" });
+  for (const job of jobs.values()) {
+    if (job.state === "waiting" || job.state === "ready") {
+      job.state = "skipped";
+      skipped.push(job.drv);
+      emit({ type: "skipped", name: job.drv.name, drv: job.drv.hash, reason: "not started after a failure" });
     }
   }
   const ms = Math.round(performance.now() - started);
-  emit({ type: "finish", built: built.length, failed: failed.length, skipped: skipped.length, ms });
-  return { built, failed, skipped, ms };
+  emit({ type: "finish", built: built.length, failed: failed.length, skipped: skipped.length, ms, ...(substituted.length > 0 ? { substituted: substituted.length } : {}) });
+  return { built, substituted, failed, skipped, ms };
 }

@@ -24,10 +24,19 @@ function plainListener(out: NodeJS.WriteStream): Listener & { close(): void } {
   const listener = (e: ScheduleEvent) => {
     switch (e.type) {
       case "plan":
-        if (e.toBuild.length > 0) out.write(`${e.toBuild.length} to build, ${e.valid} valid\n`);
+        if (e.toBuild.length > 0 || e.toSubstitute?.length) out.write(`${e.toBuild.length} to build${e.toSubstitute?.length ? `, ${e.toSubstitute.length} to fetch` : ""}, ${e.valid} valid\n`);
         break;
       case "start":
         out.write(`building ${e.name}\n`);
+        break;
+      case "substitute-start":
+        out.write(`fetching ${e.name} from ${e.cache}\n`);
+        break;
+      case "substituted":
+        out.write(`fetched ${e.name} from ${e.cache} in ${(e.ms / 1000).toFixed(2)} s (${megabytes(e.bytes)})\n`);
+        break;
+      case "cache-warning":
+        out.write(`ukb: warning: ${e.message}\n`);
         break;
       case "waiting":
         out.write(`waiting for ${e.name}: ${e.reason}\n`);
@@ -48,10 +57,16 @@ function plainListener(out: NodeJS.WriteStream): Listener & { close(): void } {
   return Object.assign(listener, { close() {} });
 }
 
+function megabytes(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(bytes < 1e6 ? 2 : 1)} MB`;
+}
+
 function statusLine(out: NodeJS.WriteStream): Listener & { close(): void } {
   const running = new Map<string, string>();
+  const seen = new Set<string>();
   let total = 0;
   let done = 0;
+  let fetched = 0;
   let failed = 0;
   const started = Date.now();
   let drawn = false;
@@ -63,7 +78,7 @@ function statusLine(out: NodeJS.WriteStream): Listener & { close(): void } {
   const draw = () => {
     const names = [...running.values()];
     const waiting = total - done - failed - running.size;
-    let line = `[${done}/${total} built, ${running.size} running, ${Math.max(0, waiting)} waiting${failed ? `, ${failed} failed` : ""}] ${((Date.now() - started) / 1000).toFixed(1)}s ${names.slice(0, 3).join(" ")}${names.length > 3 ? " …" : ""}`;
+    let line = `[${done}/${total} ${fetched ? `done (${fetched} fetched)` : "built"}, ${running.size} running, ${Math.max(0, waiting)} waiting${failed ? `, ${failed} failed` : ""}] ${((Date.now() - started) / 1000).toFixed(1)}s ${names.slice(0, 3).join(" ")}${names.length > 3 ? " …" : ""}`;
     const width = out.columns || 80;
     if (line.length > width - 1) line = line.slice(0, width - 2) + "…";
     clear();
@@ -73,11 +88,24 @@ function statusLine(out: NodeJS.WriteStream): Listener & { close(): void } {
   const listener = (e: ScheduleEvent) => {
     switch (e.type) {
       case "plan":
-        total = e.toBuild.length;
+        total = e.toBuild.length + (e.toSubstitute?.length ?? 0);
         if (total > 0) timer = setInterval(draw, 100).unref();
         break;
       case "start":
-        running.set(e.drv, e.name);
+      case "substitute-start":
+        running.set(e.drv, e.type === "start" ? e.name : `${e.name} (fetch)`);
+        seen.add(e.drv);
+        total = Math.max(total, seen.size);
+        break;
+      case "substituted":
+        running.delete(e.drv);
+        done++;
+        fetched++;
+        break;
+      case "cache-warning":
+        if (e.drv) running.delete(e.drv);
+        clear();
+        out.write(`ukb: warning: ${e.message}\n`);
         break;
       case "done":
         running.delete(e.drv);
@@ -95,7 +123,9 @@ function statusLine(out: NodeJS.WriteStream): Listener & { close(): void } {
       case "finish":
         if (timer) clearInterval(timer);
         clear();
-        if (e.built + e.failed > 0) out.write(`built ${e.built}${e.failed ? `, ${e.failed} failed` : ""}${e.skipped ? `, ${e.skipped} skipped` : ""} in ${(e.ms / 1000).toFixed(1)}s\n`);
+        if (e.built + e.failed + (e.substituted ?? 0) > 0) {
+          out.write(`built ${e.built}${e.substituted ? `, fetched ${e.substituted}` : ""}${e.failed ? `, ${e.failed} failed` : ""}${e.skipped ? `, ${e.skipped} skipped` : ""} in ${(e.ms / 1000).toFixed(1)}s\n`);
+        }
         return;
       default:
         break;

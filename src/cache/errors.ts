@@ -1,0 +1,17 @@
+/** Errors of the cache layer: kind "cache", a one- or two-line message, exit code 1. */
+import { UkbError } from "../errors/index.js";
+
+export function cacheError(message: string, options: { hint?: string; cause?: unknown } = {}): UkbError {
+  return new UkbError("cache", message, options);
+}
+
+/** The message of anything thrown, for a warning. */
+export function describe(err: unknown): string {
+  if (err instanceof Error) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    if (err.name === "TimeoutError" || err.name === "AbortError") return err.message;
+    if (err.message === "fetch failed" && cause) return `network error: ${cause.code ?? cause.message ?? "unknown"}`;
+    return err.message;
+  }
+  return String(err);
+}
