@@ -8,7 +8,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { blake3Stream } from "../graph/index.js";
-import { MANIFEST_MAGIC, restoreTree, type ExternalFile } from "../store/archive.js";
+import { MANIFEST_MAGIC, restoreTree, u32, u64, type ExternalFile } from "../store/archive.js";
 import { EXTERNAL_MIN } from "./info.js";
 
 const CANONICAL_MAGIC = Buffer.from("ukb-archive-1\0");
@@ -24,16 +24,6 @@ export interface PackedTree {
   readonly size: number;
 }
 
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}
-function u64(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(n));
-  return b;
-}
 
 export async function packTree(root: string, externalMin = EXTERNAL_MIN): Promise<PackedTree> {
   const canonical = blake3Stream();

@@ -20,12 +20,13 @@ import { UkbError } from "../errors/index.js";
 const MAGIC = Buffer.from("ukb-archive-1\0");
 const CHUNK = 1 << 20;
 
-function u32(n: number): Buffer {
+/** Little-endian length fields of the archive format (shared with the cache's manifests). */
+export function u32(n: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(n);
   return b;
 }
-function u64(n: number): Buffer {
+export function u64(n: number): Buffer {
   const b = Buffer.alloc(8);
   b.writeBigUInt64LE(BigInt(n));
   return b;
