@@ -81,7 +81,9 @@ export function hostTools(programs: readonly string[], options: HostToolsOptions
       throw new RecipeError(`hostTools: '${program}' resolves to ${real}, outside the system directories builds can see (${HOST_SYSTEM_DIRS.join(" ")})`, callerLocation());
     }
     recordDependency(real);
-    tools.push({ name: alias, path: found, blake3: fileDigest(real) });
+    // Link to the real file: a chain through /etc/alternatives (awk, cc, yacc on
+    // Debian) would dangle in the sandbox, which shows no /etc.
+    tools.push({ name: alias, path: real, blake3: fileDigest(real) });
   }
   tools.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return makeDerivation({
