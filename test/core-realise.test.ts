@@ -1,7 +1,7 @@
 import test from "ava";
 import fs from "node:fs";
 import path from "node:path";
-import { HELLO, events, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+import { HELLO, events, tempDir, ukb, writeRecipe, REFS } from "./helpers/ukb.js";
 
 test("the README example realises, prints the store path and links ./result", async (t) => {
   const dir = tempDir();
@@ -117,15 +117,7 @@ export default derivation({ name: "noisy", builder: \`\${t}/bin/sh\`, args: ["-c
 
 test("store info names hash, size, references and deriver", async (t) => {
   const dir = tempDir();
-  writeRecipe(
-    dir,
-    "refs.ts",
-    `import { derivation, hostTools } from "ukb";
-const t = hostTools(["sh"]);
-const lib = derivation({ name: "lib", builder: \`\${t}/bin/sh\`, args: ["-c", "echo lib > $out"] });
-export default derivation({ name: "app", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo "uses \${lib}" > $out\`] });
-`,
-  );
+  writeRecipe(dir, "refs.ts", REFS);
   const r = await ukb(["realise", "refs.ts"], { cwd: dir });
   t.is(r.code, 0, r.stderr);
   const info = JSON.parse((await ukb(["store", "info", "result", "--json"], { cwd: dir })).stdout);

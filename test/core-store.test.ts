@@ -1,7 +1,7 @@
 import test from "ava";
 import fs from "node:fs";
 import path from "node:path";
-import { events, tempDir, ukb, ukbSpawn, writeRecipe, HELLO } from "./helpers/ukb.js";
+import { events, tempDir, ukb, ukbSpawn, writeRecipe, HELLO, REFS } from "./helpers/ukb.js";
 
 /** Five derivations that each take a while, in a chain with a fan-out. */
 const SLOW = `import { derivation, hostTools } from "ukb";
@@ -94,15 +94,7 @@ test("gc keeps what roots reach and deletes the rest", async (t) => {
 
 test("gc keeps the references of a root", async (t) => {
   const dir = tempDir();
-  writeRecipe(
-    dir,
-    "refs.ts",
-    `import { derivation, hostTools } from "ukb";
-const t = hostTools(["sh"]);
-const lib = derivation({ name: "lib", builder: \`\${t}/bin/sh\`, args: ["-c", "echo lib > $out"] });
-export default derivation({ name: "app", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo "#!\${lib}" > $out\`] });
-`,
-  );
+  writeRecipe(dir, "refs.ts", REFS);
   const r = await ukb(["realise", "refs.ts"], { cwd: dir });
   t.is(r.code, 0, r.stderr);
   await ukb(["store", "gc"], { cwd: dir });

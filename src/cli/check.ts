@@ -7,9 +7,7 @@ import { parseArgs } from "node:util";
 import { ExitCode, UsageError } from "../errors/index.js";
 import { topoOrder } from "../graph/index.js";
 import { checkDerivation } from "../build/index.js";
-import { execute, makePlan } from "../schedule/index.js";
-import { chooseMode, makeListener } from "../ui/index.js";
-import { defaultJobs, loadWithCache, openStore, parseCount, pick } from "./context.js";
+import { defaultJobs, openStore, parseCount, realiseExport } from "./context.js";
 
 export async function checkCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -21,15 +19,8 @@ export async function checkCommand(argv: string[]): Promise<number> {
   const cores = parseCount(values.cores, "--cores", defaultJobs());
   const store = openStore(values.store);
   try {
-    const recipe = await loadWithCache(store, positionals[0]!);
-    const target = pick(recipe, values.attr);
-    const plan = makePlan(store, recipe.graph, [target]);
-    if (plan.toBuild.length > 0) {
-      const listener = makeListener(chooseMode(process.stderr, false));
-      const r = await execute(store, plan, { jobs: defaultJobs(), cores: 1, listener });
-      listener.close();
-      if (r.failed.length > 0) return ExitCode.buildFailed;
-    }
+    // What is checked must be valid first: realise it (a failed build throws, exit 1).
+    const { drv: target, recipe } = await realiseExport(store, positionals[0]!, values.attr);
     let differing = 0;
     for (const drv of topoOrder(recipe.graph, [target.hash])) {
       if (drv.kind === "fixed" || drv.kind === "host-tools") continue;

@@ -101,3 +101,10 @@ export default ociImage({
   tag: "latest",
 });
 `;
+
+/** `app` refers to `lib` by path (found by the reference scan); neither refers to the tools. */
+export const REFS = `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh"]);
+const lib = derivation({ name: "lib", builder: \`\${t}/bin/sh\`, args: ["-c", "echo lib > $out"] });
+export default derivation({ name: "app", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo "uses \${lib}" > $out\`] });
+`;
