@@ -38,11 +38,30 @@ test("a builder that writes nothing to $out fails clearly", async (t) => {
 });
 
 test("a killed builder is reported as killed", async (t) => {
+  // Killed from outside, as the OOM killer would: the builder is PID 1 of its sandbox (as in
+  // Nix's), which its own "kill -9 $$" cannot kill.
   const dir = tempDir();
-  writeRecipe(dir, "killed.ts", `${header}export default ${sh("victim", "echo x > $out; kill -9 $$")};\n`);
-  const r = await ukb(["realise", "killed.ts"], { cwd: dir });
-  t.is(r.code, 1);
-  t.regex(r.stderr, /build of 'victim' failed: (killed by SIGKILL|exit status 137)/);
+  const marker = `${process.pid}${Date.now() % 100000}`;
+  const victim = `derivation({ name: "victim", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo x > $out; exec \${t}/bin/sleep 600.${marker}\`] })`;
+  writeRecipe(dir, "killed.ts", `${header}export default ${victim};\n`);
+  const r = ukb(["realise", "killed.ts"], { cwd: dir });
+  let pid: number | undefined;
+  for (let i = 0; i < 600 && pid === undefined; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    for (const entry of fs.readdirSync("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        if (fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(`\u0000600.${marker}`)) pid = Number(entry);
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+  t.truthy(pid, "the builder never started");
+  process.kill(pid!, "SIGKILL");
+  const result = await r;
+  t.is(result.code, 1);
+  t.regex(result.stderr, /build of 'victim' failed: (killed by SIGKILL|exit status 137)/);
   await storeIsClean(t, dir);
 });
 

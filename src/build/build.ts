@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { spawner } from "./spawner.js";
+import { spawner, type Exit } from "./spawner.js";
 import { UkbError } from "../errors/index.js";
 import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
 import { hashTree, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
@@ -39,6 +39,15 @@ export interface BuildOptions {
   onWait?: () => void;
   /** Options passed to builtins. */
   builtinOptions?: Readonly<Record<string, unknown>>;
+  /**
+   * Waits for a job slot and resolves with its release. Asked once the
+   * sandbox is set up, right before the builder runs; the slot goes back as
+   * soon as the builder exits (hashing and registering happen outside it).
+   * Without it, the builder runs at once.
+   */
+  slot?: (signal?: AbortSignal) => Promise<() => void>;
+  /** Called when the builder starts running. */
+  onStart?: () => void;
 }
 
 export interface BuildResult {
@@ -98,9 +107,34 @@ async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly
     builder: drv.builder,
     args: drv.args,
   });
-  const { code, signal } = await spawner.run([findBwrap(), ...args], logFile, path.join(tmp, "builder.sh"), opts.signal);
+  const script = path.join(tmp, "builder.sh");
+  let exit: Exit;
+  if (!opts.slot) {
+    opts.onStart?.();
+    exit = await spawner.run([findBwrap(), ...args], logFile, script, opts.signal);
+  } else {
+    // Set the sandbox up now, behind a gate; start the builder when a slot is ours.
+    const gated = await spawner.runGated([findBwrap(), "--block-fd", "3", ...args], logFile, script, opts.signal);
+    const release = await holdSlot(opts.slot, opts.signal, drv);
+    try {
+      opts.onStart?.();
+      gated.go();
+      exit = await gated.exited;
+    } finally {
+      release();
+    }
+  }
   if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
-  if (code !== 0) throw describeExit(code, signal);
+  if (exit.code !== 0) throw describeExit(exit.code, exit.signal);
+}
+
+async function holdSlot(slot: NonNullable<BuildOptions["slot"]>, signal: AbortSignal | undefined, drv: DrvRecord): Promise<() => void> {
+  try {
+    return await slot(signal);
+  } catch (err) {
+    if (signal?.aborted) throw new BuildCancelledError(drv.name);
+    throw err;
+  }
 }
 
 /** A derivation's outputs, built and normalised in a staging folder, not yet in the store. */
@@ -124,20 +158,27 @@ export async function buildInto(store: Store, drv: DrvRecord, tmp: string, logFi
     if (drv.builder.startsWith("builtin:")) {
       const outputs: Record<string, string> = {};
       for (const [o, p] of Object.entries(drv.outputs)) outputs[o] = path.join(stagedStore, baseName(p));
-      await (await getBuiltin(drv.builder))({
-        drv,
-        outputs,
-        realInput: (virtualPath) => {
-          if (!virtualPath.startsWith(VIRTUAL_STORE + "/")) throw new UkbError("build", `${virtualPath} is not a store path`);
-          return path.join(store.storeDir, virtualPath.slice(VIRTUAL_STORE.length + 1));
-        },
-        epoch: epochOf(drv),
-        scratch: path.join(tmp, "build"),
-        log: (line) => fs.writeSync(logFd, line.endsWith("\n") ? line : `${line}\n`),
-        signal: opts.signal ?? new AbortController().signal,
-        options: opts.builtinOptions ?? {},
-        store,
-      });
+      const builtin = await getBuiltin(drv.builder);
+      const release = opts.slot ? await holdSlot(opts.slot, opts.signal, drv) : () => undefined;
+      try {
+        opts.onStart?.();
+        await builtin({
+          drv,
+          outputs,
+          realInput: (virtualPath) => {
+            if (!virtualPath.startsWith(VIRTUAL_STORE + "/")) throw new UkbError("build", `${virtualPath} is not a store path`);
+            return path.join(store.storeDir, virtualPath.slice(VIRTUAL_STORE.length + 1));
+          },
+          epoch: epochOf(drv),
+          scratch: path.join(tmp, "build"),
+          log: (line) => fs.writeSync(logFd, line.endsWith("\n") ? line : `${line}\n`),
+          signal: opts.signal ?? new AbortController().signal,
+          options: opts.builtinOptions ?? {},
+          store,
+        });
+      } finally {
+        release();
+      }
     } else {
       await runSandboxed(store, drv, inputClosure, tmp, logFile, opts);
     }
@@ -184,7 +225,12 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
     if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
     throw err;
   }
-  const started = performance.now();
+  // The build's duration runs from its builder's start (not from waiting for a slot) to its registration.
+  let started = performance.now();
+  const onStart = () => {
+    started = performance.now();
+    opts.onStart?.();
+  };
   let tmp: string | undefined;
   const mainBase = baseName(drv.outputs.out ?? drv.outputs[drv.outputNames[0]!]!);
   const logRel = path.join("logs", `${mainBase}.log`);
@@ -194,7 +240,7 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
     // Leftovers of a build that died between rename and registration.
     for (const b of outputBases) if (!store.isValid(b)) await removeTree(store.realPath(b));
     tmp = store.makeTempDir(drv.hash.slice(0, 12));
-    const { infos } = await buildInto(store, drv, tmp, logFile, opts);
+    const { infos } = await buildInto(store, drv, tmp, logFile, { ...opts, onStart });
     const content = new Map<string, { kind: ContentKind; hash: string }[]>();
     if (drv.fixed) {
       const { checkFixedOutput, contentKeys } = await import("./fixed.js");
@@ -220,9 +266,21 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
     );
     return { built: true, ms };
   } finally {
-    if (tmp) await removeTree(tmp).catch(() => undefined);
+    // Scratch folders go in the background: what depends on this build need not wait for them.
+    if (tmp) forget(removeTree(tmp));
     release();
   }
+}
+
+const cleanups = new Set<Promise<unknown>>();
+function forget(p: Promise<unknown>): void {
+  const settled = p.catch(() => undefined).finally(() => cleanups.delete(settled));
+  cleanups.add(settled);
+}
+
+/** Resolves once every scratch folder of finished builds is gone. */
+export async function buildCleanups(): Promise<void> {
+  while (cleanups.size > 0) await Promise.all([...cleanups]);
 }
 
 function isSymlink(p: string): boolean {

@@ -39,7 +39,9 @@ export interface SandboxSpec {
 
 /** The bwrap command line for a build. */
 export function sandboxArgs(spec: SandboxSpec): string[] {
-  const a: string[] = ["--unshare-all", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "localhost"];
+  // --as-pid-1: the builder is PID 1 of its namespace, as in Nix's sandbox; no init process
+  // (one fork less per build); whatever it leaves running dies with it.
+  const a: string[] = ["--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "localhost"];
   for (const dir of SYSTEM_DIRS) {
     let st: fs.Stats;
     try {

@@ -1,17 +1,22 @@
 /**
  * The executor: runs a plan with at most `jobs` jobs at once — builds, and
  * substitutions from binary caches — each starting as soon as what it needs
- * is valid. A failed substitution is reported (a warning) and the derivation
+ * is valid. A job holds one of the `jobs` slots only while its builder runs
+ * (or its download transfers); up to as many jobs again are on either side
+ * of their slot, their sandbox being set up or their output hashed and
+ * registered, so a slot never waits for ukb's own work. A failed substitution is reported (a warning) and the derivation
  * is built instead, its inputs first. A failed build skips what depends on
  * it and, unless `keepGoing`, cancels the jobs still running.
  */
+import { setMaxListeners } from "node:events";
 import { baseName, type DrvRecord } from "../graph/index.js";
-import { buildDerivation, BuildCancelledError, BuildFailedError } from "../build/index.js";
+import { buildCleanups, buildDerivation, BuildCancelledError, BuildFailedError } from "../build/index.js";
 import { isUkbError, UkbError } from "../errors/index.js";
 import type { Store } from "../store/index.js";
 import type { CacheSet } from "../cache/index.js";
 import type { Plan, PlannedSubstitution } from "./plan.js";
 import type { Listener } from "./events.js";
+import { Slots } from "./slots.js";
 
 export interface ExecuteOptions {
   jobs: number;
@@ -56,10 +61,15 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
   const failed: { drv: DrvRecord; error: UkbError }[] = [];
   const skipped: DrvRecord[] = [];
   const cancel = new AbortController();
+  // Every job waiting for a slot or running listens to it: no "memory leak" warning past 10.
+  setMaxListeners(0, cancel.signal);
   const onOuterAbort = () => cancel.abort(opts.signal?.reason);
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
   let running = 0;
   let stopping = false;
+  const slots = new Slots(opts.jobs);
+  // Jobs under way at once: those holding a slot, plus as many being prepared or finished.
+  const pipelines = 6 * Math.max(1, opts.jobs);
   const substitution = plan.toSubstitute.length > 0 ? await import("../cache/substitute.js") : undefined;
   if (plan.toSubstitute.length > 0 && !opts.caches) throw new UkbError("internal", "a plan with substitutions needs its caches");
 
@@ -146,25 +156,30 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
     const d = job.drv;
     const outputs = new Set(Object.values(d.outputs).map(baseName));
     const progress = { bytes: 0 };
-    await substitution!.substitute(store, opts.caches!, sub.hits, {
-      ...opts.caches!.options,
-      drv: d,
-      signal: cancel.signal,
-      progress,
-      onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: "another ukb process is realising it" }),
-      check: async (base, staged, contentHash) => {
-        if (!d.fixed || !outputs.has(base)) return [];
-        const { checkFixedOutput, contentKeys } = await import("../build/fixed.js");
-        await checkFixedOutput(d, staged, contentHash);
-        return contentKeys(staged, contentHash);
-      },
-    });
+    const release = await slots.acquire(cancel.signal);
+    try {
+      await substitution!.substitute(store, opts.caches!, sub.hits, {
+        ...opts.caches!.options,
+        drv: d,
+        signal: cancel.signal,
+        progress,
+        onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: "another ukb process is realising it" }),
+        check: async (base, staged, contentHash) => {
+          if (!d.fixed || !outputs.has(base)) return [];
+          const { checkFixedOutput, contentKeys } = await import("../build/fixed.js");
+          await checkFixedOutput(d, staged, contentHash);
+          return contentKeys(staged, contentHash);
+        },
+      });
+    } finally {
+      release();
+    }
     return progress;
   };
 
   await new Promise<void>((resolveAll) => {
     const pump = () => {
-      while (!stopping && running < opts.jobs && ready.length > 0) {
+      while (!stopping && running < pipelines && ready.length > 0) {
         const job = ready.shift()!;
         const d = job.drv;
         job.state = "running";
@@ -205,10 +220,11 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
             },
           );
         } else {
-          emit({ type: "start", name: d.name, drv: d.hash, path });
           work = buildDerivation(store, d, {
             cores: opts.cores,
             signal: cancel.signal,
+            slot: (signal) => slots.acquire(signal),
+            onStart: () => emit({ type: "start", name: d.name, drv: d.hash, path }),
             onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: "another ukb process is building it" }),
             ...(opts.builtinOptions ? { builtinOptions: opts.builtinOptions } : {}),
           }).then(
@@ -252,6 +268,7 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
     };
     pump();
   });
+  await buildCleanups();
   opts.signal?.removeEventListener("abort", onOuterAbort);
   // Whatever never became ready (stopped early) counts as skipped.
   for (const job of jobs.values()) {

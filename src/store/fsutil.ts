@@ -60,8 +60,21 @@ export function importTree(src: string, dest: string, epoch: number): void {
   fs.utimesSync(dest, epoch, epoch);
 }
 
-/** Deletes a tree even where it was made read-only. */
+/**
+ * Deletes a tree even where it was made read-only. The deletion runs on
+ * libuv's threads (fs.promises.rm), not on the event loop: a build's scratch
+ * folder is removed while the next builds start. Only when that is refused
+ * (a read-only folder, for a user without CAP_DAC_OVERRIDE) are the folders
+ * made writable first.
+ */
 export async function removeTree(p: string): Promise<void> {
+  try {
+    await fs.promises.rm(p, { recursive: true, force: true });
+    return;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "EACCES" && code !== "EPERM" && code !== "ENOTEMPTY") throw err;
+  }
   const makeWritable = (q: string): void => {
     const st = fs.lstatSync(q);
     if (!st.isDirectory()) return;
@@ -74,7 +87,7 @@ export async function removeTree(p: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
     throw err;
   }
-  fs.rmSync(p, { recursive: true, force: true });
+  await fs.promises.rm(p, { recursive: true, force: true });
 }
 
 /**

@@ -1,0 +1,61 @@
+/**
+ * Both co-processes that start builders (Python's posix_spawn, and the POSIX
+ * shell used where python3 is missing) build the same graph to the same
+ * paths, report failures the same way, and keep to --jobs even though
+ * sandboxes are prepared ahead of their slot.
+ */
+import test from "ava";
+import fs from "node:fs";
+import path from "node:path";
+import { tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+
+// Eight builders, each recording when it ran (a shared folder outside the store would break the
+// sandbox, so each writes its own start and end times into its output).
+const GRAPH = `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "date", "sleep", "cat"]);
+const leaves = Array.from({ length: 8 }, (_, i) =>
+  derivation({
+    name: \`leaf-\${i}\`,
+    builder: \`\${t}/bin/sh\`,
+    args: ["-c", \`\${t}/bin/date +%s%N > $out; \${t}/bin/sleep 0.3; \${t}/bin/date +%s%N >> $out\`],
+    env: { i: String(i), salt: process.env.SALT ?? "" },
+  }),
+);
+export default derivation({
+  name: "all",
+  builder: \`\${t}/bin/sh\`,
+  args: ["-c", \`\${t}/bin/cat \${leaves.join(" ")} > $out\`],
+});
+export const broken = derivation({ name: "broken", builder: \`\${t}/bin/sh\`, args: ["-c", "echo oops; exit 7"] });
+`;
+
+for (const spawner of ["python", "sh"]) {
+  test(`co-process ${spawner}: builds, keeps to --jobs 1, reports failures`, async (t) => {
+    const dir = tempDir();
+    writeRecipe(dir, "graph.ts", GRAPH);
+    const env = { ...process.env, UKB_SPAWNER: spawner, SALT: spawner };
+    const r = await ukb(["realise", "graph.ts", "--jobs", "1"], { cwd: dir, env });
+    t.is(r.code, 0, r.stderr);
+    const lines = fs.readFileSync(r.stdout.trim(), "utf8").trim().split("\n").map(BigInt);
+    t.is(lines.length, 16);
+    const spans = Array.from({ length: 8 }, (_, i) => [lines[2 * i]!, lines[2 * i + 1]!] as const).sort((a, b) => (a[0] < b[0] ? -1 : 1));
+    for (let i = 1; i < spans.length; i++) t.true(spans[i]![0] >= spans[i - 1]![1], "two builders ran at once under --jobs 1");
+
+    const f = await ukb(["realise", "graph.ts", "-A", "broken"], { cwd: dir, env });
+    t.is(f.code, 1);
+    t.regex(f.stderr, /build of 'broken' failed: exit status 7/);
+    t.regex(f.stderr, /oops/);
+  });
+}
+
+test("both co-processes give the same store paths and bytes", async (t) => {
+  const out: string[] = [];
+  for (const spawner of ["python", "sh"]) {
+    const dir = tempDir();
+    writeRecipe(dir, "graph.ts", GRAPH.replaceAll("${t}/bin/date +%s%N", "echo same"));
+    const r = await ukb(["realise", "graph.ts", "--jobs", "2"], { cwd: dir, env: { ...process.env, UKB_SPAWNER: spawner } });
+    t.is(r.code, 0, r.stderr);
+    out.push(`${path.basename(r.stdout.trim())}\n${fs.readFileSync(r.stdout.trim(), "utf8")}`);
+  }
+  t.is(out[0], out[1]);
+});
