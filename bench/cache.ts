@@ -13,7 +13,7 @@ import path from "node:path";
 import { fmt, measure } from "./run.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
-const UKB = path.join(ROOT, "bin/ukb.js");
+const UKB = path.join(ROOT, "bin/ukb.cjs");
 const WORK = path.join(ROOT, ".bench", "cache");
 
 function ukb(args: string[], env: NodeJS.ProcessEnv = {}) {

@@ -10,7 +10,7 @@ import { writeNixGraph, writeUkbGraph } from "./graph.js";
 import { fmt, hasCommand, measure, median } from "./run.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
-const UKB = path.join(ROOT, "bin/ukb.js");
+const UKB = path.join(ROOT, "bin/ukb.cjs");
 const WORK = path.join(ROOT, ".bench");
 
 const NIX_OPTIONS = [

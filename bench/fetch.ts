@@ -11,7 +11,7 @@ import { hashFile } from "../src/fetch/digest.js";
 import { fmt, hasCommand, measure } from "./run.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
-const UKB = path.join(ROOT, "bin/ukb.js");
+const UKB = path.join(ROOT, "bin/ukb.cjs");
 const GIB = 1 << 30;
 
 function makeBigFile(file: string): void {

@@ -8,6 +8,7 @@ import { makePlan, planSubstitutions, type Plan } from "../schedule/plan.js";
 import type { Store } from "../store/index.js";
 import type { CacheFlags, CacheSet } from "../cache/index.js";
 import { defaultJobs, loadWithCache, openStore, parseCount, pick } from "./context.js";
+import { writeStdout } from "../ui/stdout.js";
 
 export const usage = `ukb realise <recipe.ts> [-A attr] [--out-link PATH | --no-out-link] [--jobs N] [--cores M]
              [--keep-going] [--dry-run] [--offline] [--json] [--store DIR]
@@ -42,8 +43,11 @@ export async function realiseCommand(argv: string[]): Promise<number> {
   try {
     const recipe = await loadWithCache(store, positionals[0]!, !values["no-eval-cache"]);
     const target = pick(recipe, values.attr);
-    let plan = makePlan(store, recipe.graph, [target]);
     const outPaths = Object.values(target.outputs).map((p) => store.realPath(p));
+    // A valid target needs nothing else (a valid path's closure is valid): the no-op realise stops here,
+    // without reading the rest of the graph.
+    const targetValid = Object.values(target.outputs).every((p) => store.isValid(p));
+    let plan: Plan = targetValid ? { targets: [target], valid: [target], toBuild: [], toSubstitute: [], graph: recipe.graph } : makePlan(store, recipe.graph, [target]);
 
     if (values["dry-run"]) {
       const out = process.stdout;
@@ -80,7 +84,7 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       makeOutLink(link, outPaths[0]!);
       store.addRoot(link);
     }
-    process.stdout.write(outPaths.map((p) => `${p}\n`).join(""));
+    writeStdout(outPaths.map((p) => `${p}\n`).join(""));
     return ExitCode.ok;
   } finally {
     store.close();

@@ -9,6 +9,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { createRequire } from "node:module";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { isUkbError, RecipeError } from "../errors/index.js";
 import type { DrvRecord, Graph } from "../graph/index.js";
@@ -21,8 +22,10 @@ export interface LoadedRecipe {
   readonly file: string;
   /** Export name → hash of the derivation it holds. */
   readonly exports: Readonly<Record<string, string>>;
-  /** Every derivation the exports reach. */
+  /** Every derivation the exports reach (from the cache: read on first use). */
   readonly graph: Graph;
+  /** The exported derivations themselves, by hash. */
+  readonly roots: Readonly<Record<string, DrvRecord>>;
   /** Files the evaluation depended on. */
   readonly deps: readonly string[];
   /** Whether this came from the cache. */
@@ -43,11 +46,26 @@ interface DepStamp {
   blake3: string;
 }
 
+/**
+ * A cached evaluation is two rows: this small one (what was read, the exports
+ * and the exported derivations' own records) and the whole graph under
+ * `key + "\0graph"`, parsed only if asked for — a no-op realise whose
+ * target is valid never reads it (1000 derivations are ~40 ms of JSON here).
+ */
 interface CacheEntry {
   deps: DepStamp[];
   exports: Record<string, string>;
-  drvs: Record<string, DrvRecord>;
+  roots: Record<string, DrvRecord>;
 }
+
+/**
+ * Node's own require and import() for what the bundle leaves outside (tsx,
+ * node:module). The bundle itself never calls import(): bin/ukb.cjs compiles
+ * it from a V8 code cache, where import() finds no loader on Node 20.
+ */
+const nodeRequire = createRequire(import.meta.url);
+const importEsm = (specifier: string): Promise<unknown> =>
+  (nodeRequire(path.join(PACKAGE_ROOT, "src/recipe/import-esm.cjs")) as (s: string) => Promise<unknown>)(specifier);
 
 /** The recipe API that `import "ukb"` resolves to. */
 const apiUrl = pathToFileURL(path.join(PACKAGE_ROOT, RUNNING_FROM_SOURCE ? "src/recipe/index.ts" : "dist/recipe/index.js")).href;
@@ -60,7 +78,7 @@ const requiredFiles = new Set<string>();
 async function registerAlias(): Promise<void> {
   if (aliasRegistered) return;
   aliasRegistered = true;
-  const { register, createRequire } = await import("node:module");
+  const { register } = nodeRequire("node:module") as typeof import("node:module");
   const hooks = `
     let target;
     export async function initialize(data) { target = data.url; }
@@ -71,7 +89,7 @@ async function registerAlias(): Promise<void> {
   register(`data:text/javascript,${encodeURIComponent(hooks)}`, { data: { url: apiUrl } });
   // A recipe outside any package with "type": "module" is CommonJS: map the
   // name in require() too, and note which files it pulls in.
-  const Module = createRequire(import.meta.url)("node:module") as { _resolveFilename: (request: string, ...rest: unknown[]) => string };
+  const Module = nodeRequire("node:module") as { _resolveFilename: (request: string, ...rest: unknown[]) => string };
   const original = Module._resolveFilename;
   const apiFile = fileURLToPath(apiUrl);
   Module._resolveFilename = function (request: string, ...rest: unknown[]) {
@@ -107,7 +125,7 @@ function isRecipeFile(p: string): boolean {
 /** Imports a recipe module with tsx: as ESM, or through require() (which keeps line numbers in stack traces). */
 async function importRecipe(file: string, imported: Set<string>): Promise<Record<string, unknown>> {
   if (isEsm(file)) {
-    const { tsImport } = await import("tsx/esm/api");
+    const { tsImport } = (await importEsm("tsx/esm/api")) as typeof import("tsx/esm/api");
     return (await tsImport(pathToFileURL(file).href, {
       parentURL: import.meta.url,
       onImport: (url: string) => {
@@ -115,7 +133,7 @@ async function importRecipe(file: string, imported: Set<string>): Promise<Record
       },
     })) as Record<string, unknown>;
   }
-  const { require: tsxRequire } = await import("tsx/cjs/api");
+  const { require: tsxRequire } = nodeRequire("tsx/cjs/api") as typeof import("tsx/cjs/api");
   requiredFiles.clear();
   try {
     return tsxRequire(file, import.meta.url) as Record<string, unknown>;
@@ -182,15 +200,15 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
   const inner = mod.default as Record<string, unknown> | undefined;
   if (inner && typeof inner === "object" && !isDerivation(inner) && !isOutputRef(inner) && "__esModule" in inner) mod = inner;
   const exports: Record<string, string> = {};
-  const roots: DrvRecord[] = [];
+  const roots: Record<string, DrvRecord> = {};
   for (const [name, value] of Object.entries(mod)) {
     const drv = isDerivation(value) ? value.drv : isOutputRef(value) ? value.derivation.drv : undefined;
     if (!drv) continue;
     exports[name] = drv.hash;
-    roots.push(drv);
+    roots[drv.hash] = drv;
   }
-  if (roots.length === 0) throw new RecipeError("exports no derivation", { file: path.relative(process.cwd(), file) || file });
-  return { file, exports, graph: { drvs: closureOf(roots) }, deps: [...new Set([...imported, ...readFiles])].filter((f) => isRecipeFile(f) || readFiles.includes(f)).sort(), cached: false };
+  if (Object.keys(roots).length === 0) throw new RecipeError("exports no derivation", { file: path.relative(process.cwd(), file) || file });
+  return { file, exports, roots, graph: { drvs: closureOf(Object.values(roots)) }, deps: [...new Set([...imported, ...readFiles])].filter((f) => isRecipeFile(f) || readFiles.includes(f)).sort(), cached: false };
 }
 
 /**
@@ -200,17 +218,27 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
 export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, salt = ""): Promise<LoadedRecipe> {
   const file = path.resolve(recipeFile);
   const key = `${file}\0${salt}`;
+  const graphKey = `${key}\0graph`;
   const hit = cache?.get(key);
   if (hit) {
-    const entry = JSON.parse(hit) as CacheEntry;
-    if (await depsUnchanged(entry.deps)) {
-      return { file, exports: entry.exports, graph: { drvs: entry.drvs }, deps: entry.deps.map((d) => d.path), cached: true };
+    const entry = JSON.parse(hit) as Partial<CacheEntry>;
+    if (entry.roots && entry.deps && entry.exports && (await depsUnchanged(entry.deps))) {
+      let drvs: Record<string, DrvRecord> | undefined;
+      const graph = {
+        get drvs(): Record<string, DrvRecord> {
+          const text = drvs ? undefined : cache!.get(graphKey);
+          if (!drvs && !text) throw new RecipeError("its cached evaluation lost its graph: run again with --no-eval-cache", { file: recipeFile });
+          return (drvs ??= JSON.parse(text!) as Record<string, DrvRecord>);
+        },
+      };
+      return { file, exports: entry.exports, roots: entry.roots, graph, deps: entry.deps.map((d) => d.path), cached: true };
     }
   }
   const loaded = await evaluateRecipe(file);
   if (cache) {
     const { blake3Hex } = await import("../graph/hash.js");
-    const entry: CacheEntry = { deps: loaded.deps.map((d) => stamp(d, blake3Hex)), exports: { ...loaded.exports }, drvs: { ...loaded.graph.drvs } };
+    const entry: CacheEntry = { deps: loaded.deps.map((d) => stamp(d, blake3Hex)), exports: { ...loaded.exports }, roots: { ...loaded.roots } };
+    cache.put(graphKey, JSON.stringify(loaded.graph.drvs));
     cache.put(key, JSON.stringify(entry));
   }
   return loaded;
@@ -228,5 +256,5 @@ export function selectExport(recipe: LoadedRecipe, attr: string | undefined): Dr
       { file: rel },
     );
   }
-  return recipe.graph.drvs[hash]!;
+  return recipe.roots[hash] ?? recipe.graph.drvs[hash]!;
 }

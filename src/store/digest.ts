@@ -3,13 +3,17 @@
  * pin), a tree's canonical BLAKE3.
  */
 import fs from "node:fs";
-import crypto from "node:crypto";
+import { createRequire } from "node:module";
 import { blake3Stream } from "../graph/index.js";
 import type { ContentKind } from "./store.js";
 
+// node:crypto loads on first use: it pulls in Node's streams, 10 ms of a no-op realise here.
+let crypto: typeof import("node:crypto") | undefined;
+const nodeCrypto = () => (crypto ??= createRequire(import.meta.url)("node:crypto") as typeof import("node:crypto"));
+
 /** sha256 and BLAKE3 of a file in one pass of 1 MiB reads. */
 export function fileDigests(file: string): { sha256: string; blake3: string } {
-  const sha = crypto.createHash("sha256");
+  const sha = nodeCrypto().createHash("sha256");
   const b3 = blake3Stream();
   const fd = fs.openSync(file, "r");
   try {

@@ -5,7 +5,6 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import crypto from "node:crypto";
 import { UkbError } from "../errors/index.js";
 import { baseName, type DrvRecord } from "../graph/index.js";
 import { openDb, type Db } from "./db.js";
@@ -69,30 +68,31 @@ export class Store {
     this.db = openDb(path.join(root, "ukb.sqlite"));
     this.locks = new Locks(this.db);
     const db = this.db;
-    this.stmts = {
-      byBase: db.prepare<[string], PathRow>("SELECT * FROM paths WHERE base = ?"),
-      valid: db.prepare<[string], { one: number }>("SELECT 1 AS one FROM paths WHERE base = ?"),
-      refsOf: db.prepare<[number], { base: string }>("SELECT p.base FROM refs r JOIN paths p ON p.id = r.reference WHERE r.referrer = ? ORDER BY p.base"),
-      referrersOf: db.prepare<[number], { base: string }>("SELECT p.base FROM refs r JOIN paths p ON p.id = r.referrer WHERE r.reference = ? ORDER BY p.base"),
-      insertPath: db.prepare(
+    // Prepared on first use: a no-op realise needs three statements of twenty.
+    this.stmts = lazily({
+      byBase: () => db.prepare<[string], PathRow>("SELECT * FROM paths WHERE base = ?"),
+      valid: () => db.prepare<[string], { one: number }>("SELECT 1 AS one FROM paths WHERE base = ?"),
+      refsOf: () => db.prepare<[number], { base: string }>("SELECT p.base FROM refs r JOIN paths p ON p.id = r.reference WHERE r.referrer = ? ORDER BY p.base"),
+      referrersOf: () => db.prepare<[number], { base: string }>("SELECT p.base FROM refs r JOIN paths p ON p.id = r.referrer WHERE r.reference = ? ORDER BY p.base"),
+      insertPath: () => db.prepare(
         "INSERT INTO paths (base, content_hash, size, deriver, ca, registered_at, build_ms, log, signatures) VALUES (@base, @contentHash, @size, @deriver, @ca, @registeredAt, @buildMs, @log, @signatures)",
       ),
-      insertRef: db.prepare("INSERT OR IGNORE INTO refs (referrer, reference) SELECT a.id, b.id FROM paths a, paths b WHERE a.base = ? AND b.base = ?"),
-      insertDrv: db.prepare("INSERT OR IGNORE INTO drvs (hash, name, json) VALUES (?, ?, ?)"),
-      insertDrvOutput: db.prepare("INSERT OR REPLACE INTO drv_outputs (drv, output, base) VALUES (?, ?, ?)"),
-      getDrv: db.prepare<[string], { json: string }>("SELECT json FROM drvs WHERE hash = ?"),
-      drvOfBase: db.prepare<[string], { drv: string }>("SELECT drv FROM drv_outputs WHERE base = ?"),
-      allBases: db.prepare<[], { base: string }>("SELECT base FROM paths ORDER BY base"),
-      deletePath: db.prepare("DELETE FROM paths WHERE base = ?"),
-      evalGet: db.prepare<[string], { value: string }>("SELECT value FROM eval_cache WHERE key = ?"),
-      evalPut: db.prepare("INSERT OR REPLACE INTO eval_cache (key, value) VALUES (?, ?)"),
-      addRoot: db.prepare("INSERT OR IGNORE INTO roots (link) VALUES (?)"),
-      roots: db.prepare<[], { link: string }>("SELECT link FROM roots ORDER BY link"),
-      deleteRoot: db.prepare("DELETE FROM roots WHERE link = ?"),
-      addContent: db.prepare("INSERT OR IGNORE INTO content (kind, hash, base) VALUES (?, ?, ?)"),
-      findContent: db.prepare<[string, string], { base: string }>("SELECT c.base FROM content c JOIN paths p ON p.base = c.base WHERE c.kind = ? AND c.hash = ? LIMIT 1"),
-      setSignatures: db.prepare("UPDATE paths SET signatures = ? WHERE base = ?"),
-    };
+      insertRef: () => db.prepare("INSERT OR IGNORE INTO refs (referrer, reference) SELECT a.id, b.id FROM paths a, paths b WHERE a.base = ? AND b.base = ?"),
+      insertDrv: () => db.prepare("INSERT OR IGNORE INTO drvs (hash, name, json) VALUES (?, ?, ?)"),
+      insertDrvOutput: () => db.prepare("INSERT OR REPLACE INTO drv_outputs (drv, output, base) VALUES (?, ?, ?)"),
+      getDrv: () => db.prepare<[string], { json: string }>("SELECT json FROM drvs WHERE hash = ?"),
+      drvOfBase: () => db.prepare<[string], { drv: string }>("SELECT drv FROM drv_outputs WHERE base = ?"),
+      allBases: () => db.prepare<[], { base: string }>("SELECT base FROM paths ORDER BY base"),
+      deletePath: () => db.prepare("DELETE FROM paths WHERE base = ?"),
+      evalGet: () => db.prepare<[string], { value: string }>("SELECT value FROM eval_cache WHERE key = ?"),
+      evalPut: () => db.prepare("INSERT OR REPLACE INTO eval_cache (key, value) VALUES (?, ?)"),
+      addRoot: () => db.prepare("INSERT OR IGNORE INTO roots (link) VALUES (?)"),
+      roots: () => db.prepare<[], { link: string }>("SELECT link FROM roots ORDER BY link"),
+      deleteRoot: () => db.prepare("DELETE FROM roots WHERE link = ?"),
+      addContent: () => db.prepare("INSERT OR IGNORE INTO content (kind, hash, base) VALUES (?, ?, ?)"),
+      findContent: () => db.prepare<[string, string], { base: string }>("SELECT c.base FROM content c JOIN paths p ON p.base = c.base WHERE c.kind = ? AND c.hash = ? LIMIT 1"),
+      setSignatures: () => db.prepare("UPDATE paths SET signatures = ? WHERE base = ?"),
+    });
   }
 
   /** Opens (creating if needed) the store rooted at `root`. */
@@ -267,7 +267,8 @@ export class Store {
 
   /** A fresh temp dir inside the store's filesystem, named after this process so gc knows whose it is. */
   makeTempDir(tag: string): string {
-    const dir = path.join(this.tmpDir, `${SELF.replaceAll(":", "_")}_${tag}_${crypto.randomBytes(4).toString("hex")}`);
+    // Unique without randomness: SELF names this process (host, pid, start time), the counter the dir.
+    const dir = path.join(this.tmpDir, `${SELF.replaceAll(":", "_")}_${tag}_${(tempCounter++).toString(36)}`);
     fs.mkdirSync(dir, { recursive: true });
     return dir;
   }
@@ -312,4 +313,22 @@ export class Store {
       put: (key, value) => void this.stmts.evalPut.run(key, value),
     };
   }
+}
+
+let tempCounter = 0;
+
+/** An object whose properties are made by `makers` the first time each is read, then kept. */
+function lazily<T extends Record<string, () => unknown>>(makers: T): { readonly [K in keyof T]: ReturnType<T[K]> } {
+  const out = {} as { [K in keyof T]: ReturnType<T[K]> };
+  for (const key of Object.keys(makers) as (keyof T & string)[]) {
+    Object.defineProperty(out, key, {
+      configurable: true,
+      get() {
+        const value = makers[key]!();
+        Object.defineProperty(out, key, { value });
+        return value;
+      },
+    });
+  }
+  return out;
 }

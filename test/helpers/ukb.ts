@@ -6,7 +6,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const UKB = path.join(ROOT, "bin/ukb.js");
+export const UKB = path.join(ROOT, "bin/ukb.cjs");
 
 export interface RunResult {
   code: number;

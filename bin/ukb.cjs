@@ -1,0 +1,55 @@
+#!/usr/bin/env node
+// The ukb command. It runs the compiled CLI — one CommonJS bundle,
+// dist/bundle/ukb.cjs, built by `npm install` (the `prepare` script) or
+// `npm run build` — so that a no-op realise reads one file, never starts
+// Node's ES module loader and never loads the TypeScript tool chain.
+//
+// The bundle is compiled with a V8 code cache kept beside it (what Node 22's
+// module.enableCompileCache does, which Node 20 lacks): compiling 350 KB of
+// JavaScript is a tenth of a no-op realise here. A cache V8 rejects (another
+// Node) is rewritten; a folder that is not writable just goes without.
+"use strict";
+const fs = require("node:fs");
+const path = require("node:path");
+const vm = require("node:vm");
+const Module = require("node:module");
+
+const bundle = path.join(__dirname, "../dist/bundle/ukb.cjs");
+const run = (main) => main(process.argv.slice(2)).then((code) => (process.exitCode = code));
+
+function loadBundle() {
+  const cacheFile = `${bundle}.${process.version}.v8cache`;
+  let cachedData;
+  try {
+    cachedData = fs.readFileSync(cacheFile);
+  } catch {
+    // first run with this Node
+  }
+  // No importModuleDynamically: the bundle never calls import() (a callback given here is lost
+  // when V8 compiles from a cache; src/recipe/load.ts loads tsx through require instead).
+  const script = new vm.Script(Module.wrap(fs.readFileSync(bundle, "utf8")), { filename: bundle, cachedData });
+  const mod = { exports: {} };
+  script.runInThisContext()(mod.exports, Module.createRequire(bundle), mod, bundle, path.dirname(bundle));
+  if (!cachedData || script.cachedDataRejected) {
+    // At exit, so that the cache holds the functions this run compiled too.
+    process.once("exit", () => {
+      const tmp = `${cacheFile}.${process.pid}`;
+      try {
+        fs.writeFileSync(tmp, script.createCachedData());
+        fs.renameSync(tmp, cacheFile);
+      } catch {
+        fs.rmSync(tmp, { force: true });
+      }
+    });
+  }
+  return mod.exports;
+}
+
+if (fs.existsSync(bundle)) {
+  run(loadBundle().main);
+} else if (fs.existsSync(path.join(__dirname, "../dist/cli/main.js"))) {
+  import("../dist/cli/main.js").then((m) => run(m.main));
+} else {
+  process.stderr.write("ukb: error: ukb is not compiled yet\n  hint: npm run build\n");
+  process.exitCode = 2;
+}
