@@ -37,11 +37,11 @@ export interface SandboxSpec {
   args: readonly string[];
 }
 
-/** The bwrap command line for a build. */
-export function sandboxArgs(spec: SandboxSpec): string[] {
-  // --as-pid-1: the builder is PID 1 of its namespace, as in Nix's sandbox; no init process
-  // (one fork less per build); whatever it leaves running dies with it.
-  const a: string[] = ["--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "localhost"];
+let systemDirs: string[] | undefined;
+/** How the host's system directories appear in every sandbox (looked at once per process). */
+function systemDirArgs(): string[] {
+  if (systemDirs) return systemDirs;
+  const a: string[] = [];
   for (const dir of SYSTEM_DIRS) {
     let st: fs.Stats;
     try {
@@ -52,6 +52,15 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
     if (st.isSymbolicLink()) a.push("--symlink", fs.readlinkSync(dir), dir);
     else if (st.isDirectory()) a.push("--ro-bind", dir, dir);
   }
+  return (systemDirs = a);
+}
+
+/** The bwrap command line for a build. */
+export function sandboxArgs(spec: SandboxSpec): string[] {
+  // --as-pid-1: the builder is PID 1 of its namespace, as in Nix's sandbox; no init process
+  // (one fork less per build); whatever it leaves running dies with it.
+  const a: string[] = ["--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "localhost"];
+  a.push(...systemDirArgs());
   a.push("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp");
   a.push("--bind", spec.storeDir, VIRTUAL_STORE);
   for (const [base, real] of [...spec.inputs].sort()) a.push("--ro-bind", real, `${VIRTUAL_STORE}/${base}`);
