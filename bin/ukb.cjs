@@ -18,7 +18,10 @@ const bundle = path.join(__dirname, "../dist/bundle/ukb.cjs");
 const run = (main) => main(process.argv.slice(2)).then((code) => (process.exitCode = code));
 
 function loadBundle() {
-  const cacheFile = `${bundle}.${process.version}.v8cache`;
+  // Named by Node's version and the bundle's size and time: V8 checks only a source's length,
+  // and a ukb started before a rebuild writes its cache after it.
+  const st = fs.statSync(bundle);
+  const cacheFile = `${bundle}.${process.version}-${st.size}-${Math.round(st.mtimeMs)}.v8cache`;
   let cachedData;
   try {
     cachedData = fs.readFileSync(cacheFile);

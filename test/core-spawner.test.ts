@@ -7,7 +7,7 @@
 import test from "ava";
 import fs from "node:fs";
 import path from "node:path";
-import { tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+import { tempDir, ukb, ukbSpawn, writeRecipe } from "./helpers/ukb.js";
 
 // Eight builders, each recording when it ran (a shared folder outside the store would break the
 // sandbox, so each writes its own start and end times into its output).
@@ -59,3 +59,79 @@ test("both co-processes give the same store paths and bytes", async (t) => {
   }
   t.is(out[0], out[1]);
 });
+
+test("a python3 that fails to start: the shell takes over, the build completes", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "graph.ts", GRAPH.replaceAll("${t}/bin/date +%s%N", "echo same"));
+  const r = await ukb(["realise", "graph.ts", "--jobs", "2"], { cwd: dir, env: { ...process.env, UKB_PYTHON: "/bin/false" } });
+  t.is(r.code, 0, r.stderr);
+  t.is(fs.readFileSync(r.stdout.trim(), "utf8").trim().split("\n").length, 16);
+});
+
+/** Pids of processes whose command line holds `marker`. */
+function processesWith(marker: string): number[] {
+  const found: number[] = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(marker)) found.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+for (const spawner of ["python", "sh"]) {
+  test(`co-process ${spawner}: a failure cancels running and prepared builders at once, none is left behind`, async (t) => {
+    const dir = tempDir();
+    const marker = `${process.pid}${spawner.length}${Date.now() % 100000}`;
+    writeRecipe(
+      dir,
+      "cancel.ts",
+      `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "sleep"]);
+// "pause" and "broken" take both slots; when "pause" is done, one slow builder runs and the others
+// wait in prepared sandboxes; then "broken" fails.
+const pause = derivation({ name: "pause", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/sleep 1; echo > $out\`] });
+const slow = Array.from({ length: 6 }, (_, i) =>
+  derivation({ name: \`slow-\${i}\`, builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/sleep 300.${marker}; echo \${pause} > $out\`], env: { i: String(i) } }),
+);
+const broken = derivation({ name: "broken", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/sleep 3; exit 3\`] });
+export default derivation({ name: "all", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${slow.join(" ")} \${broken} > $out\`] });
+`,
+    );
+    const started = Date.now();
+    const r = await ukb(["realise", "cancel.ts", "--jobs", "2"], { cwd: dir, env: { ...process.env, UKB_SPAWNER: spawner } });
+    t.is(r.code, 1, r.stderr);
+    t.regex(r.stderr, /build of 'broken' failed: exit status 3/);
+    t.true(Date.now() - started < 60_000, "the run waited for the slow builders");
+    await new Promise((res) => setTimeout(res, 500));
+    t.deepEqual(processesWith(`300.${marker}`), [], "a builder outlived ukb");
+  });
+}
+
+for (const spawner of ["python", "sh"]) {
+  test(`co-process ${spawner}: kill -9 of ukb leaves no builder running, prepared sandboxes included`, async (t) => {
+    const dir = tempDir();
+    const marker = `${process.pid}${spawner.length}9${Date.now() % 100000}`;
+    writeRecipe(
+      dir,
+      "slow.ts",
+      `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "sleep"]);
+const slow = Array.from({ length: 5 }, (_, i) =>
+  derivation({ name: \`slow-\${i}\`, builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/sleep 300.${marker}; echo > $out\`], env: { i: String(i) } }),
+);
+export default derivation({ name: "all", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${slow.join(" ")} > $out\`] });
+`,
+    );
+    const child = ukbSpawn(["realise", "slow.ts", "--jobs", "2"], { cwd: dir, env: { ...process.env, UKB_SPAWNER: spawner } });
+    for (let i = 0; i < 300 && processesWith(`sleep 300.${marker}`).length < 2; i++) await new Promise((res) => setTimeout(res, 100));
+    // Two builders run; with python, the others wait in prepared sandboxes.
+    await new Promise((res) => setTimeout(res, 1000));
+    child.kill("SIGKILL");
+    for (let i = 0; i < 50 && processesWith(`300.${marker}`).length > 0; i++) await new Promise((res) => setTimeout(res, 100));
+    t.deepEqual(processesWith(`300.${marker}`), [], "a builder or sandbox outlived ukb");
+  });
+}

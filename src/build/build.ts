@@ -114,8 +114,15 @@ async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly
     exit = await spawner.run([findBwrap(), ...args], logFile, script, opts.signal);
   } else {
     // Set the sandbox up now, behind a gate; start the builder when a slot is ours.
-    const gated = await spawner.runGated([findBwrap(), "--block-fd", "3", ...args], logFile, script, opts.signal);
-    const release = await holdSlot(opts.slot, opts.signal, drv);
+    const gated = await spawner.runGated([findBwrap(), ...args], ["--block-fd", "3", "--info-fd", "4"], logFile, script, opts.signal);
+    let release: () => void;
+    try {
+      release = await holdSlot(opts.slot, opts.signal, drv);
+    } catch (err) {
+      // Cancelled while waiting: the sandbox is being killed; let it go before its folder does.
+      await gated.exited;
+      throw err;
+    }
     try {
       opts.onStart?.();
       gated.go();

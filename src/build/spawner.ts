@@ -15,11 +15,11 @@
  *   10 ms for /bin/true here.
  * No library does this for Node.
  *
- * Warm starts: a command may be given a gate as its fd 3; bubblewrap's
- * --block-fd 3 then sets the whole sandbox up (namespaces, mounts: two thirds
- * of a bwrap start) and waits until `go()` puts a byte into the gate. The
- * scheduler prepares the next sandbox while a job slot is still busy, so a
- * slot only ever waits for the builder itself.
+ * Warm starts (Python only): a command may be given a gate as its fd 3;
+ * bubblewrap's --block-fd 3 then sets the whole sandbox up (namespaces,
+ * mounts: two thirds of a bwrap start) and waits until `go()` puts a byte
+ * into the gate. The scheduler prepares the next sandbox while a job slot is
+ * still busy, so a slot only ever waits for the builder itself.
  *
  * The co-process dies with ukb (its stdin closes, even after kill -9) and
  * kills what it started; bwrap's --die-with-parent covers the rest.
@@ -49,17 +49,15 @@ export interface Dialect {
   command(): { file: string; args: string[] } | undefined;
   /** Whether it prints "ready" once it is up (else it is ready at once). */
   readonly announcesReady: boolean;
-  /** The line that starts `argv`, output appended to `log`; `gated`: fd 3 is the gate. Async: it may need to prepare files first. */
-  run(id: number, argv: readonly string[], log: string, scratch: string, gated: boolean, send: Send): Promise<string>;
+  /** Whether it can start a command behind a gate (fd 3) and kill its sandbox safely (fd 4: bwrap --info-fd). */
+  readonly gates: boolean;
+  /** The line that starts `argv`, output appended to `log`; `gated`: behind a gate. */
+  run(id: number, argv: readonly string[], log: string, scratch: string, gated: boolean): Promise<string>;
   /** Opens the gate of the command `id`; `write` sends a line that gets no answer. */
   go(id: number, write: (line: string) => void): void;
+  /** The line that kills the command `id` (and makes the co-process report it done). */
   kill(id: number, pid: number | undefined): string | undefined;
-  /** Called when the command `id` is done (gates go back to a pool). */
-  finished?(id: number): void;
 }
-
-/** Sends a request to the co-process and resolves with its "done" status. */
-export type Send = (line: (id: number) => string) => Promise<number>;
 
 interface Job {
   resolve: (status: number | "killed") => void;
@@ -70,13 +68,20 @@ interface Job {
 interface Running {
   readonly proc: ChildProcess;
   readonly dialect: Dialect;
+  /** True once it said "ready" (or needs not), false if it died or hung first. */
   readonly ready: Promise<boolean>;
+  /** Its requests not yet done. */
+  readonly jobs: Map<number, Job>;
+  started: boolean;
+  dead: boolean;
 }
+
+/** How long a co-process may take to say "ready" before the next one is tried. */
+const READY_TIMEOUT_MS = 5000;
 
 class Spawner {
   private current: Promise<Running> | undefined;
   private next = 1;
-  private readonly jobs = new Map<number, Job>();
   /** Set in tests and benchmarks to force one co-process. */
   private readonly forced = process.env.UKB_SPAWNER;
 
@@ -84,25 +89,37 @@ class Spawner {
     const cmd = dialect.command();
     if (!cmd) return undefined;
     const proc = spawn(cmd.file, cmd.args, { stdio: ["pipe", "pipe", "inherit"], detached: true });
-    // The co-process must not keep ukb alive when idle: only pending jobs (and its start) hold the event loop.
-    proc.unref();
     let announce: (ok: boolean) => void = () => undefined;
     const ready = dialect.announcesReady ? new Promise<boolean>((r) => (announce = r)) : Promise.resolve(true);
-    void ready.then(() => this.track(proc));
-    createInterface({ input: proc.stdout! }).on("line", (line) => (line === "ready" ? announce(true) : this.onLine(line)));
-    proc.once("error", () => announce(false));
-    proc.once("exit", () => {
-      announce(false);
-      for (const job of this.jobs.values()) job.resolve("killed");
-      this.jobs.clear();
-      this.current = undefined;
+    const running: Running = { proc, dialect, ready, jobs: new Map(), started: false, dead: false };
+    // Held (ref'd) until it is up; after that only while requests are pending.
+    void ready.then((ok) => {
+      running.started = true;
+      if (!ok) proc.kill("SIGKILL");
+      this.track(running);
     });
-    return { proc, dialect, ready };
+    const hung = setTimeout(() => announce(false), READY_TIMEOUT_MS);
+    hung.unref();
+    void ready.then(() => clearTimeout(hung));
+    // A write after it died fails with EPIPE; its closing stdout says the rest.
+    proc.stdin!.on("error", () => undefined);
+    proc.once("error", () => announce(false));
+    const lines = createInterface({ input: proc.stdout! });
+    lines.on("line", (line) => (line === "ready" ? announce(true) : this.onLine(running, line)));
+    // Its stdout closing is its death, after every "done" line it wrote has been read.
+    lines.once("close", () => {
+      running.dead = true;
+      announce(false);
+      for (const job of [...running.jobs.values()]) job.resolve("killed");
+      running.jobs.clear();
+      this.track(running);
+    });
+    return running;
   }
 
-  /** The running co-process: Python if it comes up, the shell otherwise. */
+  /** The running co-process: Python if it comes up, the shell otherwise; a new one if it died. */
   private ensure(): Promise<Running> {
-    return (this.current ??= (async () => {
+    const attempt = (this.current ??= (async () => {
       const order = this.forced === "sh" ? [shellDialect] : [pythonDialect, shellDialect];
       for (const dialect of order) {
         const running = this.start(dialect);
@@ -110,69 +127,69 @@ class Spawner {
       }
       throw new Error("spawner: neither python3 nor /bin/sh could be started");
     })());
+    return attempt.then(
+      (running) => {
+        if (!running.dead) return running;
+        if (this.current === attempt) this.current = undefined;
+        return this.ensure();
+      },
+      (err: unknown) => {
+        if (this.current === attempt) this.current = undefined;
+        throw err;
+      },
+    );
   }
 
-  private handles(proc: ChildProcess): { ref?: () => void; unref?: () => void }[] {
-    return [proc.stdout as unknown as { ref?: () => void; unref?: () => void }, proc.stdin as unknown as { ref?: () => void; unref?: () => void }];
-  }
-
-  /** Holds the event loop while jobs run, releases it when none does. */
-  private track(proc: ChildProcess): void {
-    for (const h of this.handles(proc)) {
-      if (this.jobs.size > 0) h.ref?.();
-      else h.unref?.();
+  /** Holds the event loop while it starts or has requests pending, releases it otherwise. */
+  private track(running: Running): void {
+    const hold = !running.dead && (!running.started || running.jobs.size > 0);
+    const { proc } = running;
+    for (const h of [proc, proc.stdout, proc.stdin] as unknown as { ref?: () => void; unref?: () => void }[]) {
+      if (hold) h?.ref?.();
+      else h?.unref?.();
     }
   }
 
-  private onLine(line: string): void {
+  private onLine(running: Running, line: string): void {
     const [kind, idText, value] = line.split(" ");
     const id = Number(idText);
-    const job = this.jobs.get(id);
+    const job = running.jobs.get(id);
     if (!job) return;
     if (kind === "pid") {
       job.pid = Number(value);
-      if (job.killed) void this.kill(id);
+      if (job.killed) this.kill(running, id);
     } else if (kind === "done") {
-      this.jobs.delete(id);
       job.resolve(Number(value));
     }
   }
 
-  private async kill(id: number): Promise<void> {
-    const { proc, dialect } = await this.ensure();
-    const line = dialect.kill(id, this.jobs.get(id)?.pid);
-    if (line) proc.stdin!.write(line);
+  private kill(running: Running, id: number): void {
+    const line = running.dialect.kill(id, running.jobs.get(id)?.pid);
+    if (line && !running.dead) running.proc.stdin!.write(line);
   }
 
   /** Sends the request `text` (numbered `id`); resolves with its status when the co-process reports it done. */
   private submit(running: Running, id: number, text: string, signal?: AbortSignal): Promise<number | "killed"> {
     return new Promise((resolve) => {
+      if (running.dead) return resolve("killed");
       const job: Job = { resolve };
-      this.jobs.set(id, job);
-      this.track(running.proc);
+      running.jobs.set(id, job);
+      this.track(running);
       const onAbort = () => {
         job.killed = true;
-        void this.kill(id);
+        this.kill(running, id);
       };
       job.resolve = (status) => {
+        if (!running.jobs.has(id)) return;
         signal?.removeEventListener("abort", onAbort);
-        this.jobs.delete(id);
-        this.track(running.proc);
-        running.dialect.finished?.(id);
+        running.jobs.delete(id);
+        this.track(running);
         resolve(status);
       };
       if (signal?.aborted) onAbort();
       else signal?.addEventListener("abort", onAbort, { once: true });
       running.proc.stdin!.write(text);
     });
-  }
-
-  private sender(running: Running): Send {
-    return async (line) => {
-      const id = this.next++;
-      const status = await this.submit(running, id, line(id));
-      return status === "killed" ? -1 : status;
-    };
   }
 
   /**
@@ -182,19 +199,26 @@ class Spawner {
   async run(argv: readonly string[], logFile: string, scratch: string, signal?: AbortSignal): Promise<Exit> {
     const running = await this.ensure();
     const id = this.next++;
-    const text = await running.dialect.run(id, argv, logFile, scratch, false, this.sender(running));
+    const text = await running.dialect.run(id, argv, logFile, scratch, false);
     return toExit(await this.submit(running, id, text, signal));
   }
 
   /**
-   * Starts argv — which must wait on fd 3 before doing anything that
-   * matters (bwrap --block-fd 3) — with a gate as its fd 3. Resolves once
-   * it is started; `go()` opens the gate.
+   * Prepares argv to start on `go()`. With a co-process that gates, argv is
+   * started at once with `gateArgs` after its program (bwrap: --block-fd 3
+   * --info-fd 4), so that it sets up and waits; otherwise `go()` starts it.
    */
-  async runGated(argv: readonly string[], logFile: string, scratch: string, signal?: AbortSignal): Promise<GatedRun> {
+  async runGated(argv: readonly string[], gateArgs: readonly string[], logFile: string, scratch: string, signal?: AbortSignal): Promise<GatedRun> {
     const running = await this.ensure();
+    if (!running.dialect.gates) {
+      let start: () => void = () => undefined;
+      const exited = new Promise<Exit>((resolve) => {
+        start = () => resolve(this.run(argv, logFile, scratch, signal));
+      });
+      return { go: () => start(), exited: Promise.race([exited, aborted(signal)]) };
+    }
     const id = this.next++;
-    const text = await running.dialect.run(id, argv, logFile, scratch, true, this.sender(running));
+    const text = await running.dialect.run(id, [argv[0]!, ...gateArgs, ...argv.slice(1)], logFile, scratch, true);
     let opened = false;
     let ended = false;
     const exited = this.submit(running, id, text, signal).then((status) => {
@@ -205,11 +229,20 @@ class Spawner {
       go: () => {
         if (opened || ended) return;
         opened = true;
-        running.dialect.go(id, (line) => running.proc.stdin!.write(line));
+        if (!running.dead) running.dialect.go(id, (line) => running.proc.stdin!.write(line));
       },
       exited,
     };
   }
+}
+
+/** Resolves as a kill when `signal` aborts (never without one). */
+function aborted(signal: AbortSignal | undefined): Promise<Exit> {
+  return new Promise((resolve) => {
+    if (!signal) return;
+    if (signal.aborted) return resolve({ code: null, signal: "SIGKILL" });
+    signal.addEventListener("abort", () => resolve({ code: null, signal: "SIGKILL" }), { once: true });
+  });
 }
 
 function toExit(status: number | "killed"): Exit {

@@ -226,9 +226,15 @@ export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, s
       let drvs: Record<string, DrvRecord> | undefined;
       const graph = {
         get drvs(): Record<string, DrvRecord> {
-          const text = drvs ? undefined : cache!.get(graphKey);
-          if (!drvs && !text) throw new RecipeError("its cached evaluation lost its graph: run again with --no-eval-cache", { file: recipeFile });
-          return (drvs ??= JSON.parse(text!) as Record<string, DrvRecord>);
+          if (drvs) return drvs;
+          // The graph row is the closure of these roots, and names them: another process may have
+          // cached another version of the recipe between the two rows.
+          const text = cache!.get(graphKey);
+          const stored = text ? (JSON.parse(text) as { roots?: string[]; drvs?: Record<string, DrvRecord> }) : undefined;
+          if (!stored?.drvs || rootsTag(entry.roots!) !== stored.roots?.join(",")) {
+            throw new RecipeError("its cached evaluation changed while it was read: run the command again (or with --no-eval-cache)", { file: recipeFile });
+          }
+          return (drvs = stored.drvs);
         },
       };
       return { file, exports: entry.exports, roots: entry.roots, graph, deps: entry.deps.map((d) => d.path), cached: true };
@@ -238,10 +244,15 @@ export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, s
   if (cache) {
     const { blake3Hex } = await import("../graph/hash.js");
     const entry: CacheEntry = { deps: loaded.deps.map((d) => stamp(d, blake3Hex)), exports: { ...loaded.exports }, roots: { ...loaded.roots } };
-    cache.put(graphKey, JSON.stringify(loaded.graph.drvs));
+    cache.put(graphKey, JSON.stringify({ roots: rootsTag(loaded.roots).split(","), drvs: loaded.graph.drvs }));
     cache.put(key, JSON.stringify(entry));
   }
   return loaded;
+}
+
+/** The roots' hashes, sorted: they determine the graph (it is their closure). */
+function rootsTag(roots: Readonly<Record<string, DrvRecord>>): string {
+  return Object.keys(roots).sort().join(",");
 }
 
 /** Picks the export `attr` (default: `default`) of a loaded recipe. */

@@ -69,7 +69,7 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
   let stopping = false;
   const slots = new Slots(opts.jobs);
   // Jobs under way at once: those holding a slot, plus as many being prepared or finished.
-  const pipelines = 6 * Math.max(1, opts.jobs);
+  const pipelines = 2 * Math.max(1, opts.jobs);
   const substitution = plan.toSubstitute.length > 0 ? await import("../cache/substitute.js") : undefined;
   if (plan.toSubstitute.length > 0 && !opts.caches) throw new UkbError("internal", "a plan with substitutions needs its caches");
 

@@ -267,10 +267,17 @@ export class Store {
 
   /** A fresh temp dir inside the store's filesystem, named after this process so gc knows whose it is. */
   makeTempDir(tag: string): string {
-    // Unique without randomness: SELF names this process (host, pid, start time), the counter the dir.
-    const dir = path.join(this.tmpDir, `${SELF.replaceAll(":", "_")}_${tag}_${(tempCounter++).toString(36)}`);
-    fs.mkdirSync(dir, { recursive: true });
-    return dir;
+    // SELF names this process (host, pid, start time), the counter the folder; a leftover
+    // of the same name (a pid and start time seen again after a reboot) is stepped over.
+    for (;;) {
+      const dir = path.join(this.tmpDir, `${SELF.replaceAll(":", "_")}_${tag}_${(tempCounter++).toString(36)}`);
+      try {
+        fs.mkdirSync(dir);
+        return dir;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      }
+    }
   }
 
   /** Removes temp dirs whose owning process is gone. */

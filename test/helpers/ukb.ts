@@ -30,8 +30,8 @@ export function ukb(args: string[], options: { cwd?: string; env?: NodeJS.Proces
 }
 
 /** Starts ukb and returns the process (for concurrency and kill tests). */
-export function ukbSpawn(args: string[], options: { cwd?: string } = {}): ChildProcess {
-  return spawn(process.execPath, [UKB, ...args], { cwd: options.cwd, stdio: ["ignore", "pipe", "pipe"] });
+export function ukbSpawn(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
+  return spawn(process.execPath, [UKB, ...args], { cwd: options.cwd, env: options.env ?? process.env, stdio: ["ignore", "pipe", "pipe"] });
 }
 
 /** A fresh temp folder, removed when the process exits. */
