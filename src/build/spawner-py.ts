@@ -20,6 +20,7 @@ out = threading.Lock()
 children = {}   # request id -> pid of the command (bwrap)
 gates = {}      # request id -> write end of its gate, while closed
 sandboxes = {}  # request id -> pid of its sandbox (bwrap --info-fd), once known
+stopped = set() # request ids killed
 reapers = []
 def send(text):
     with out:
@@ -41,16 +42,21 @@ def reap(i, pid, info):
         os.close(info)
         m = re.search(rb'"child-pid"\s*:\s*(\d+)', data)
         sandboxes[i] = int(m.group(1)) if m else None
+        if i in stopped:
+            kill(sandboxes[i])
     _, status = os.waitpid(pid, 0)
     code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     children.pop(i, None)
     w = gates.pop(i, None)
-    if w is not None:
-        # Never opened: the sandbox may be waiting on its gate, and would run its builder once
-        # the gate closes (bwrap reads EOF as "go"). It dies first.
+    if w is not None or i in stopped:
+        # Never opened, or killed: the sandbox may be waiting on its gate (and would run its builder
+        # once the gate closes: bwrap reads EOF as "go"), or may have just passed it, before bwrap
+        # binds it to its parent's death. It dies first.
         kill(sandboxes.get(i))
+    if w is not None:
         os.close(w)
     sandboxes.pop(i, None)
+    stopped.discard(i)
     send("done %d %d" % (i, code))
 def run(i, argv, log, gated):
     try:
@@ -96,8 +102,8 @@ def go(i):
             pass
         os.close(w)
 def stop(i):
-    if i in gates:
-        kill(sandboxes.get(i))
+    stopped.add(i)
+    kill(sandboxes.get(i))
     kill(children.get(i))
 # What ukb's parent left open without close-on-exec (a make jobserver, say) stays out of builds.
 os.closerange(3, 65536)
