@@ -24,8 +24,7 @@ stopped = set() # request ids killed
 reapers = []
 def send(text):
     with out:
-        os.write(1, (text + "
-").encode())
+        os.write(1, (text + "\n").encode())
 def kill(pid):
     try:
         os.kill(pid, signal.SIGKILL)
@@ -75,8 +74,7 @@ def run(i, argv, log, gated):
     try:
         pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
     except OSError as e:
-        os.write(logfd, ("ukb: cannot start %s: %s
-" % (argv[0], e.strerror)).encode())
+        os.write(logfd, ("ukb: cannot start %s: %s\n" % (argv[0], e.strerror)).encode())
         w = gates.pop(i, None)
         if w is not None:
             os.close(w)

@@ -26,6 +26,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
+import { UkbError } from "../errors/index.js";
 import { pythonDialect } from "./spawner-py.js";
 import { shellDialect } from "./spawner-sh.js";
 
@@ -82,7 +83,7 @@ const READY_TIMEOUT_MS = 5000;
 class Spawner {
   private current: Promise<Running> | undefined;
   private next = 1;
-  /** Set in tests and benchmarks to force one co-process. */
+  /** Set in tests and benchmarks to force one co-process (UKB_SPAWNER=python|sh). */
   private readonly forced = process.env.UKB_SPAWNER;
 
   private start(dialect: Dialect): Running | undefined {
@@ -120,12 +121,13 @@ class Spawner {
   /** The running co-process: Python if it comes up, the shell otherwise; a new one if it died. */
   private ensure(): Promise<Running> {
     const attempt = (this.current ??= (async () => {
-      const order = this.forced === "sh" ? [shellDialect] : [pythonDialect, shellDialect];
+      // UKB_SPAWNER=python|sh: that one or nothing (tests and benchmarks must know which one ran).
+      const order = this.forced === "sh" ? [shellDialect] : this.forced === "python" ? [pythonDialect] : [pythonDialect, shellDialect];
       for (const dialect of order) {
         const running = this.start(dialect);
         if (running && (await running.ready)) return running;
       }
-      throw new Error("spawner: neither python3 nor /bin/sh could be started");
+      throw new UkbError("build", `cannot start builders: ${order.map((d) => d.name).join(" and ")} would not start`);
     })());
     return attempt.then(
       (running) => {
