@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import type { ExecutionContext } from "ava";
+import { freePort } from "./helpers/servers.js";
 
 const execFileP = promisify(execFile);
 
@@ -124,19 +125,7 @@ export async function allFiles(root: string, rel = ""): Promise<Map<string, Buff
   return out;
 }
 
-/** A free TCP port on 127.0.0.1 (bound then released; the registry takes it right after). */
-export async function freePort(): Promise<number> {
-  const net = await import("node:net");
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
-    });
-  });
-}
+export { freePort } from "./helpers/servers.js";
 
 export interface Registry {
   /** "127.0.0.1:PORT" */

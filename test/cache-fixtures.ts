@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { ExecutionContext } from "ava";
 import { events, tempDir, ukb, writeRecipe, type RunResult } from "./helpers/ukb.js";
+import { startNginx, type Server } from "./helpers/servers.js";
 
 export { events, tempDir, ukb, writeRecipe };
 
@@ -118,86 +119,9 @@ export async function substituteIntoB(t: ExecutionContext, f: Fixture, cache: st
   return ev;
 }
 
-/** A free TCP port on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  const net = await import("node:net");
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as import("node:net").AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort, type Server } from "./helpers/servers.js";
 
-export interface Server {
-  url: string;
-  root: string;
-  stop(): Promise<void>;
-}
-
-/**
- * Debian's nginx on 127.0.0.1 with WebDAV PUT (http_dav_module) over a temp
- * root: a static HTTP server any team has. Stopped by its PID.
- */
+/** Debian's nginx on 127.0.0.1 with WebDAV PUT (http_dav_module) over a temp root: a static HTTP server any team has. */
 export async function startNginxDav(dir: string): Promise<Server> {
-  const { spawn } = await import("node:child_process");
-  const nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].find((p) => fs.existsSync(p));
-  if (!nginx) throw new Error("nginx not found: apt-get install -y nginx");
-  const root = path.join(dir, "www");
-  const tmp = path.join(dir, "tmp");
-  fs.mkdirSync(root, { recursive: true });
-  fs.mkdirSync(tmp, { recursive: true });
-  const port = await freePort();
-  const conf = `
-daemon off;
-worker_processes 1;
-${process.getuid?.() === 0 ? "user root;" : ""}
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${tmp}/body;
-  proxy_temp_path ${tmp}/proxy;
-  fastcgi_temp_path ${tmp}/fastcgi;
-  uwsgi_temp_path ${tmp}/uwsgi;
-  scgi_temp_path ${tmp}/scgi;
-  server {
-    listen 127.0.0.1:${port};
-    root ${root};
-    client_max_body_size 0;
-    dav_methods PUT DELETE MKCOL;
-    create_full_put_path on;
-    dav_access user:rw group:r all:r;
-  }
-}
-`;
-  fs.writeFileSync(path.join(dir, "nginx.conf"), conf);
-  const child = spawn(nginx, ["-c", path.join(dir, "nginx.conf"), "-p", dir, "-e", path.join(dir, "error.log")], { stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  for (let i = 0; ; i++) {
-    if (child.exitCode !== null) throw new Error(`nginx exited: ${stderr}`);
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/`);
-      await res.body?.cancel();
-      break;
-    } catch {
-      if (i > 400) throw new Error(`nginx did not answer: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  }
-  return {
-    url: `http://127.0.0.1:${port}`,
-    root,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        process.kill(child.pid!, "SIGTERM");
-        await exited;
-      }
-    },
-  };
+  return startNginx(dir, "client_max_body_size 0;\n    dav_methods PUT DELETE MKCOL;\n    create_full_put_path on;\n    dav_access user:rw group:r all:r;");
 }

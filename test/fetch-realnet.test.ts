@@ -4,100 +4,38 @@
  * msw cannot fake for Node's own fetch (a socket closed mid-body, a TCP
  * reset, a silent peer).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import test from "ava";
 import { isUkbError } from "../src/errors/index.js";
 import { download } from "../src/fetch/index.js";
 import { entriesOf, tempDir } from "./fetch-fixtures.js";
+import { freePort, startNginx, type Server } from "./helpers/servers.js";
 
-const NGINX = ["/usr/sbin/nginx", "/usr/bin/nginx"].find((p) => existsSync(p));
 const BODY = Buffer.alloc(2_500_000);
 for (let i = 0; i < BODY.length; i++) BODY[i] = (i * 31 + (i >> 11)) & 0xff;
 const SHA = createHash("sha256").update(BODY).digest("hex");
 const FAST = { retries: 1, backoffMs: 1, maxBackoffMs: 5, connectTimeoutMs: 5_000, idleTimeoutMs: 300 };
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForPort(port: number, child: ChildProcess, log: () => Promise<string>): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (child.exitCode !== null) throw new Error(`nginx exited (${child.exitCode}): ${await log()}`);
-    const up = await new Promise<boolean>((resolve) => {
-      const c = net.connect(port, "127.0.0.1");
-      c.on("connect", () => (c.destroy(), resolve(true)));
-      c.on("error", () => resolve(false));
-    });
-    if (up) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`nginx did not listen on ${port}: ${await log()}`);
-}
-
+let nginx: Server | undefined;
 let nginxPort = 0;
-let nginx: ChildProcess | undefined;
 let prefix = "";
 
 test.before(async (t) => {
-  if (!NGINX) throw new Error("nginx not found: apt-get install -y nginx");
-  const { mkdtemp } = await import("node:fs/promises");
-  const os = await import("node:os");
   prefix = await mkdtemp(path.join(os.tmpdir(), "ukb-nginx-"));
   await mkdir(path.join(prefix, "www"), { recursive: true });
-  await mkdir(path.join(prefix, "tmp"), { recursive: true });
   await writeFile(path.join(prefix, "www", "musl-1.2.3.tar.gz"), BODY);
-  nginxPort = await freePort();
-  const tmp = path.join(prefix, "tmp");
-  const conf = `
-daemon off;
-worker_processes 1;
-${process.getuid?.() === 0 ? "user root;" : ""}
-pid ${prefix}/nginx.pid;
-error_log ${prefix}/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${tmp}/body;
-  proxy_temp_path ${tmp}/proxy;
-  fastcgi_temp_path ${tmp}/fastcgi;
-  uwsgi_temp_path ${tmp}/uwsgi;
-  scgi_temp_path ${tmp}/scgi;
-  types { application/gzip gz; }
-  server {
-    listen 127.0.0.1:${nginxPort};
-    root ${prefix}/www;
-    location = /moved { return 302 /musl-1.2.3.tar.gz; }
-  }
-}
-`;
-  await writeFile(path.join(prefix, "nginx.conf"), conf);
-  nginx = spawn(NGINX, ["-c", path.join(prefix, "nginx.conf"), "-p", prefix, "-e", path.join(prefix, "error.log")], { stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  nginx.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
-  const log = async (): Promise<string> => `${stderr}${await readFile(path.join(prefix, "error.log"), "utf8").catch(() => "")}`;
-  await waitForPort(nginxPort, nginx, log);
+  nginx = await startNginx(prefix, "location = /moved { return 302 /musl-1.2.3.tar.gz; }", "types { application/gzip gz; }");
+  nginxPort = nginx.port;
   t.log(`nginx pid ${nginx.pid} on 127.0.0.1:${nginxPort}`);
 });
 
 test.after.always(async () => {
-  if (nginx?.pid !== undefined && nginx.exitCode === null) {
-    const exited = new Promise((r) => nginx!.once("exit", r));
-    process.kill(nginx.pid, "SIGTERM"); // the master stops its workers
-    await exited;
-  }
-  if (prefix) await import("node:fs/promises").then((fs) => fs.rm(prefix, { recursive: true, force: true }));
+  await nginx?.stop();
+  if (prefix) await rm(prefix, { recursive: true, force: true });
 });
 
 test("a real nginx: download, sha256 verified, Content-Length matched", async (t) => {
