@@ -18,8 +18,7 @@ const bundle = path.join(__dirname, "../dist/bundle/ukb.cjs");
 const run = (main) => main(process.argv.slice(2)).then((code) => (process.exitCode = code));
 
 function loadBundle() {
-  // Named by Node's version and the bundle's size and time: V8 checks only a source's length,
-  // and a ukb started before a rebuild writes its cache after it.
+  // Named by Node's version and the bundle's size and time: V8 checks only a source's length.
   const st = fs.statSync(bundle);
   const cacheFile = `${bundle}.${process.version}-${st.size}-${Math.round(st.mtimeMs)}.v8cache`;
   let cachedData;
@@ -29,21 +28,20 @@ function loadBundle() {
     // first run with this Node
   }
   // No importModuleDynamically: the bundle never calls import() (a callback given here is lost
-  // when V8 compiles from a cache; src/recipe/load.ts loads tsx through require instead).
+  // when V8 compiles from a cache; src/recipe/load.ts imports through src/recipe/import-esm.cjs).
   const script = new vm.Script(Module.wrap(fs.readFileSync(bundle, "utf8")), { filename: bundle, cachedData });
   const mod = { exports: {} };
   script.runInThisContext()(mod.exports, Module.createRequire(bundle), mod, bundle, path.dirname(bundle));
   if (!cachedData || script.cachedDataRejected) {
-    // At exit, so that the cache holds the functions this run compiled too.
-    process.once("exit", () => {
-      const tmp = `${cacheFile}.${process.pid}`;
-      try {
-        fs.writeFileSync(tmp, script.createCachedData());
-        fs.renameSync(tmp, cacheFile);
-      } catch {
-        fs.rmSync(tmp, { force: true });
-      }
-    });
+    // Right after loading: the same code whatever the first run does (a full build would cache
+    // twice as much, which every later no-op would read and deserialise).
+    const tmp = `${cacheFile}.${process.pid}`;
+    try {
+      fs.writeFileSync(tmp, script.createCachedData());
+      fs.renameSync(tmp, cacheFile);
+    } catch {
+      fs.rmSync(tmp, { force: true });
+    }
   }
   return mod.exports;
 }

@@ -4,6 +4,9 @@
  * transaction after the files are in place, so a crash at any moment leaves
  * either a valid path or an invalid leftover that the next build removes.
  */
+import fs from "node:fs";
+import path from "node:path";
+import { createRequire } from "node:module";
 import Database from "better-sqlite3";
 
 export type Db = Database.Database;
@@ -62,8 +65,28 @@ CREATE TABLE IF NOT EXISTS eval_cache (
 /** Bumped whenever SCHEMA changes; a store at this version skips the schema on open. */
 const SCHEMA_VERSION = 2;
 
+let addonFile: string | null | undefined;
+/**
+ * better-sqlite3's compiled addon, named directly: otherwise it loads the
+ * `bindings` package, which probes a dozen places for it (~5 ms of a no-op
+ * realise here). Undefined when it is not where npm builds it.
+ */
+function nativeBinding(): string | undefined {
+  if (addonFile === undefined) {
+    try {
+      const dir = path.dirname(createRequire(import.meta.url).resolve("better-sqlite3/package.json"));
+      const candidate = path.join(dir, "build/Release/better_sqlite3.node");
+      addonFile = fs.existsSync(candidate) ? candidate : null;
+    } catch {
+      addonFile = null;
+    }
+  }
+  return addonFile ?? undefined;
+}
+
 export function openDb(file: string): Db {
-  const db = new Database(file);
+  const addon = nativeBinding();
+  const db = new Database(file, addon ? { nativeBinding: addon } : {});
   db.pragma("busy_timeout = 10000");
   db.pragma("synchronous = NORMAL");
   db.pragma("foreign_keys = ON");
