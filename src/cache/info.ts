@@ -10,6 +10,7 @@
  * between two builds, is stored and uploaded once.
  */
 import { VIRTUAL_STORE } from "../graph/index.js";
+import type { PathInfo } from "../store/index.js";
 import { cacheError } from "./errors.js";
 import { checkSignatures, fingerprint, sign, type PublicKey, type SecretKey } from "./keys.js";
 
@@ -27,17 +28,8 @@ export interface BlobRef {
   readonly digest?: string;
 }
 
-export interface CacheEntry {
-  /** `<hash>-<name>`. */
-  readonly base: string;
-  /** BLAKE3 (hex) of the path's canonical archive. */
-  readonly contentHash: string;
-  /** Size of the canonical archive. */
-  readonly size: number;
-  /** Basenames, sorted. */
-  readonly references: readonly string[];
-  readonly deriver?: string;
-  readonly ca?: string;
+/** A path's info in a cache: the store's facts about it (references sorted), signed, and where its bytes are. */
+export interface CacheEntry extends Pick<PathInfo, "base" | "contentHash" | "size" | "references" | "deriver" | "ca"> {
   readonly signatures: readonly string[];
   readonly manifest: BlobRef;
   /** The external files' blobs, each once, sorted by name. */
