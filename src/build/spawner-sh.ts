@@ -46,10 +46,6 @@ export const shellDialect: Dialect = {
     return `run ${id} ${scratch}\n`;
   },
 
-  go() {
-    // never asked: no gates
-  },
-
   // Kills the background job; the command (bwrap, --die-with-parent) dies with it.
   kill: (id, pid) => (pid ? `kill ${id} ${pid}\n` : undefined),
 };

@@ -54,8 +54,8 @@ export interface Dialect {
   readonly gates: boolean;
   /** The line that starts `argv`, output appended to `log`; `gated`: behind a gate. */
   run(id: number, argv: readonly string[], log: string, scratch: string, gated: boolean): Promise<string>;
-  /** Opens the gate of the command `id`; `write` sends a line that gets no answer. */
-  go(id: number, write: (line: string) => void): void;
+  /** Opens the gate of the command `id` (dialects that gate); `write` sends a line that gets no answer. */
+  go?(id: number, write: (line: string) => void): void;
   /** The line that kills the command `id` (and makes the co-process report it done). */
   kill(id: number, pid: number | undefined): string | undefined;
 }
@@ -231,7 +231,7 @@ class Spawner {
       go: () => {
         if (opened || ended) return;
         opened = true;
-        if (!running.dead) running.dialect.go(id, (line) => running.proc.stdin!.write(line));
+        if (!running.dead) running.dialect.go?.(id, (line) => running.proc.stdin!.write(line));
       },
       exited,
     };

@@ -15,3 +15,15 @@ export function describe(err: unknown): string {
   }
   return String(err);
 }
+
+/**
+ * A response body whose failures (a reset, a stall that aborted `signal`)
+ * surface as cache errors saying `what` failed, for a warning and a local build.
+ */
+export async function* guardedBody(body: AsyncIterable<Uint8Array>, what: string, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  try {
+    yield* body;
+  } catch (err) {
+    throw cacheError(`${what}: ${signal.aborted ? describe(signal.reason) : describe(err)}`);
+  }
+}

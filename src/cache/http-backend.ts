@@ -8,7 +8,7 @@
  */
 import fs from "node:fs";
 import type { CacheBackend } from "./backend.js";
-import { cacheError, describe } from "./errors.js";
+import { cacheError, describe, guardedBody } from "./errors.js";
 import { decodeEntry, encodeEntry, type BlobRef, type CacheEntry } from "./info.js";
 
 const MAX_INFO = 4 << 20;
@@ -89,15 +89,7 @@ export class HttpBackend implements CacheBackend {
       throw cacheError(`${this.base} has lost the blob ${ref.blake3}`);
     }
     if (res.status !== 200 || !res.body) return this.fail(res, `GET ${rel}`);
-    const body = res.body as unknown as AsyncIterable<Uint8Array>;
-    const base = this.base;
-    return (async function* () {
-      try {
-        yield* body;
-      } catch (err) {
-        throw cacheError(`${base}: GET ${rel}: ${signal.aborted ? describe(signal.reason) : describe(err)}`);
-      }
-    })();
+    return guardedBody(res.body as unknown as AsyncIterable<Uint8Array>, `${this.base}: GET ${rel}`, signal);
   }
 
   async blobSize(ref: BlobRef, signal: AbortSignal): Promise<number | undefined> {

@@ -22,7 +22,7 @@ import { checkRepository } from "../artifacts/reference.js";
 import { RegistryClient } from "../artifacts/registry-client.js";
 import { isUkbError } from "../errors/index.js";
 import type { CacheBackend } from "./backend.js";
-import { cacheError, describe } from "./errors.js";
+import { cacheError, describe, guardedBody } from "./errors.js";
 import { decodeEntry, encodeEntry, INFO_MEDIA_TYPE, type BlobRef, type CacheEntry } from "./info.js";
 
 const IMAGE_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
@@ -150,15 +150,7 @@ export class OciBackend implements CacheBackend {
       if (r.status !== 200 || !r.body) throw await this.client.unexpected(r, `fetching blob ${digest}`);
       return r;
     });
-    const body = res.body as unknown as AsyncIterable<Uint8Array>;
-    const url = this.url;
-    return (async function* () {
-      try {
-        yield* body;
-      } catch (err) {
-        throw cacheError(`${url}: fetching blob ${digest}: ${signal.aborted ? describe(signal.reason) : describe(err)}`);
-      }
-    })();
+    return guardedBody(res.body as unknown as AsyncIterable<Uint8Array>, `${this.url}: fetching blob ${digest}`, signal);
   }
 
   async blobSize(ref: BlobRef, signal: AbortSignal): Promise<number | undefined> {

@@ -7,19 +7,10 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { spawn } from "node:child_process";
+import { freePort } from "../../src/run/index.js";
 
-/** A free TCP port on 127.0.0.1 (bound, then released for the server that takes it right after). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
-    });
-  });
-}
+// The same free-port probe ukb run uses for QEMU's forwarded port.
+export { freePort };
 
 export interface Server {
   url: string;
