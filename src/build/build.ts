@@ -11,6 +11,7 @@ import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/inde
 import { hashTree, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
 import { BUILD_TOP, findBwrap, sandboxArgs } from "./sandbox.js";
 import { getBuiltin } from "./builtins.js";
+import { sandboxPool } from "./sandbox-pool.js";
 
 /** A build that failed: what, how, and the end of its log. */
 export class BuildFailedError extends UkbError {
@@ -99,22 +100,29 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null): strin
 async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly string[], tmp: string, logFile: string, opts: BuildOptions): Promise<void> {
   const inputs = new Map<string, string>();
   for (const base of inputClosure) inputs.set(base, store.realPath(base));
-  const args = sandboxArgs({
+  const spec = {
     storeDir: path.join(tmp, "store"),
     buildDir: path.join(tmp, "build"),
     inputs,
     env: buildEnv(drv, opts.cores),
     builder: drv.builder,
     args: drv.args,
-  });
+  };
+  // A pooled sandbox where one can run; one bwrap for this build otherwise.
+  let gated = await sandboxPool(store.root).prepare({ ...spec, log: logFile }, opts.signal);
   const script = path.join(tmp, "builder.sh");
   let exit: Exit;
   if (!opts.slot) {
     opts.onStart?.();
-    exit = await spawner.run([findBwrap(), ...args], logFile, script, opts.signal);
+    if (gated) {
+      gated.go();
+      exit = await gated.exited;
+    } else {
+      exit = await spawner.run([findBwrap(), ...sandboxArgs(spec)], logFile, script, opts.signal);
+    }
   } else {
     // Set the sandbox up now, behind a gate; start the builder when a slot is ours.
-    const gated = await spawner.runGated([findBwrap(), ...args], ["--block-fd", "3", "--info-fd", "4"], logFile, script, opts.signal);
+    gated ??= await spawner.runGated([findBwrap(), ...sandboxArgs(spec)], ["--block-fd", "3", "--info-fd", "4"], logFile, script, opts.signal);
     let release: () => void;
     try {
       release = await holdSlot(opts.slot, opts.signal, drv);

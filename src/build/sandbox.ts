@@ -39,7 +39,7 @@ export interface SandboxSpec {
 
 let systemDirs: string[] | undefined;
 /** How the host's system directories appear in every sandbox (looked at once per process). */
-function systemDirArgs(): string[] {
+export function systemDirArgs(): string[] {
   if (systemDirs) return systemDirs;
   const a: string[] = [];
   for (const dir of SYSTEM_DIRS) {

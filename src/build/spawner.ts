@@ -247,9 +247,9 @@ function aborted(signal: AbortSignal | undefined): Promise<Exit> {
   });
 }
 
-function toExit(status: number | "killed"): Exit {
+/** How a command ended, from the status a co-process or pooled sandbox reports (death by signal N is 128+N). */
+export function toExit(status: number | "killed"): Exit {
   if (status === "killed") return { code: null, signal: "SIGKILL" };
-  // Both co-processes report death by signal N as 128+N.
   return status > 128 && status < 160 ? { code: null, signal: signalName(status - 128) } : { code: status, signal: null };
 }
 

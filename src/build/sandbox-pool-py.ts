@@ -1,0 +1,220 @@
+/**
+ * The program that runs as PID 1 of a pooled sandbox (see sandbox-pool.ts).
+ *
+ * bubblewrap has set the sandbox up once: namespaces, the host's system
+ * directories read-only, /proc, /dev, and the store's root folder at
+ * /.ukb-host. Per build, this program only mounts: the build's scratch store
+ * at /ukb/store with its inputs read-only inside, its build folder at /build,
+ * a fresh /tmp and /dev/shm, a fresh IPC namespace, and an empty read-only
+ * cover over /.ukb-host. On "go" it starts the builder with posix_spawn (no
+ * fork: forks are dear here), and when the builder exits it kills whatever
+ * the build left running (kill(-1) from PID 1 reaches every process of the
+ * sandbox), unmounts all of it and answers "done ID STATUS".
+ *
+ * It keeps the capabilities it needs to mount, but empties the bounding,
+ * ambient and inheritable sets and sets SECBIT_NOROOT first: a builder,
+ * though uid 0 in the namespace, starts with no capability at all, so it
+ * can neither unmount the cover nor remount an input writable.
+ *
+ * Requests are JSON lines on stdin: prep, go, kill. stdin closing (ukb is
+ * gone) kills the build and ends the sandbox.
+ */
+export const AGENT_SOURCE = String.raw`
+import ctypes, json, os, select, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC = 1, 2, 4, 8, 32, 4096, 16384
+NOATIME, NODIRATIME, RELATIME = 1024, 2048, 1 << 21
+DETACH = 2
+CLONE_NEWIPC = 0x08000000
+HOST = "/.ukb-host"
+STORE = "/ukb/store"
+BUILD = "/build"
+
+def fail(what):
+    e = ctypes.get_errno()
+    raise OSError(e, "%s: %s" % (what, os.strerror(e)))
+
+def b(s):
+    return None if s is None else s.encode()
+
+def mount(src, dst, fstype, flags, data=None):
+    if libc.mount(b(src), b(dst), b(fstype), flags, b(data)) != 0:
+        fail("mount %s" % dst)
+
+def kept_flags(path):
+    # A remount inside a user namespace must keep the flags the host locked (nosuid, noexec, atime...).
+    f = os.statvfs(path).f_flag
+    out = f & (NOSUID | NODEV | NOEXEC)
+    if f & 1024: out |= NOATIME
+    if f & 2048: out |= NODIRATIME
+    if f & 4096: out |= RELATIME
+    return out
+
+def bind(src, dst, ro):
+    mount(src, dst, None, BIND | REC)
+    if ro:
+        mount(None, dst, None, REMOUNT | BIND | RDONLY | NOSUID | NODEV | kept_flags(dst))
+
+def umount(path):
+    libc.umount2(b(path), DETACH)
+
+def drop_capabilities():
+    # Securebits first (needs CAP_SETPCAP): uid 0 gains nothing on exec, and can never be given ambient caps.
+    if libc.prctl(28, 1 | 2 | 64 | 128, 0, 0, 0) != 0:
+        fail("PR_SET_SECUREBITS")
+    last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for cap in range(last + 1):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:
+            fail("PR_CAPBSET_DROP")
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+    header, data = Header(0x20080522, 0), (Data * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        fail("capget")
+    data[0].inheritable = data[1].inheritable = 0
+    if libc.capset(ctypes.byref(header), data) != 0:
+        fail("capset")
+
+def send(text):
+    os.write(1, (text + "\n").encode())
+
+cur = None  # the build under way: {"id", "log", "pid", "mounts"}
+
+def prep(req):
+    global cur
+    cur = {"id": req["id"], "log": None, "pid": None, "mounts": []}
+    try:
+        cur["log"] = os.open(HOST + "/" + req["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if libc.unshare(CLONE_NEWIPC) != 0:
+            fail("unshare(CLONE_NEWIPC)")
+        bind(HOST + "/" + req["store"], STORE, False)
+        cur["mounts"].append(STORE)
+        for base, rel in req["inputs"]:
+            src, dst = HOST + "/" + rel, STORE + "/" + base
+            if os.path.isdir(src):
+                os.mkdir(dst)
+            else:
+                os.close(os.open(dst, os.O_WRONLY | os.O_CREAT, 0o444))
+            bind(src, dst, True)
+        bind(HOST + "/" + req["build"], BUILD, False)
+        cur["mounts"].append(BUILD)
+        for path, mode in (("/tmp", "1777"), ("/dev/shm", "1777")):
+            if os.path.isdir(path):
+                mount("tmpfs", path, "tmpfs", NOSUID | NODEV, "mode=" + mode)
+                cur["mounts"].append(path)
+        mount("tmpfs", HOST, "tmpfs", RDONLY | NOSUID | NODEV | NOEXEC, "mode=000")
+        cur["mounts"].append(HOST)
+        os.chdir(BUILD)
+        cur["argv"], cur["env"] = req["argv"], req["env"]
+    except OSError as e:
+        finish(127, "ukb: cannot set the sandbox up: %s" % (e.strerror or e,))
+
+def go(i):
+    if cur is None or cur["id"] != i or cur["pid"] is not None:
+        return
+    null = os.open("/dev/null", os.O_RDONLY)
+    try:
+        cur["pid"] = os.posix_spawn(cur["argv"][0], cur["argv"], cur["env"], setsid=True,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD),
+            file_actions=[(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, cur["log"], 1), (os.POSIX_SPAWN_DUP2, cur["log"], 2)])
+    except OSError as e:
+        finish(127, "ukb: cannot start %s: %s" % (cur["argv"][0], e.strerror))
+    finally:
+        os.close(null)
+
+def kill_all():
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+def reap(block):
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if cur is not None and pid == cur["pid"]:
+            cur["pid"] = -1
+            finish(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+
+def finish(code, message=None):
+    global cur
+    build, cur = cur, None
+    # Nothing of this build outlives it: every process of the sandbox but this one dies.
+    kill_all()
+    reap(True)
+    if message is not None and build["log"] is not None:
+        os.write(build["log"], (message + "\n").encode())
+    os.chdir("/")
+    for path in reversed(build["mounts"]):
+        umount(path)
+    if build["log"] is not None:
+        os.close(build["log"])
+    send("done %d %d" % (build["id"], code))
+
+def stop(i):
+    if cur is None or cur["id"] != i:
+        return
+    if cur["pid"]:
+        kill_all()  # the builder's death reports it
+    else:
+        finish(137)
+
+try:
+    drop_capabilities()
+    # /dev is bubblewrap's tmpfs: read-only, so no build leaves a file there for the next.
+    mount(None, "/dev", None, REMOUNT | BIND | RDONLY | kept_flags("/dev"))
+except OSError as e:
+    sys.stderr.write("ukb sandbox: %s\n" % (e.strerror or e,))
+    sys.exit(3)
+wake_r, wake_w = os.pipe()
+os.set_blocking(wake_r, False)
+os.set_blocking(wake_w, False)
+signal.set_wakeup_fd(wake_w)
+signal.signal(signal.SIGCHLD, lambda *_: None)
+send("ready")
+pending = b""
+while True:
+    try:
+        ready, _, _ = select.select([0, wake_r], [], [])
+    except InterruptedError:
+        continue
+    if wake_r in ready:
+        try:
+            os.read(wake_r, 512)
+        except BlockingIOError:
+            pass
+        reap(False)
+    if 0 in ready:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            try:
+                req = json.loads(line)
+                op = req["op"]
+                if op == "prep":
+                    prep(req)
+                elif op == "go":
+                    go(req["id"])
+                elif op == "kill":
+                    stop(req["id"])
+            except Exception as e:
+                # A bad request fails its build alone, never the sandbox.
+                sys.stderr.write("ukb sandbox: %r\n" % (e,))
+                if cur is not None and cur["pid"] is None:
+                    finish(127, "ukb: %r" % (e,))
+# ukb is gone: so is every build of this sandbox (and the sandbox, with its PID 1).
+kill_all()
+`;

@@ -1,0 +1,196 @@
+/**
+ * Pooled sandboxes: bubblewrap sets a sandbox up once, and a small program
+ * inside it (sandbox-pool-py.ts) runs one build after another in it, each
+ * with its own store view, build folder, /tmp, /dev/shm and IPC namespace,
+ * and none of the processes of the build before.
+ *
+ * Why: a bwrap start costs ~13 ms of CPU here even for `true` (its exec, a
+ * user and a network namespace, the mount table), more than any builder of
+ * the benchmark graph. In a pooled sandbox a build costs a handful of mount
+ * calls and one posix_spawn. Nix pays the namespace setup per build too;
+ * Bazel reuses its sandbox folders for the same reason.
+ *
+ * What builds of one sandbox share, one after the other and never at the
+ * same time: its network namespace (loopback only, and nothing listens once
+ * a build's processes are dead) and its hostname. See README, "Isolation".
+ *
+ * Where it cannot run (no python3 in the system directories, bwrap refusing
+ * --cap-add, mounts refused), `prepare` answers undefined and builds fall
+ * back to one bwrap per build. UKB_SANDBOX=pool|fresh forces one.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { UkbError } from "../errors/index.js";
+import { VIRTUAL_STORE } from "../graph/index.js";
+import { AGENT_SOURCE } from "./sandbox-pool-py.js";
+import { BUILD_TOP, findBwrap, systemDirArgs, type SandboxSpec } from "./sandbox.js";
+import { toExit, type Exit, type GatedRun } from "./spawner.js";
+
+/** Where the store's root folder appears inside a pooled sandbox (hidden from each build while it runs). */
+const HOST = "/.ukb-host";
+/** Python interpreters that every sandbox sees (the system directories are all a sandbox has). */
+const PYTHONS = ["/usr/bin/python3", "/bin/python3"];
+
+export interface PooledBuild extends SandboxSpec {
+  /** The build's log file; the builder's stdout and stderr are appended to it. */
+  log: string;
+}
+
+interface Agent {
+  readonly proc: ChildProcess;
+  /** Resolves true once it said "ready", false if it died first. */
+  readonly ready: Promise<boolean>;
+  /** The build it runs: its id and how to report its end. */
+  current: { id: number; finish: (exit: Exit) => void } | undefined;
+  dead: boolean;
+}
+
+type Mode = "pool" | "fresh" | "auto";
+
+class SandboxPool {
+  private readonly idle: Agent[] = [];
+  private next = 1;
+  /** Why pooled sandboxes cannot run here, once that is known. */
+  private broken: string | undefined;
+
+  constructor(
+    private readonly root: string,
+    private readonly mode: Mode,
+  ) {}
+
+  /**
+   * Sets a build up in a pooled sandbox, to start on `go()`; undefined when
+   * pooled sandboxes cannot run here (the caller uses one bwrap per build).
+   */
+  async prepare(spec: PooledBuild, signal?: AbortSignal): Promise<GatedRun | undefined> {
+    if (this.mode === "fresh" || this.broken) return this.refuse();
+    const agent = await this.acquire();
+    if (!agent) return this.refuse();
+    const id = this.next++;
+    const inside = (p: string) => {
+      const rel = path.relative(this.root, p);
+      if (rel.startsWith("..") || path.isAbsolute(rel)) throw new UkbError("build", `${p} is outside the store ${this.root}`);
+      return rel;
+    };
+    const request = {
+      op: "prep",
+      id,
+      store: inside(spec.storeDir),
+      build: inside(spec.buildDir),
+      inputs: [...spec.inputs].sort().map(([base, real]) => [base, inside(real)]),
+      env: spec.env,
+      argv: [spec.builder, ...spec.args],
+      log: inside(spec.log),
+    };
+    let opened = false;
+    let ended = false;
+    const onAbort = () => this.send(agent, { op: "kill", id });
+    const exited = new Promise<Exit>((resolve) => {
+      agent.current = {
+        id,
+        finish: (exit) => {
+          ended = true;
+          signal?.removeEventListener("abort", onAbort);
+          agent.current = undefined;
+          if (!agent.dead) this.idle.push(agent);
+          hold(agent, false);
+          resolve(exit);
+        },
+      };
+    });
+    hold(agent, true);
+    this.send(agent, request);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+    return {
+      go: () => {
+        if (opened || ended) return;
+        opened = true;
+        this.send(agent, { op: "go", id });
+      },
+      exited,
+    };
+  }
+
+  private refuse(): undefined {
+    if (this.mode === "pool") throw new UkbError("build", `pooled sandboxes cannot run here: ${this.broken ?? "disabled"}`);
+    return undefined;
+  }
+
+  private send(agent: Agent, request: object): void {
+    if (!agent.dead) agent.proc.stdin!.write(`${JSON.stringify(request)}\n`);
+  }
+
+  /** An idle sandbox, or a new one; undefined (and the pool marked broken) if one will not start. */
+  private async acquire(): Promise<Agent | undefined> {
+    for (let agent = this.idle.pop(); agent; agent = this.idle.pop()) if (!agent.dead) return agent;
+    const agent = this.start();
+    if (agent && (await agent.ready)) return agent;
+    this.broken ??= "its sandbox would not start (bwrap --cap-add, or mounts inside a user namespace, refused)";
+    return undefined;
+  }
+
+  private start(): Agent | undefined {
+    const python = PYTHONS.find((p) => fs.existsSync(p));
+    if (!python) {
+      this.broken = "no python3 in the system directories";
+      return undefined;
+    }
+    const args = [
+      "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "localhost",
+      // Kept by the program inside for its mounts; every builder starts without any (see sandbox-pool-py.ts).
+      "--cap-add", "ALL",
+      ...systemDirArgs(),
+      "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+      "--dir", VIRTUAL_STORE, "--dir", BUILD_TOP,
+      "--bind", this.root, HOST,
+      "--remount-ro", "/",
+      "--chdir", "/",
+      "--", python, "-I", "-S", "-c", AGENT_SOURCE,
+    ];
+    const proc = spawn(findBwrap(), args, { stdio: ["pipe", "pipe", "inherit"], detached: true });
+    let announce: (ok: boolean) => void = () => undefined;
+    const agent: Agent = { proc, ready: new Promise<boolean>((r) => (announce = r)), current: undefined, dead: false };
+    proc.stdin!.on("error", () => undefined);
+    proc.once("error", () => announce(false));
+    const lines = createInterface({ input: proc.stdout! });
+    lines.on("line", (line) => {
+      if (line === "ready") return announce(true);
+      const [kind, idText, status] = line.split(" ");
+      if (kind === "done" && agent.current?.id === Number(idText)) agent.current.finish(toExit(Number(status)));
+    });
+    lines.once("close", () => {
+      agent.dead = true;
+      announce(false);
+      agent.current?.finish({ code: null, signal: "SIGKILL" });
+      hold(agent, false);
+    });
+    hold(agent, true);
+    void agent.ready.then((ok) => hold(agent, !ok ? false : agent.current !== undefined));
+    return agent;
+  }
+}
+
+/** Holds the event loop while a sandbox starts or builds; lets ukb exit while it idles. */
+function hold(agent: Agent, busy: boolean): void {
+  const { proc } = agent;
+  for (const h of [proc, proc.stdout, proc.stdin] as unknown as { ref?: () => void; unref?: () => void }[]) {
+    if (busy && !agent.dead) h?.ref?.();
+    else h?.unref?.();
+  }
+}
+
+const pools = new Map<string, SandboxPool>();
+
+/** The pool of sandboxes for builds in the store at `root`. */
+export function sandboxPool(root: string): SandboxPool {
+  let pool = pools.get(root);
+  if (!pool) {
+    const forced = process.env.UKB_SANDBOX;
+    const mode: Mode = forced === "pool" || forced === "fresh" ? forced : "auto";
+    pools.set(root, (pool = new SandboxPool(root, mode)));
+  }
+  return pool;
+}
