@@ -38,7 +38,8 @@ export async function benchCore(): Promise<void> {
   const nix = hasCommand("nix-build");
   const salt = `${Date.now()}`;
   console.log(`\n## core: layered graph (BENCH-GRAPH.md), --jobs 2, sandbox on${nix ? ", against nix-build (sandboxed)" : " (nix-build not found: no comparison)"}`);
-  console.log(`builders started by the ${process.env.UKB_SPAWNER ?? (fs.existsSync("/usr/bin/python3") ? "python" : "sh")} co-process (UKB_SPAWNER=python|sh picks one)`);
+  const sandbox = process.env.UKB_SANDBOX === "fresh" ? `one bwrap per build, started by the ${process.env.UKB_SPAWNER ?? "python"} co-process` : "pooled sandboxes";
+  console.log(`builders run in ${sandbox} (UKB_SANDBOX=pool|fresh and UKB_SPAWNER=python|sh pick)`);
   console.log("| N | ukb cold s | ukb no-op s | ukb peak RSS MB | nix cold s | nix no-op s | cold ratio | no-op ratio |");
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const n of [100, 1000]) {

@@ -1,8 +1,10 @@
 /**
- * Both co-processes that start builders (Python's posix_spawn, and the POSIX
- * shell used where python3 is missing) build the same graph to the same
- * paths, report failures the same way, and keep to --jobs even though
- * sandboxes are prepared ahead of their slot.
+ * Every way ukb starts sandboxed builders — pooled sandboxes (one bwrap, many
+ * builds), and one bwrap per build started by either co-process (Python's
+ * posix_spawn, or the POSIX shell where python3 is missing) — builds the same
+ * graph to the same paths, reports failures the same way, keeps to --jobs
+ * even though sandboxes are prepared ahead of their slot, and leaves nothing
+ * running when a build fails or ukb is killed.
  */
 import test from "ava";
 import fs from "node:fs";
@@ -29,11 +31,18 @@ export default derivation({
 export const broken = derivation({ name: "broken", builder: \`\${t}/bin/sh\`, args: ["-c", "echo oops; exit 7"] });
 `;
 
-for (const spawner of ["python", "sh"]) {
-  test(`co-process ${spawner}: builds, keeps to --jobs 1, reports failures`, async (t) => {
+/** The ways to start sandboxed builders, by the environment that forces each. */
+const STARTERS: Record<string, NodeJS.ProcessEnv> = {
+  "pooled sandboxes": { UKB_SANDBOX: "pool" },
+  "co-process python": { UKB_SANDBOX: "fresh", UKB_SPAWNER: "python" },
+  "co-process sh": { UKB_SANDBOX: "fresh", UKB_SPAWNER: "sh" },
+};
+
+for (const [starter, forced] of Object.entries(STARTERS)) {
+  test(`${starter}: builds, keeps to --jobs 1, reports failures`, async (t) => {
     const dir = tempDir();
     writeRecipe(dir, "graph.ts", GRAPH);
-    const env = { ...process.env, UKB_SPAWNER: spawner, SALT: spawner };
+    const env = { ...process.env, ...forced, SALT: starter };
     const r = await ukb(["realise", "graph.ts", "--jobs", "1"], { cwd: dir, env });
     t.is(r.code, 0, r.stderr);
     const lines = fs.readFileSync(r.stdout.trim(), "utf8").trim().split("\n").map(BigInt);
@@ -48,19 +57,19 @@ for (const spawner of ["python", "sh"]) {
   });
 }
 
-test("both co-processes give the same store paths and bytes", async (t) => {
+test("every way of starting builders gives the same store paths and bytes", async (t) => {
   const out: string[] = [];
-  for (const spawner of ["python", "sh"]) {
+  for (const forced of Object.values(STARTERS)) {
     const dir = tempDir();
     writeRecipe(dir, "graph.ts", GRAPH.replaceAll("${t}/bin/date +%s%N", "echo same"));
-    const r = await ukb(["realise", "graph.ts", "--jobs", "2"], { cwd: dir, env: { ...process.env, UKB_SPAWNER: spawner } });
+    const r = await ukb(["realise", "graph.ts", "--jobs", "2"], { cwd: dir, env: { ...process.env, ...forced } });
     t.is(r.code, 0, r.stderr);
     out.push(`${path.basename(r.stdout.trim())}\n${fs.readFileSync(r.stdout.trim(), "utf8")}`);
   }
-  t.is(out[0], out[1]);
+  t.is(new Set(out).size, 1);
 });
 
-test("a python3 that fails to start: the shell takes over, the build completes", async (t) => {
+test("a python3 that fails to start: no pooled sandbox, the shell co-process takes over, the build completes", async (t) => {
   const dir = tempDir();
   writeRecipe(dir, "graph.ts", GRAPH.replaceAll("${t}/bin/date +%s%N", "echo same"));
   const r = await ukb(["realise", "graph.ts", "--jobs", "2"], { cwd: dir, env: { ...process.env, UKB_PYTHON: "/bin/false" } });
@@ -82,10 +91,10 @@ function processesWith(marker: string): number[] {
   return found;
 }
 
-for (const spawner of ["python", "sh"]) {
-  test(`co-process ${spawner}: a failure cancels running and prepared builders at once, none is left behind`, async (t) => {
+for (const [starter, forced] of Object.entries(STARTERS)) {
+  test(`${starter}: a failure cancels running and prepared builders at once, none is left behind`, async (t) => {
     const dir = tempDir();
-    const marker = `${process.pid}${spawner.length}${Date.now() % 100000}`;
+    const marker = `${process.pid}${starter.length}${Date.now() % 100000}`;
     writeRecipe(
       dir,
       "cancel.ts",
@@ -102,7 +111,7 @@ export default derivation({ name: "all", builder: \`\${t}/bin/sh\`, args: ["-c",
 `,
     );
     const started = Date.now();
-    const r = await ukb(["realise", "cancel.ts", "--jobs", "2"], { cwd: dir, env: { ...process.env, UKB_SPAWNER: spawner } });
+    const r = await ukb(["realise", "cancel.ts", "--jobs", "2"], { cwd: dir, env: { ...process.env, ...forced } });
     t.is(r.code, 1, r.stderr);
     t.regex(r.stderr, /build of 'broken' failed: exit status 3/);
     t.true(Date.now() - started < 60_000, "the run waited for the slow builders");
@@ -111,10 +120,10 @@ export default derivation({ name: "all", builder: \`\${t}/bin/sh\`, args: ["-c",
   });
 }
 
-for (const spawner of ["python", "sh"]) {
-  test(`co-process ${spawner}: kill -9 of ukb leaves no builder running, prepared sandboxes included`, async (t) => {
+for (const [starter, forced] of Object.entries(STARTERS)) {
+  test(`${starter}: kill -9 of ukb leaves no builder running, prepared sandboxes included`, async (t) => {
     const dir = tempDir();
-    const marker = `${process.pid}${spawner.length}9${Date.now() % 100000}`;
+    const marker = `${process.pid}${starter.length}9${Date.now() % 100000}`;
     writeRecipe(
       dir,
       "slow.ts",
@@ -126,9 +135,9 @@ const slow = Array.from({ length: 5 }, (_, i) =>
 export default derivation({ name: "all", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${slow.join(" ")} > $out\`] });
 `,
     );
-    const child = ukbSpawn(["realise", "slow.ts", "--jobs", "2"], { cwd: dir, env: { ...process.env, UKB_SPAWNER: spawner } });
+    const child = ukbSpawn(["realise", "slow.ts", "--jobs", "2"], { cwd: dir, env: { ...process.env, ...forced } });
     for (let i = 0; i < 300 && processesWith(`sleep 300.${marker}`).length < 2; i++) await new Promise((res) => setTimeout(res, 100));
-    // Two builders run; with python, the others wait in prepared sandboxes.
+    // Two builders run; except with the shell co-process, the others wait in prepared sandboxes.
     await new Promise((res) => setTimeout(res, 1000));
     child.kill("SIGKILL");
     for (let i = 0; i < 50 && processesWith(`300.${marker}`).length > 0; i++) await new Promise((res) => setTimeout(res, 100));

@@ -25,13 +25,17 @@ import { createInterface } from "node:readline";
 import { UkbError } from "../errors/index.js";
 import { VIRTUAL_STORE } from "../graph/index.js";
 import { AGENT_SOURCE } from "./sandbox-pool-py.js";
-import { BUILD_TOP, findBwrap, systemDirArgs, type SandboxSpec } from "./sandbox.js";
+import { BUILD_TOP, findBwrap, SYSTEM_DIRS, systemDirArgs, type SandboxSpec } from "./sandbox.js";
 import { toExit, type Exit, type GatedRun } from "./spawner.js";
 
 /** Where the store's root folder appears inside a pooled sandbox (hidden from each build while it runs). */
 const HOST = "/.ukb-host";
-/** Python interpreters that every sandbox sees (the system directories are all a sandbox has). */
-const PYTHONS = ["/usr/bin/python3", "/bin/python3"];
+/** The python3 to run inside: UKB_PYTHON, or the system's; it must live in the system directories, all a sandbox sees of the host. */
+function findSandboxPython(): string | { missing: string } {
+  const wanted = process.env.UKB_PYTHON;
+  if (wanted) return SYSTEM_DIRS.some((d) => wanted.startsWith(`${d}/`)) ? wanted : { missing: `UKB_PYTHON (${wanted}) is outside the system directories a sandbox sees` };
+  return ["/usr/bin/python3", "/bin/python3"].find((p) => fs.existsSync(p)) ?? { missing: "no python3 in the system directories" };
+}
 
 export interface PooledBuild extends SandboxSpec {
   /** The build's log file; the builder's stdout and stderr are appended to it. */
@@ -66,27 +70,25 @@ class SandboxPool {
    */
   async prepare(spec: PooledBuild, signal?: AbortSignal): Promise<GatedRun | undefined> {
     if (this.mode === "fresh" || this.broken) return this.refuse();
-    const agent = await this.acquire();
-    if (!agent) return this.refuse();
+    const values = [spec.builder, ...spec.args, ...Object.entries(spec.env).flat()];
+    if (values.some((v) => v.includes("\0"))) throw new UkbError("build", "an argument or environment value of the builder holds a NUL byte, which no program can be given");
     const id = this.next++;
     const inside = (p: string) => {
       const rel = path.relative(this.root, p);
       if (rel.startsWith("..") || path.isAbsolute(rel)) throw new UkbError("build", `${p} is outside the store ${this.root}`);
       return rel;
     };
-    const request = {
-      op: "prep",
-      id,
-      store: inside(spec.storeDir),
-      build: inside(spec.buildDir),
-      inputs: [...spec.inputs].sort().map(([base, real]) => [base, inside(real)]),
-      env: spec.env,
-      argv: [spec.builder, ...spec.args],
-      log: inside(spec.log),
-    };
+    const request = [
+      "prep", id, inside(spec.storeDir), inside(spec.buildDir), inside(spec.log),
+      1 + spec.args.length, spec.builder, ...spec.args,
+      Object.keys(spec.env).length, ...Object.entries(spec.env).flat(),
+      ...[...spec.inputs].sort().flatMap(([base, real]) => [base, inside(real)]),
+    ];
+    const agent = await this.acquire();
+    if (!agent) return this.refuse();
     let opened = false;
     let ended = false;
-    const onAbort = () => this.send(agent, { op: "kill", id });
+    const onAbort = () => this.send(agent, ["kill", id]);
     const exited = new Promise<Exit>((resolve) => {
       agent.current = {
         id,
@@ -108,7 +110,7 @@ class SandboxPool {
       go: () => {
         if (opened || ended) return;
         opened = true;
-        this.send(agent, { op: "go", id });
+        this.send(agent, ["go", id]);
       },
       exited,
     };
@@ -119,8 +121,10 @@ class SandboxPool {
     return undefined;
   }
 
-  private send(agent: Agent, request: object): void {
-    if (!agent.dead) agent.proc.stdin!.write(`${JSON.stringify(request)}\n`);
+  /** One request: its byte length on a line, then its fields separated by NUL (which no argument or env value can hold). */
+  private send(agent: Agent, fields: readonly (string | number)[]): void {
+    const payload = Buffer.from(fields.join("\0"));
+    if (!agent.dead) agent.proc.stdin!.write(Buffer.concat([Buffer.from(`${payload.length}\n`), payload]));
   }
 
   /** An idle sandbox, or a new one; undefined (and the pool marked broken) if one will not start. */
@@ -133,9 +137,9 @@ class SandboxPool {
   }
 
   private start(): Agent | undefined {
-    const python = PYTHONS.find((p) => fs.existsSync(p));
-    if (!python) {
-      this.broken = "no python3 in the system directories";
+    const python = findSandboxPython();
+    if (typeof python !== "string") {
+      this.broken = python.missing;
       return undefined;
     }
     const args = [

@@ -10,7 +10,7 @@ import { UkbError } from "../errors/index.js";
 import { VIRTUAL_STORE } from "../graph/index.js";
 
 /** Host directories every build sees read-only (a symlink stays a symlink, as /bin → usr/bin on merged-/usr systems). */
-const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"];
+export const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"];
 
 /** Where the build directory is mounted: fixed, so paths recorded by compilers do not vary. */
 export const BUILD_TOP = "/build";

@@ -34,16 +34,22 @@ export function ukbSpawn(args: string[], options: { cwd?: string; env?: NodeJS.P
   return spawn(process.execPath, [UKB, ...args], { cwd: options.cwd, env: options.env ?? process.env, stdio: ["ignore", "pipe", "pipe"] });
 }
 
-/** A fresh temp folder, removed when the process exits. */
-export function tempDir(prefix = "ukb-test-"): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  process.once("exit", () => {
+/** Temp folders made by this test process, removed when it exits (one listener for all). */
+const tempDirs: string[] = [];
+process.once("exit", () => {
+  for (const dir of tempDirs) {
     try {
       fs.rmSync(dir, { recursive: true, force: true });
     } catch {
       // read-only store paths: best effort
     }
-  });
+  }
+});
+
+/** A fresh temp folder, removed when the process exits. */
+export function tempDir(prefix = "ukb-test-"): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(dir);
   return dir;
 }
 
