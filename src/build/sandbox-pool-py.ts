@@ -163,14 +163,16 @@ def finish(code, message=None):
     # Nothing of this build outlives it: every process of the sandbox but this one dies.
     kill_all()
     reap(True)
-    if message is not None and build["log"] is not None:
-        os.write(build["log"], (message + "\n").encode())
+    if build["log"] is not None:
+        if message is not None:
+            os.write(build["log"], (message + "\n").encode())
+        os.close(build["log"])
+    # Said before the unmounting (each lazy unmount waits for an RCU grace period): ukb's next
+    # builder starts meanwhile in another sandbox, and this one takes no request before it is done.
+    send("done %d %d" % (build["id"], code))
     os.chdir("/")
     for path in reversed(build["mounts"]):
         umount(path)
-    if build["log"] is not None:
-        os.close(build["log"])
-    send("done %d %d" % (build["id"], code))
 
 def stop(i):
     if cur is None or cur["id"] != i:

@@ -32,8 +32,9 @@ function evalSalt(): string {
   return `${stamps.join(",")}\0${process.env.PATH ?? ""}`;
 }
 
-export async function loadWithCache(store: Store, recipe: string, useCache = true): Promise<LoadedRecipe> {
-  return loadRecipe(recipe, useCache ? store.evalCache() : undefined, evalSalt());
+/** Loads a recipe through the store's eval cache; `onEvaluate` runs first when it must be evaluated. */
+export async function loadWithCache(store: Store, recipe: string, useCache = true, onEvaluate?: () => void): Promise<LoadedRecipe> {
+  return loadRecipe(recipe, useCache ? store.evalCache() : undefined, evalSalt(), onEvaluate);
 }
 
 export function pick(recipe: LoadedRecipe, attr: string | undefined): DrvRecord {

@@ -214,8 +214,9 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
 /**
  * Loads a recipe, from `cache` when none of the files its last evaluation read
  * has changed. `salt` goes into the key (ukb's version, the host PATH).
+ * `onEvaluate` is called when the recipe must be evaluated (not cached), before.
  */
-export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, salt = ""): Promise<LoadedRecipe> {
+export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, salt = "", onEvaluate?: () => void): Promise<LoadedRecipe> {
   const file = path.resolve(recipeFile);
   const key = `${file}\0${salt}`;
   const graphKey = `${key}\0graph`;
@@ -240,6 +241,7 @@ export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, s
       return { file, exports: entry.exports, roots: entry.roots, graph, deps: entry.deps.map((d) => d.path), cached: true };
     }
   }
+  onEvaluate?.();
   const loaded = await evaluateRecipe(file);
   if (cache) {
     const { blake3Hex } = await import("../graph/hash.js");
