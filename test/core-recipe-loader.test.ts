@@ -1,0 +1,76 @@
+/**
+ * The recipe loader: a recipe and the files it imports are bundled by
+ * esbuild and compiled in-process; recipes that need real ES module
+ * semantics go through tsx. Either way, what a recipe means must not change.
+ */
+import test from "ava";
+import fs from "node:fs";
+import path from "node:path";
+import { tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+
+const PARTS = (v: string, extra = "") => `import { derivation, hostTools, local } from "ukb";
+const t = hostTools(["sh", "cat"]);${extra}
+const data = local("./data");
+export const parts = derivation({ name: "parts", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/cat \${data}/msg > $out\`], env: { v: "${v}" } });
+`;
+
+test("a recipe split over files: local() and error lines name the imported file, and editing it invalidates the cached evaluation", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "main.ts", `import { parts } from "./lib/parts.js";\nexport default parts;\n`);
+  fs.mkdirSync(path.join(dir, "lib/data"), { recursive: true });
+  fs.writeFileSync(path.join(dir, "lib/data/msg"), "from lib\n");
+  fs.writeFileSync(path.join(dir, "lib/parts.ts"), PARTS("1"));
+
+  const first = await ukb(["realise", "main.ts", "--no-out-link"], { cwd: dir });
+  t.is(first.code, 0, first.stderr);
+  t.is(fs.readFileSync(first.stdout.trim(), "utf8"), "from lib\n", "local('./data') in lib/parts.ts resolved against another folder");
+
+  // The cached evaluation depends on lib/parts.ts, which main.ts only imports.
+  fs.writeFileSync(path.join(dir, "lib/parts.ts"), PARTS("2"));
+  const second = await ukb(["realise", "main.ts", "--no-out-link"], { cwd: dir });
+  t.is(second.code, 0, second.stderr);
+  t.not(second.stdout.trim(), first.stdout.trim());
+
+  // An exception on line 3 of the imported file is reported there.
+  fs.writeFileSync(path.join(dir, "lib/parts.ts"), PARTS("3", `\nif (t) throw new Error("broken part");`));
+  const broken = await ukb(["realise", "main.ts", "--no-out-link"], { cwd: dir });
+  t.is(broken.code, 2, broken.stderr);
+  t.regex(broken.stderr, /lib\/parts\.ts:3: broken part/);
+
+  // So is a syntax error, with esbuild's words.
+  fs.writeFileSync(path.join(dir, "lib/parts.ts"), PARTS("4", `\nconst = 1;`));
+  const syntax = await ukb(["realise", "main.ts", "--no-out-link"], { cwd: dir });
+  t.is(syntax.code, 2, syntax.stderr);
+  t.regex(syntax.stderr, /lib\/parts\.ts:3: syntax error: /);
+});
+
+test("a recipe that needs ES module semantics (top-level await, import.meta) is evaluated through tsx, to the same result", async (t) => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, "package.json"), `{ "type": "module" }\n`);
+  const body = (esm: boolean) => `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh"]);
+const word = ${esm ? 'await Promise.resolve(new URL("./esm.ts", import.meta.url).pathname.endsWith("esm.ts") ? "same" : "wrong")' : '"same"'};
+export default derivation({ name: "word", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${word} > $out\`] });
+`;
+  writeRecipe(dir, "esm.ts", body(true));
+  writeRecipe(dir, "plain.ts", body(false));
+  const esm = await ukb(["realise", "esm.ts", "--no-out-link"], { cwd: dir });
+  t.is(esm.code, 0, esm.stderr);
+  const plain = await ukb(["realise", "plain.ts", "--no-out-link"], { cwd: dir });
+  t.is(plain.code, 0, plain.stderr);
+  t.is(esm.stdout, plain.stdout);
+  t.is(fs.readFileSync(esm.stdout.trim(), "utf8"), "same\n");
+});
+
+test("UKB_RECIPE_LOADER=tsx evaluates through tsx: the same graph as the bundled loader", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "main.ts", `import { parts } from "./lib/parts.js";\nexport default parts;\n`);
+  fs.mkdirSync(path.join(dir, "lib/data"), { recursive: true });
+  fs.writeFileSync(path.join(dir, "lib/data/msg"), "from lib\n");
+  fs.writeFileSync(path.join(dir, "lib/parts.ts"), PARTS("1"));
+  const bundled = await ukb(["show", "main.ts", "--store", "one"], { cwd: dir });
+  const viaTsx = await ukb(["show", "main.ts", "--store", "two"], { cwd: dir, env: { ...process.env, UKB_RECIPE_LOADER: "tsx" } });
+  t.is(bundled.code, 0, bundled.stderr);
+  t.is(viaTsx.code, 0, viaTsx.stderr);
+  t.is(bundled.stdout, viaTsx.stdout);
+});
