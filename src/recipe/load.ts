@@ -23,7 +23,6 @@ import { isUkbError, RecipeError } from "../errors/index.js";
 import type { DrvRecord, Graph } from "../graph/index.js";
 import { closureOf, isDerivation, isOutputRef } from "./derivation.js";
 import { startRecording } from "./eval-deps.js";
-import * as recipeApi from "./index.js";
 import { OWN_TREES, PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "./location.js";
 
 /** A recipe, evaluated. */
@@ -176,6 +175,8 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
   const mod = new Module(file, undefined);
   mod.filename = file;
   mod.paths = Module._nodeModulePaths(dir);
+  // The API this process has (in the CLI bundle, initialised only now: a no-op realise never needs it).
+  const recipeApi = await import("./index.js");
   const requireFromRecipe = mod.require.bind(mod);
   mod.require = (id: string) => (id === "ukb" ? recipeApi : requireFromRecipe(id));
   mod._compile(result.outputFiles![0]!.text, file);
