@@ -1,5 +1,8 @@
 // Builds the CLI bundle, dist/bundle/ukb.cjs: one CommonJS file (no ES
-// module loader on the no-op path), dependencies left in node_modules.
+// module loader on the no-op path), dependencies left in node_modules; and
+// dist/bundle/api.cjs, the recipe API (`import … from "ukb"`) alone, which
+// the CLI requires only when it evaluates a recipe, so that a no-op realise
+// does not read and deserialise it.
 //
 // One rewrite after esbuild: a default or namespace import of a Node builtin
 // (`import fs from "node:fs"`) goes through esbuild's __toESM, which copies
@@ -11,32 +14,35 @@ import path from "node:path";
 import { build } from "esbuild";
 
 const root = path.resolve(import.meta.dirname, "..");
-const outfile = path.join(root, "dist/bundle/ukb.cjs");
-fs.rmSync(path.dirname(outfile), { recursive: true, force: true });
+const outDir = path.join(root, "dist/bundle");
+fs.rmSync(outDir, { recursive: true, force: true });
 
-const result = await build({
-  entryPoints: [path.join(root, "src/cli/main.ts")],
-  bundle: true,
-  platform: "node",
-  format: "cjs",
-  packages: "external",
-  target: "node20",
-  write: false,
-  outfile,
-  logLevel: "warning",
-  // import.meta.url, in a CommonJS file: the bundle's own URL.
-  define: { "import.meta.url": "__ukb_meta_url" },
-  banner: {
-    js: [
-      'const __ukb_meta_url = require("node:url").pathToFileURL(__filename).href;',
-      "const __ukb_builtin = (m) => Object.create(m, { default: { value: m, enumerable: true } });",
-    ].join("\n"),
-  },
-});
+for (const [entry, name] of [["src/cli/main.ts", "ukb.cjs"], ["src/recipe/index.ts", "api.cjs"]]) {
+  const outfile = path.join(outDir, name);
+  const result = await build({
+    entryPoints: [path.join(root, entry)],
+    bundle: true,
+    platform: "node",
+    format: "cjs",
+    packages: "external",
+    target: "node20",
+    write: false,
+    outfile,
+    logLevel: "warning",
+    // import.meta.url, in a CommonJS file: the bundle's own URL.
+    define: { "import.meta.url": "__ukb_meta_url" },
+    banner: {
+      js: [
+        'const __ukb_meta_url = require("node:url").pathToFileURL(__filename).href;',
+        "const __ukb_builtin = (m) => Object.create(m, { default: { value: m, enumerable: true } });",
+      ].join("\n"),
+    },
+  });
 
-let text = result.outputFiles[0].text;
-const before = text;
-text = text.replace(/__toESM\((require\("node:[a-z_/]+"\))(?:, 1)?\)/g, "__ukb_builtin($1)");
-if (text === before) throw new Error("bundle: no builtin import was rewritten; has esbuild's output changed?");
-fs.mkdirSync(path.dirname(outfile), { recursive: true });
-fs.writeFileSync(outfile, text);
+  let text = result.outputFiles[0].text;
+  const before = text;
+  text = text.replace(/__toESM\((require\("node:[a-z_/]+"\))(?:, 1)?\)/g, "__ukb_builtin($1)");
+  if (text === before) throw new Error(`bundle ${name}: no builtin import was rewritten; has esbuild's output changed?`);
+  fs.mkdirSync(outDir, { recursive: true });
+  fs.writeFileSync(outfile, text);
+}

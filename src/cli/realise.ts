@@ -8,7 +8,6 @@ import { makePlan, planSubstitutions, type Plan } from "../schedule/plan.js";
 import type { Store } from "../store/index.js";
 import type { CacheFlags, CacheSet } from "../cache/index.js";
 import { defaultJobs, loadWithCache, openStore, parseCount, pick } from "./context.js";
-import { sandboxPool } from "../build/sandbox-pool.js";
 import { writeStdout } from "../ui/stdout.js";
 
 export const usage = `ukb realise <recipe.ts> [-A attr] [--out-link PATH | --no-out-link] [--jobs N] [--cores M]
@@ -43,7 +42,7 @@ export async function realiseCommand(argv: string[]): Promise<number> {
   const store = openStore(values.store);
   try {
     // An evaluation takes a few hundred ms of one core: sandboxes for the first builds start on the other meanwhile.
-    const warm = values["dry-run"] ? undefined : () => sandboxPool(store.root).warm(jobs);
+    const warm = values["dry-run"] ? undefined : () => void import("../build/sandbox-pool.js").then((m) => m.sandboxPool(store.root).warm(jobs));
     const recipe = await loadWithCache(store, positionals[0]!, !values["no-eval-cache"], warm);
     const target = pick(recipe, values.attr);
     const outPaths = Object.values(target.outputs).map((p) => store.realPath(p));

@@ -175,12 +175,21 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
   const mod = new Module(file, undefined);
   mod.filename = file;
   mod.paths = Module._nodeModulePaths(dir);
-  // The API this process has (in the CLI bundle, initialised only now: a no-op realise never needs it).
-  const recipeApi = await import("./index.js");
+  const recipeApi = await loadApi();
   const requireFromRecipe = mod.require.bind(mod);
   mod.require = (id: string) => (id === "ukb" ? recipeApi : requireFromRecipe(id));
   mod._compile(result.outputFiles![0]!.text, file);
   return mod.exports as Record<string, unknown>;
+}
+
+/**
+ * The recipe API, loaded once: the CLI's separate CommonJS bundle of it
+ * (dist/bundle/api.cjs, kept out of the CLI bundle so a no-op realise never
+ * reads it), or its sources when ukb itself runs from them (tests).
+ */
+let api: Promise<unknown> | undefined;
+function loadApi(): Promise<unknown> {
+  return (api ??= RUNNING_FROM_SOURCE ? importEsm(apiUrl) : Promise.resolve(nodeRequire(path.join(PACKAGE_ROOT, "dist/bundle/api.cjs"))));
 }
 
 /** The parts of Node's CommonJS Module class that compiling a bundle in-process uses. */
