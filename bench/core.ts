@@ -33,6 +33,36 @@ function nixBuild(file: string) {
   return r;
 }
 
+/**
+ * What the sleep graph costs with no build tool at all: its 100 builder
+ * commands, layer after layer, two at a time, each started by Python's
+ * posix_spawn (the cheapest start on this machine). The 0.2 s sleeps are
+ * the ideal; the rest is the builders' own sh and sleep execs, which every
+ * tool pays. Undefined without python3.
+ */
+function sleepFloor(dir: string): number | undefined {
+  if (!fs.existsSync("/usr/bin/python3")) return undefined;
+  fs.mkdirSync(dir, { recursive: true });
+  const script = `
+import os, sys, threading
+out = sys.argv[1]
+def worker(queue):
+    while queue:
+        i = queue.pop(0)
+        env = {"name": "node-%04d" % i, "out": "%s/%d" % (out, i)}
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", "/bin/sleep 0.2; echo $name > $out"], env)
+        os.waitpid(pid, 0)
+for layer in range(10):
+    queue = list(range(10 * layer, 10 * layer + 10))
+    workers = [threading.Thread(target=worker, args=(queue,)) for _ in range(2)]
+    for w in workers: w.start()
+    for w in workers: w.join()
+`;
+  const r = measure("/usr/bin/python3", ["-I", "-S", "-c", script, dir]);
+  // Timed like ukb and Nix: the whole process, its own start included.
+  return r.code === 0 ? r.seconds : undefined;
+}
+
 export async function benchCore(): Promise<void> {
   fs.rmSync(WORK, { recursive: true, force: true });
   const nix = hasCommand("nix-build");
@@ -64,8 +94,12 @@ export async function benchCore(): Promise<void> {
   const sleep = ukbRealise(sleepDir, sleepFile).seconds;
   let nixSleep: number | undefined;
   if (nix) nixSleep = nixBuild(writeNixGraph(path.join(sleepDir, "nix"), { n: 100, salt, sleep: true })).seconds;
+  const floor = sleepFloor(path.join(sleepDir, "floor"));
   console.log(`\n## core: 10x10 graph of 'sleep 0.2' builders, --jobs 2 (ideal 10.00 s)`);
   console.log(`ukb ${fmt(sleep)} s (+${fmt((sleep / 10 - 1) * 100, 1)}% over ideal)${nixSleep ? `; nix-build sandboxed ${fmt(nixSleep)} s (+${fmt((nixSleep / 10 - 1) * 100, 1)}%)` : ""}`);
+  if (floor !== undefined) {
+    console.log(`floor: the same 100 builder commands, no sandbox, no tool, two at a time by posix_spawn: ${fmt(floor)} s (+${fmt((floor / 10 - 1) * 100, 1)}%); ukb's own share ${fmt(sleep - floor)} s`);
+  }
 
   const helloDir = path.join(WORK, "hello");
   fs.mkdirSync(helloDir, { recursive: true });
