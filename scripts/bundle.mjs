@@ -13,6 +13,19 @@ import fs from "node:fs";
 import path from "node:path";
 import { build } from "esbuild";
 
+/** An esbuild plugin: bare imports stay external, but for the packages `inside`. */
+function packagesOutsideBut(inside) {
+  return {
+    name: "packages-outside-but",
+    setup(b) {
+      b.onResolve({ filter: /^[^./]/ }, (args) => {
+        const name = args.path.startsWith("@") ? args.path.split("/").slice(0, 2).join("/") : args.path.split("/")[0];
+        return inside.includes(name) ? undefined : { path: args.path, external: true };
+      });
+    },
+  };
+}
+
 const root = path.resolve(import.meta.dirname, "..");
 const outDir = path.join(root, "dist/bundle");
 fs.rmSync(outDir, { recursive: true, force: true });
@@ -24,7 +37,10 @@ for (const [entry, name] of [["src/cli/main.ts", "ukb.cjs"], ["src/recipe/index.
     bundle: true,
     platform: "node",
     format: "cjs",
-    packages: "external",
+    // Packages stay in node_modules, except better-sqlite3's JavaScript (not its addon): every
+    // command opens the store, and resolving, reading and compiling its ten files took ~6 ms of
+    // a 150 ms no-op; inside the bundle they come from the V8 code cache.
+    plugins: [packagesOutsideBut(["better-sqlite3"])],
     target: "node20",
     write: false,
     outfile,

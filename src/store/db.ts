@@ -87,9 +87,8 @@ function nativeBinding(): string | undefined {
 export function openDb(file: string): Db {
   const addon = nativeBinding();
   const db = new Database(file, addon ? { nativeBinding: addon } : {});
-  db.pragma("busy_timeout = 10000");
-  db.pragma("synchronous = NORMAL");
-  db.pragma("foreign_keys = ON");
+  // One exec, not three pragma() calls (each prepares a statement): this runs on every command.
+  db.exec("PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON");
   // WAL is a property of the file: set once, when the store is created or upgraded.
   if (db.pragma("user_version", { simple: true }) !== SCHEMA_VERSION) {
     db.pragma("journal_mode = WAL");
