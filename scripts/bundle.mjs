@@ -45,6 +45,11 @@ for (const [entry, name] of [["src/cli/main.ts", "ukb.cjs"], ["src/recipe/index.
     write: false,
     outfile,
     logLevel: "warning",
+    // An ASCII source is a one-byte string to V8: read and checked against the code cache in half
+    // the time of a two-byte one, which a single non-ASCII character in a kept comment forces.
+    // Whitespace and comments go (a fifth of the bytes); names stay, for readable stack traces.
+    charset: "ascii",
+    minifyWhitespace: true,
     // import.meta.url, in a CommonJS file: the bundle's own URL.
     define: { "import.meta.url": "__ukb_meta_url" },
     banner: {
@@ -57,8 +62,9 @@ for (const [entry, name] of [["src/cli/main.ts", "ukb.cjs"], ["src/recipe/index.
 
   let text = result.outputFiles[0].text;
   const before = text;
-  text = text.replace(/__toESM\((require\("node:[a-z_/]+"\))(?:, 1)?\)/g, "__ukb_builtin($1)");
+  text = text.replace(/__toESM\((require\("node:[a-z_/]+"\))(?:, ?1)?\)/g, "__ukb_builtin($1)");
   if (text === before) throw new Error(`bundle ${name}: no builtin import was rewritten; has esbuild's output changed?`);
+  if (/[^\x00-\x7f]/.test(text)) throw new Error(`bundle ${name}: not ASCII; has esbuild's output changed?`);
   fs.mkdirSync(outDir, { recursive: true });
   fs.writeFileSync(outfile, text);
 }
