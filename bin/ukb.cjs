@@ -15,7 +15,20 @@ const vm = require("node:vm");
 const Module = require("node:module");
 
 const bundle = path.join(__dirname, "../dist/bundle/ukb.cjs");
-const run = (main) => main(process.argv.slice(2)).then((code) => (process.exitCode = code));
+let settled = false;
+const run = (main) =>
+  main(process.argv.slice(2)).then((code) => {
+    settled = true;
+    process.exitCode = code;
+  });
+// Node exits when nothing is left to wait for, even with the command unfinished (a promise no
+// event will ever settle): that is a bug in ukb, and must not look like success.
+process.on("exit", (code) => {
+  if (!settled && code === 0) {
+    process.stderr.write("ukb: internal error: the command stopped before finishing (nothing left to wait for)\n");
+    process.exitCode = 70;
+  }
+});
 
 function loadBundle() {
   // Named by Node's version and the bundle's size and time: V8 checks only a source's length.

@@ -5,8 +5,10 @@
  * that ran before it in the same sandbox.
  */
 import test from "ava";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
-import { tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+import path from "node:path";
+import { tempDir, UKB, ukb, writeRecipe } from "./helpers/ukb.js";
 
 const POOL = { ...process.env, UKB_SANDBOX: "pool" };
 
@@ -83,4 +85,111 @@ test("UKB_SANDBOX=pool where pooled sandboxes cannot run: one line says why, not
   t.is(r.code, 1, r.stderr);
   t.regex(r.stderr, /pooled sandboxes cannot run here: UKB_PYTHON .* is outside the system directories/);
   t.is(r.stdout, "");
+});
+
+for (const [mode, sandbox] of [["pooled", "pool"], ["fresh", "fresh"]] as const) {
+  test(`${mode} sandboxes: a store path that is a symlink stays one, with no way to the host's tree, the store's root or the sysctls`, async (t) => {
+    const dir = tempDir();
+    writeRecipe(
+      dir,
+      "links.ts",
+      `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "ln", "cat"]);
+const sh = \`\${t}/bin/sh\`;
+const root = derivation({ name: "root", builder: sh, args: ["-c", \`\${t}/bin/ln -s / $out\`] });
+const up = derivation({ name: "up", builder: sh, args: ["-c", \`\${t}/bin/ln -s ../.. $out\`] });
+export default derivation({
+  name: "reader",
+  builder: sh,
+  args: ["-c", \`exec > $out 2>/dev/null
+for l in \${root} \${up}; do
+  [ -e $l/etc/passwd ] && echo HOST-ETC-VISIBLE
+  echo x > $l/.ukb-host/PWNED && echo STORE-ROOT-WRITTEN
+  echo x > $l/PWNED && echo ROOT-WRITTEN
+done
+\${t}/bin/cat /proc/sys/kernel/core_pattern > /proc/sys/kernel/core_pattern && echo HOST-SYSCTL-WRITTEN
+echo "40000 40001" > /proc/sys/net/ipv4/ip_local_port_range && echo SYSCTL-WRITTEN
+echo done\`],
+});
+`,
+    );
+    const r = await ukb(["realise", "links.ts", "--no-out-link"], { cwd: dir, env: { ...process.env, UKB_SANDBOX: sandbox } });
+    t.is(r.code, 0, r.stderr);
+    t.is(fs.readFileSync(r.stdout.trim(), "utf8"), "done\n");
+    t.false(fs.existsSync(path.join(dir, "cache/PWNED")));
+    t.false(fs.existsSync("/PWNED"));
+  });
+}
+
+/** Realises `recipe` in pooled sandboxes, --jobs 1, with a descriptor at 11 inherited (as from a make jobserver). */
+async function realiseInheriting(dir: string, file: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [UKB, "realise", file, "--no-out-link", "--jobs", "1"], {
+    cwd: dir,
+    // The system's python3, not a shim in front of it (hostTools takes programs from the system directories only).
+    env: { ...process.env, UKB_SANDBOX: "pool", PATH: "/usr/bin:/bin" },
+    stdio: ["ignore", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d: Buffer) => (stdout += d));
+  child.stderr!.on("data", (d: Buffer) => (stderr += d));
+  const code = await new Promise<number | null>((res) => child.on("close", res));
+  return { code, stdout, stderr };
+}
+
+test("in a pooled sandbox, keys, signals to PID 1 and descriptors ukb inherited do not carry over to the next build", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "state.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "cat", "grep", "kill", "readlink", "python3"]);
+const sh = \`\${t}/bin/sh\`;
+// The first build adds a key to the namespace's user keyring and signals PID 1.
+const first = derivation({
+  name: "first",
+  builder: sh,
+  args: ["-c", \`\${t}/bin/python3 -I -S -c 'import ctypes; ctypes.CDLL(None).syscall(248, b"user", b"ukb-leftover", b"x", 1, -4)'
+\${t}/bin/kill -INT 1; \${t}/bin/readlink /proc/self/ns/net > $out\`],
+});
+export default derivation({
+  name: "second",
+  builder: sh,
+  args: ["-c", \`exec > $out; \${t}/bin/cat \${first}; \${t}/bin/readlink /proc/self/ns/net
+\${t}/bin/grep -c ukb-leftover /proc/keys
+for f in /proc/self/fd/*; do echo "fd \${"$"}{f##*/}"; done\`],
+});
+`,
+  );
+  const r = await realiseInheriting(dir, "state.ts");
+  t.is(r.code, 0, r.stderr);
+  t.notRegex(r.stderr, /KeyboardInterrupt|Traceback/);
+  const [firstNet, secondNet, keys, ...rest] = fs.readFileSync(r.stdout.trim(), "utf8").trim().split("\n");
+  t.is(firstNet, secondNet, "the two builds did not share a sandbox: this test proves nothing");
+  t.is(keys, "0", "the first build's key reached the second");
+  const fds = rest.map((l) => Number(l.replace("fd ", "")));
+  t.false(fds.includes(11), `fds: ${fds.join(" ")}`);
+});
+
+test("a build that lowers its pooled sandbox's own limits gets that sandbox retired: the next build has the usual limits", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "limits.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "prlimit"]);
+const sh = \`\${t}/bin/sh\`;
+const first = derivation({ name: "first", builder: sh, args: ["-c", \`\${t}/bin/prlimit --pid 1 --nofile=20:20 --fsize=100000:100000; echo > $out\`] });
+export default derivation({
+  name: "second",
+  builder: sh,
+  args: ["-c", \`exec > $out; echo \${first} >/dev/null; \${t}/bin/prlimit --pid $$ --nofile --fsize --noheadings --output SOFT,HARD\`],
+});
+`,
+  );
+  const r = await realiseInheriting(dir, "limits.ts");
+  t.is(r.code, 0, r.stderr);
+  const [nofile, fsize] = fs.readFileSync(r.stdout.trim(), "utf8").split("\n").map((l) => l.trim());
+  t.notRegex(nofile!, /^20\s+20$/);
+  t.notRegex(fsize!, /^100000\s+100000$/);
 });

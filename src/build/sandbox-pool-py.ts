@@ -23,13 +23,16 @@
  * kills the build and ends the sandbox.
  */
 export const AGENT_SOURCE = String.raw`
-import ctypes, os, select, sys
+import os
+# What ukb's parent left open without close-on-exec (a make jobserver, a log pipe) never reaches a build.
+os.closerange(3, 65536)
+import ctypes, resource, select, stat, sys
 import _signal as signal
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC = 1, 2, 4, 8, 32, 4096, 16384
+RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND = 1, 2, 4, 8, 32, 4096
 NOATIME, NODIRATIME, RELATIME = 1024, 2048, 1 << 21
 DETACH = 2
 CLONE_NEWIPC = 0x08000000
@@ -58,7 +61,8 @@ def kept_flags(path):
     return out
 
 def bind(src, dst, ro):
-    mount(src, dst, None, BIND | REC)
+    # Not recursive: nothing mounted below src comes along.
+    mount(src, dst, None, BIND)
     if ro:
         mount(None, dst, None, REMOUNT | BIND | RDONLY | NOSUID | NODEV | kept_flags(dst))
 
@@ -85,6 +89,28 @@ def drop_capabilities():
     if libc.capset(ctypes.byref(header), data) != 0:
         fail("capset")
 
+# SYS_keyctl, where its number is known.
+KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
+# Since Linux 5.3 the user keyring belongs to the user namespace (before, to the uid everywhere:
+# clearing it would clear the host's).
+KEYRINGS_NAMESPACED = tuple(int(x) for x in os.uname().release.split(".")[:2] if x.isdigit()) >= (5, 3)
+def process_state():
+    # What a builder can change in PID 1 because they share a uid, and this program cannot always
+    # set back (a lowered hard limit, a raised nice value need privileges over the host).
+    with open("/proc/self/oom_score_adj") as f:
+        oom = f.read()
+    limits = [resource.getrlimit(getattr(resource, n)) for n in sorted(dir(resource)) if n.startswith("RLIMIT_")]
+    return (limits, os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)), oom)
+
+START_STATE = process_state()
+
+def fresh_keyrings():
+    # A new session keyring for each build, and the namespace's user keyring emptied.
+    if KEYCTL is not None:
+        libc.syscall(KEYCTL, 1, None)  # KEYCTL_JOIN_SESSION_KEYRING, anonymous
+        if KEYRINGS_NAMESPACED:
+            libc.syscall(KEYCTL, 7, -4)  # KEYCTL_CLEAR of KEY_SPEC_USER_KEYRING
+
 def send(text):
     os.write(1, (text + "\n").encode())
 
@@ -105,11 +131,18 @@ def prep(i, fields):
         cur["log"] = os.open(HOST + "/" + log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if libc.unshare(CLONE_NEWIPC) != 0:
             fail("unshare(CLONE_NEWIPC)")
+        fresh_keyrings()
         bind(HOST + "/" + store, STORE, False)
         cur["mounts"].append(STORE)
         for base, rel in inputs:
             src, dst = HOST + "/" + rel, STORE + "/" + base
-            if os.path.isdir(src):
+            mode = os.lstat(src).st_mode
+            if stat.S_ISLNK(mode):
+                # A symlink stays one: binding it would bind what it points at, resolved here
+                # (a link to / would bring this sandbox's own root, the store's root with it).
+                os.symlink(os.readlink(src), dst)
+                continue
+            if stat.S_ISDIR(mode):
                 os.mkdir(dst)
             else:
                 os.close(os.open(dst, os.O_WRONLY | os.O_CREAT, 0o444))
@@ -132,7 +165,7 @@ def go(i):
     null = os.open("/dev/null", os.O_RDONLY)
     try:
         cur["pid"] = os.posix_spawn(cur["argv"][0], cur["argv"], cur["env"], setsid=True,
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD),
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT),
             file_actions=[(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, cur["log"], 1), (os.POSIX_SPAWN_DUP2, cur["log"], 2)])
     except OSError as e:
         finish(127, "ukb: cannot start %s: %s" % (cur["argv"][0], e.strerror))
@@ -167,6 +200,11 @@ def finish(code, message=None):
         if message is not None:
             os.write(build["log"], (message + "\n").encode())
         os.close(build["log"])
+    if process_state() != START_STATE:
+        # The build changed this program's own limits, priority or affinity, which every later
+        # builder would inherit: this sandbox is done, ukb starts another.
+        send("done %d %d retire" % (build["id"], code))
+        sys.exit(0)
     # Said before the unmounting (each lazy unmount waits for an RCU grace period): ukb's next
     # builder starts meanwhile in another sandbox, and this one takes no request before it is done.
     send("done %d %d" % (build["id"], code))
@@ -186,6 +224,9 @@ try:
     drop_capabilities()
     # /dev is bubblewrap's tmpfs: read-only, so no build leaves a file there for the next.
     mount(None, "/dev", None, REMOUNT | BIND | RDONLY | kept_flags("/dev"))
+    # /proc/sys read-only: no build changes a sysctl (the network namespace's, which the next
+    # build would see, or, when ukb runs as root, the host's own).
+    bind("/proc/sys", "/proc/sys", True)
 except OSError as e:
     sys.stderr.write("ukb sandbox: %s\n" % (e.strerror or e,))
     sys.exit(3)
@@ -194,6 +235,8 @@ os.set_blocking(wake_r, False)
 os.set_blocking(wake_w, False)
 signal.set_wakeup_fd(wake_w)
 signal.signal(signal.SIGCHLD, lambda *_: None)
+# PID 1 gets only the signals it handles: a builder's kill(1, SIGINT) must not reach Python's handler.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
 send("ready")
 pending = b""
 while True:

@@ -85,33 +85,36 @@ class SandboxPool {
       Object.keys(spec.env).length, ...Object.entries(spec.env).flat(),
       ...[...spec.inputs].sort().flatMap(([base, real]) => [base, inside(real)]),
     ];
-    const agent = await this.acquire();
+    let agent = await this.acquire();
+    // One that died since it was spare (its death is seen only now): the next, or a new one.
+    while (agent?.dead) agent = await this.acquire();
     if (!agent) return this.refuse();
+    const chosen = agent;
     let opened = false;
     let ended = false;
-    const onAbort = () => this.send(agent, ["kill", id]);
+    const onAbort = () => this.send(chosen, ["kill", id]);
     const exited = new Promise<Exit>((resolve) => {
-      agent.current = {
+      chosen.current = {
         id,
         finish: (exit) => {
           ended = true;
           signal?.removeEventListener("abort", onAbort);
-          agent.current = undefined;
-          if (!agent.dead) this.spare.push(agent);
-          hold(agent, false);
+          chosen.current = undefined;
+          if (!chosen.dead) this.spare.push(chosen);
+          hold(chosen, false);
           resolve(exit);
         },
       };
     });
-    hold(agent, true);
-    this.send(agent, request);
+    hold(chosen, true);
+    this.send(chosen, request);
     if (signal?.aborted) onAbort();
     else signal?.addEventListener("abort", onAbort, { once: true });
     return {
       go: () => {
         if (opened || ended) return;
         opened = true;
-        this.send(agent, ["go", id]);
+        this.send(chosen, ["go", id]);
       },
       exited,
     };
@@ -145,7 +148,7 @@ class SandboxPool {
   /** A spare sandbox (once up), or a new one; undefined (and the pool marked broken) if one will not start. */
   private async acquire(): Promise<Agent | undefined> {
     for (let agent = this.spare.pop(); agent; agent = this.spare.pop()) {
-      if (await agent.ready) return agent;
+      if (!agent.dead && (await agent.ready) && !agent.dead) return agent;
     }
     const agent = this.start();
     if (agent && (await agent.ready)) return agent;
@@ -179,11 +182,16 @@ class SandboxPool {
     const lines = createInterface({ input: proc.stdout! });
     lines.on("line", (line) => {
       if (line === "ready") return announce(true);
-      const [kind, idText, status] = line.split(" ");
-      if (kind === "done" && agent.current?.id === Number(idText)) agent.current.finish(toExit(Number(status)));
+      const [kind, idText, status, retire] = line.split(" ");
+      if (kind !== "done" || agent.current?.id !== Number(idText)) return;
+      // "retire": the build changed the sandbox's own process state; it exits, and is never reused.
+      if (retire === "retire") agent.dead = true;
+      agent.current.finish(toExit(Number(status)));
     });
     lines.once("close", () => {
       agent.dead = true;
+      const spare = this.spare.indexOf(agent);
+      if (spare >= 0) this.spare.splice(spare, 1);
       announce(false);
       agent.current?.finish({ code: null, signal: "SIGKILL" });
       hold(agent, false);

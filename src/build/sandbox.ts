@@ -55,15 +55,31 @@ export function systemDirArgs(): string[] {
   return (systemDirs = a);
 }
 
+function readlinkOrUndefined(p: string): string | undefined {
+  try {
+    return fs.readlinkSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The bwrap command line for a build. */
 export function sandboxArgs(spec: SandboxSpec): string[] {
   // --as-pid-1: the builder is PID 1 of its namespace, as in Nix's sandbox; no init process
   // (one fork less per build); whatever it leaves running dies with it.
   const a: string[] = ["--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "localhost"];
   a.push(...systemDirArgs());
-  a.push("--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp");
+  // /proc/sys read-only: bwrap leaves it writable, and when ukb runs as root a builder could
+  // otherwise set the host's sysctls (kernel.core_pattern runs a program as the host's root).
+  a.push("--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev", "--tmpfs", "/tmp");
   a.push("--bind", spec.storeDir, VIRTUAL_STORE);
-  for (const [base, real] of [...spec.inputs].sort()) a.push("--ro-bind", real, `${VIRTUAL_STORE}/${base}`);
+  for (const [base, real] of [...spec.inputs].sort()) {
+    // A store path that is a symlink stays one: binding it would bind its target, resolved on the
+    // host (a link to / would show the host's whole tree).
+    const link = readlinkOrUndefined(real);
+    if (link !== undefined) a.push("--symlink", link, `${VIRTUAL_STORE}/${base}`);
+    else a.push("--ro-bind", real, `${VIRTUAL_STORE}/${base}`);
+  }
   a.push("--bind", spec.buildDir, BUILD_TOP, "--chdir", BUILD_TOP);
   a.push("--remount-ro", "/");
   for (const [k, v] of Object.entries(spec.env).sort()) a.push("--setenv", k, v);
