@@ -193,3 +193,62 @@ export default derivation({
   t.notRegex(nofile!, /^20\s+20$/);
   t.notRegex(fsize!, /^100000\s+100000$/);
 });
+
+/** Pids of the pooled sandboxes' PID 1 (python) serving the store under `dir`, each with whether it runs a builder now. */
+function sandboxesOf(dir: string): { pid: number; busy: boolean }[] {
+  const parentOf = new Map<number, number>();
+  const cmdline = new Map<number, string>();
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+      parentOf.set(Number(entry), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+      cmdline.set(Number(entry), fs.readFileSync(`/proc/${entry}/cmdline`, "utf8"));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const found: { pid: number; busy: boolean }[] = [];
+  for (const [pid, cmd] of cmdline) {
+    const parent = parentOf.get(pid);
+    if (!cmd.includes("ukb sandbox") || parent === undefined || !cmdline.get(parent)?.includes(`${dir}/cache\0/.ukb-host`)) continue;
+    found.push({ pid, busy: [...parentOf].some(([, p]) => p === pid) });
+  }
+  return found;
+}
+
+test("a spare pooled sandbox that dies (the OOM killer, say) is replaced: every build still completes", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "graph.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "sleep", "cat"]);
+const sh = \`\${t}/bin/sh\`;
+const a = derivation({ name: "a", builder: sh, args: ["-c", \`\${t}/bin/sleep 3; echo a > $out\`] });
+const b = derivation({ name: "b", builder: sh, args: ["-c", \`\${t}/bin/sleep 3; echo b > $out\`] });
+const cs = [1, 2, 3].map((i) => derivation({ name: \`c\${i}\`, builder: sh, args: ["-c", \`\${t}/bin/cat \${a} \${b} > $out\`] }));
+export default derivation({ name: "all", builder: sh, args: ["-c", \`\${t}/bin/cat \${cs.join(" ")} > $out\`] });
+`,
+  );
+  const child = spawn(process.execPath, [UKB, "realise", "graph.ts", "--no-out-link", "--jobs", "3"], { cwd: dir, env: { ...process.env, UKB_SANDBOX: "pool" } });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d: Buffer) => (stdout += d));
+  child.stderr!.on("data", (d: Buffer) => (stderr += d));
+  const closed = new Promise<number | null>((res) => child.on("close", res));
+  // While a and b run, kill every sandbox that waits idle.
+  let killed = 0;
+  for (let i = 0; i < 50 && killed === 0; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    const sandboxes = sandboxesOf(dir);
+    if (sandboxes.filter((s) => s.busy).length < 2) continue;
+    for (const s of sandboxes.filter((s) => !s.busy)) {
+      process.kill(s.pid, "SIGKILL");
+      killed++;
+    }
+  }
+  t.true(killed > 0, "no idle sandbox was found: this test proves nothing");
+  t.is(await closed, 0, stderr);
+  t.is(fs.readFileSync(stdout.trim(), "utf8"), "a\nb\na\nb\na\nb\n");
+});
