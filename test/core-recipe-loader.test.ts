@@ -74,3 +74,39 @@ test("UKB_RECIPE_LOADER=tsx evaluates through tsx: the same graph as the bundled
   t.is(viaTsx.code, 0, viaTsx.stderr);
   t.is(bundled.stdout, viaTsx.stdout);
 });
+
+test("what only a module loader gives still works: a recipe library requiring 'ukb', an ES-module-only package, a TypeScript package, a helper's own __dirname", async (t) => {
+  const dir = tempDir();
+  const write = (rel: string, text: string) => {
+    fs.mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
+    fs.writeFileSync(path.join(dir, rel), text);
+  };
+  // A CommonJS library of recipes, installed in node_modules, that requires "ukb" itself.
+  write("node_modules/recipe-lib/package.json", `{ "name": "recipe-lib", "main": "index.js" }\n`);
+  write("node_modules/recipe-lib/index.js", `const { derivation } = require("ukb");\nexports.shout = (tools, word) => derivation({ name: "lib-" + word, builder: tools + "/bin/sh", args: ["-c", "echo " + word + " > $out"] });\n`);
+  // A workspace package whose sources are TypeScript.
+  write("node_modules/ts-pkg/package.json", `{ "name": "ts-pkg", "main": "index.ts" }\n`);
+  write("node_modules/ts-pkg/index.ts", `export const word: string = "typed";\n`);
+  // A helper that reads a file next to itself.
+  write("sub/word.txt", "beside\n");
+  write("sub/helper.ts", `import fs from "node:fs";\nimport path from "node:path";\nexport const beside = fs.readFileSync(path.join(__dirname, "word.txt"), "utf8").trim();\n`);
+  const recipes = {
+    "lib.ts": `import { hostTools } from "ukb";\nimport { shout } from "recipe-lib";\nexport default shout(\`\${hostTools(["sh"])}\`, "lib");\n`,
+    "esm.ts": `import { derivation, hostTools } from "ukb";\nimport { word } from "esm-only";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: word, builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
+    "typed.ts": `import { derivation, hostTools } from "ukb";\nimport { word } from "ts-pkg";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: word, builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
+    "beside.ts": `import { derivation, hostTools } from "ukb";\nimport { beside } from "./sub/helper.js";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: beside, builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
+  };
+  // esm-only can only be imported by an ES module: that recipe lives in a "type": "module" package.
+  write("esm/package.json", `{ "type": "module" }\n`);
+  write("esm/node_modules/esm-only/package.json", `{ "name": "esm-only", "type": "module", "exports": { "import": "./index.js" } }\n`);
+  write("esm/node_modules/esm-only/index.js", `export const word = "esm";\n`);
+  for (const [name, source] of Object.entries(recipes)) {
+    const file = name === "esm.ts" ? "esm/esm.ts" : name;
+    write(file, source);
+    const r = await ukb(["show", file, "--store", `store-${name}`], { cwd: dir });
+    t.is(r.code, 0, `${file}: ${r.stderr}`);
+    const viaTsx = await ukb(["show", file, "--store", `tsx-${name}`], { cwd: dir, env: { ...process.env, UKB_RECIPE_LOADER: "tsx" } });
+    t.is(viaTsx.code, 0, `${file} through tsx: ${viaTsx.stderr}`);
+    t.is(r.stdout, viaTsx.stdout, file);
+  }
+});

@@ -78,14 +78,36 @@ const importEsm = (specifier: string): Promise<unknown> =>
 /** The recipe API that `import "ukb"` resolves to. */
 const apiUrl = pathToFileURL(path.join(PACKAGE_ROOT, RUNNING_FROM_SOURCE ? "src/recipe/index.ts" : "dist/recipe/index.js")).href;
 
-let aliasRegistered = false;
+/** What `require("ukb")` gives: the CLI's CommonJS bundle of the API, or its sources when ukb runs from them (tests). */
+const apiCjs = RUNNING_FROM_SOURCE ? fileURLToPath(apiUrl) : path.join(PACKAGE_ROOT, "dist/bundle/api.cjs");
+
+let hooksRegistered = false;
+let requireAliased = false;
 /** Files that CommonJS recipes resolved while being evaluated. */
 const requiredFiles = new Set<string>();
 
-/** Makes `import … from "ukb"` resolve to this ukb, whatever directory the recipe is in. */
-async function registerAlias(): Promise<void> {
-  if (aliasRegistered) return;
-  aliasRegistered = true;
+/**
+ * Makes `require("ukb")` give this ukb's API from anywhere (a recipe, or a
+ * library of recipes in node_modules), and notes the files required.
+ */
+function aliasInRequire(): void {
+  if (requireAliased) return;
+  requireAliased = true;
+  const Module = nodeRequire("node:module") as { _resolveFilename: (request: string, ...rest: unknown[]) => string };
+  const original = Module._resolveFilename;
+  Module._resolveFilename = function (request: string, ...rest: unknown[]) {
+    if (request === "ukb") return apiCjs;
+    const resolved = original.call(this, request, ...rest);
+    if (path.isAbsolute(resolved)) requiredFiles.add(resolved);
+    return resolved;
+  };
+}
+
+/** Makes `import … from "ukb"` resolve to this ukb in Node's ES module loader too (a loader thread: tsx's path only). */
+function registerAlias(): void {
+  aliasInRequire();
+  if (hooksRegistered) return;
+  hooksRegistered = true;
   const { register } = nodeRequire("node:module") as typeof import("node:module");
   const hooks = `
     let target;
@@ -95,17 +117,6 @@ async function registerAlias(): Promise<void> {
       return next(specifier, context);
     }`;
   register(`data:text/javascript,${encodeURIComponent(hooks)}`, { data: { url: apiUrl } });
-  // A recipe outside any package with "type": "module" is CommonJS: map the
-  // name in require() too, and note which files it pulls in.
-  const Module = nodeRequire("node:module") as { _resolveFilename: (request: string, ...rest: unknown[]) => string };
-  const original = Module._resolveFilename;
-  const apiFile = fileURLToPath(apiUrl);
-  Module._resolveFilename = function (request: string, ...rest: unknown[]) {
-    if (request === "ukb") return apiFile;
-    const resolved = original.call(this, request, ...rest);
-    if (path.isAbsolute(resolved)) requiredFiles.add(resolved);
-    return resolved;
-  };
 }
 
 /** Whether Node treats a .ts file as an ES module: the nearest package.json says "type": "module". */
@@ -132,9 +143,18 @@ function isRecipeFile(p: string): boolean {
 
 type Esbuild = typeof import("esbuild");
 
+/** Thrown inside a bundled evaluation when a package it requires needs Node's ES module loader. */
+class NeedsModuleLoader extends Error {}
+
+/** Errors of require() that Node's ES module loader (tsx's path) would not have. */
+const ESM_ONLY = new Set(["ERR_REQUIRE_ESM", "ERR_PACKAGE_PATH_NOT_EXPORTED", "ERR_UNKNOWN_FILE_EXTENSION", "ERR_REQUIRE_ASYNC_MODULE"]);
+
 /**
  * Evaluates a recipe bundled by esbuild (see the top of this file); undefined
- * when it needs real ES module semantics, which tsx then gives it.
+ * when the recipe needs what only a real module loader gives, which tsx then
+ * does: top-level await, `import.meta`, a file's own `__dirname`, packages
+ * that are ES modules only or TypeScript sources, or anything esbuild cannot
+ * bundle (tsx then reports the error, with its line).
  */
 async function importBundled(file: string, imported: Set<string>): Promise<Record<string, unknown> | undefined> {
   if (process.env.UKB_RECIPE_LOADER === "tsx") return undefined;
@@ -151,45 +171,62 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
       format: "cjs",
       platform: "node",
       target: "node20",
+      // ES modules are strict; a CommonJS recipe is not.
+      ...(isEsm(file) ? { banner: { js: '"use strict";' } } : {}),
+      // A package.json's "sideEffects": false must not drop a recipe's own imports.
+      ignoreAnnotations: true,
       write: false,
       metafile: true,
       sourcemap: "inline",
       sourcesContent: false,
       logLevel: "silent",
     });
-  } catch (err) {
-    const first = (err as { errors?: { text: string; location?: { file: string; line: number } | null }[] }).errors?.[0];
-    if (!first) throw err;
-    if (/top-level await/i.test(first.text)) return undefined;
-    const where = first.location ? { file: path.relative(process.cwd(), path.resolve(dir, first.location.file)), line: first.location.line } : { file: path.relative(process.cwd(), file) };
-    throw new RecipeError(`syntax error: ${first.text}`, where);
+  } catch {
+    return undefined;
   } finally {
     // The service would otherwise live as long as ukb does.
     void esbuild.stop();
   }
   if (result.warnings.some((w) => w.text.includes("import.meta"))) return undefined;
-  for (const input of Object.keys(result.metafile!.inputs)) imported.add(path.resolve(dir, input));
+  const inputs = Object.keys(result.metafile!.inputs).map((input) => path.resolve(dir, input));
+  // In one bundle, every file would see the recipe's own folder.
+  if (inputs.some((input) => /\b__(dirname|filename)\b/.test(fs.readFileSync(input, "utf8")))) return undefined;
+  for (const input of inputs) imported.add(input);
   // Stack traces through the source map: error lines and local("./x") name the files as written.
   process.setSourceMapsEnabled(true);
+  aliasInRequire();
   const Module = nodeRequire("node:module") as unknown as CjsModuleClass;
   const mod = new Module(file, undefined);
   mod.filename = file;
   mod.paths = Module._nodeModulePaths(dir);
-  const recipeApi = await loadApi();
   const requireFromRecipe = mod.require.bind(mod);
-  mod.require = (id: string) => (id === "ukb" ? recipeApi : requireFromRecipe(id));
-  mod._compile(result.outputFiles![0]!.text, file);
+  mod.require = (id: string) => {
+    try {
+      return requireFromRecipe(id);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // A package whose sources are TypeScript (a linked workspace): Node cannot compile it.
+      const typescript = err instanceof SyntaxError && /\.[cm]?tsx?$/.test(tryResolve(mod, id));
+      if ((code && ESM_ONLY.has(code)) || typescript) throw new NeedsModuleLoader(id);
+      throw err;
+    }
+  };
+  try {
+    mod._compile(result.outputFiles![0]!.text, file);
+  } catch (err) {
+    if (err instanceof NeedsModuleLoader) return undefined;
+    throw err;
+  }
   return mod.exports as Record<string, unknown>;
 }
 
-/**
- * The recipe API, loaded once: the CLI's separate CommonJS bundle of it
- * (dist/bundle/api.cjs, kept out of the CLI bundle so a no-op realise never
- * reads it), or its sources when ukb itself runs from them (tests).
- */
-let api: Promise<unknown> | undefined;
-function loadApi(): Promise<unknown> {
-  return (api ??= RUNNING_FROM_SOURCE ? importEsm(apiUrl) : Promise.resolve(nodeRequire(path.join(PACKAGE_ROOT, "dist/bundle/api.cjs"))));
+/** Where `id` resolves from `mod`, or "" when it does not. */
+function tryResolve(mod: CjsModule, id: string): string {
+  try {
+    return (nodeRequire("node:module") as unknown as { _resolveFilename(id: string, parent: CjsModule): string })._resolveFilename(id, mod);
+  } catch {
+    return "";
+  }
 }
 
 /** The parts of Node's CommonJS Module class that compiling a bundle in-process uses. */
@@ -277,7 +314,7 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
   const stopRecording = startRecording();
   let mod: Record<string, unknown>;
   try {
-    mod = (await importBundled(file, imported)) ?? (await registerAlias().then(() => importRecipe(file, imported)));
+    mod = (await importBundled(file, imported)) ?? (registerAlias(), await importRecipe(file, imported));
   } catch (err) {
     if (isUkbError(err)) throw err;
     throw new RecipeError(firstLine(err), locate(err, file), err);
