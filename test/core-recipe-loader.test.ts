@@ -95,7 +95,14 @@ test("what only a module loader gives still works: a recipe library requiring 'u
     "esm.ts": `import { derivation, hostTools } from "ukb";\nimport { word } from "esm-only";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: word, builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
     "typed.ts": `import { derivation, hostTools } from "ukb";\nimport { word } from "ts-pkg";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: word, builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
     "beside.ts": `import { derivation, hostTools } from "ukb";\nimport { beside } from "./sub/helper.js";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: beside, builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
+    // A helper that requires a file by a computed name, relative to itself.
+    "resolved.ts": `import { derivation, hostTools } from "ukb";\nimport { found } from "./sub/finder.js";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: found, builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
+    // A recipe that catches a failed require and goes on: it must not get its fallback value.
+    "optional.ts": `import { derivation, hostTools } from "ukb";\nlet word = "fallback";\ntry { word = require("ts-pkg").word; } catch {}\nconst t = hostTools(["sh"]);\nexport default derivation({ name: word, builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
   };
+  write("sub/finder.ts", `const name = "./data.json";\nexport const found: string = require(name).word;\n`);
+  write("sub/data.json", `{ "word": "found" }\n`);
+  write("data.json", `{ "word": "wrong" }\n`);
   // esm-only can only be imported by an ES module: that recipe lives in a "type": "module" package.
   write("esm/package.json", `{ "type": "module" }\n`);
   write("esm/node_modules/esm-only/package.json", `{ "name": "esm-only", "type": "module", "exports": { "import": "./index.js" } }\n`);
@@ -108,5 +115,6 @@ test("what only a module loader gives still works: a recipe library requiring 'u
     const viaTsx = await ukb(["show", file, "--store", `tsx-${name}`], { cwd: dir, env: { ...process.env, UKB_RECIPE_LOADER: "tsx" } });
     t.is(viaTsx.code, 0, `${file} through tsx: ${viaTsx.stderr}`);
     t.is(r.stdout, viaTsx.stdout, file);
+    t.notRegex(r.stdout, /fallback|wrong/, file);
   }
 });

@@ -149,7 +149,7 @@ const sh = \`\${t}/bin/sh\`;
 const first = derivation({
   name: "first",
   builder: sh,
-  args: ["-c", \`\${t}/bin/python3 -I -S -c 'import ctypes; ctypes.CDLL(None).syscall(248, b"user", b"ukb-leftover", b"x", 1, -4)'
+  args: ["-c", \`\${t}/bin/python3 -I -S -c 'import ctypes; [ctypes.CDLL(None).syscall(248, b"user", b"ukb-leftover", b"x", 1, k) for k in (-4, -5)]'
 \${t}/bin/kill -INT 1; \${t}/bin/readlink /proc/self/ns/net > $out\`],
 });
 export default derivation({
@@ -177,21 +177,22 @@ test("a build that lowers its pooled sandbox's own limits gets that sandbox reti
     dir,
     "limits.ts",
     `import { derivation, hostTools } from "ukb";
-const t = hostTools(["sh", "prlimit"]);
+const t = hostTools(["sh", "prlimit", "cat"]);
 const sh = \`\${t}/bin/sh\`;
-const first = derivation({ name: "first", builder: sh, args: ["-c", \`\${t}/bin/prlimit --pid 1 --nofile=20:20 --fsize=100000:100000; echo > $out\`] });
+const first = derivation({ name: "first", builder: sh, args: ["-c", \`\${t}/bin/prlimit --pid 1 --nofile=20:20 --fsize=100000:100000; echo 0x7f > /proc/1/coredump_filter; echo > $out\`] });
 export default derivation({
   name: "second",
   builder: sh,
-  args: ["-c", \`exec > $out; echo \${first} >/dev/null; \${t}/bin/prlimit --pid $$ --nofile --fsize --noheadings --output SOFT,HARD\`],
+  args: ["-c", \`exec > $out; echo \${first} >/dev/null; \${t}/bin/prlimit --pid $$ --nofile --fsize --noheadings --output SOFT,HARD; \${t}/bin/cat /proc/self/coredump_filter\`],
 });
 `,
   );
   const r = await realiseInheriting(dir, "limits.ts");
   t.is(r.code, 0, r.stderr);
-  const [nofile, fsize] = fs.readFileSync(r.stdout.trim(), "utf8").split("\n").map((l) => l.trim());
+  const [nofile, fsize, coredump] = fs.readFileSync(r.stdout.trim(), "utf8").split("\n").map((l) => l.trim());
   t.notRegex(nofile!, /^20\s+20$/);
   t.notRegex(fsize!, /^100000\s+100000$/);
+  t.not(coredump, "0000007f");
 });
 
 /** Pids of the pooled sandboxes' PID 1 (python) serving the store under `dir`, each with whether it runs a builder now. */

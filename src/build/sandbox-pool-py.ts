@@ -94,22 +94,31 @@ KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
 # Since Linux 5.3 the user keyring belongs to the user namespace (before, to the uid everywhere:
 # clearing it would clear the host's).
 KEYRINGS_NAMESPACED = tuple(int(x) for x in os.uname().release.split(".")[:2] if x.isdigit()) >= (5, 3)
+# Opened once: a build may leave PID 1 too few descriptors to open anything.
+STATE_FILES = [os.open(f, os.O_RDONLY) for f in ("/proc/self/oom_score_adj", "/proc/self/coredump_filter") if os.path.exists(f)]
+
 def process_state():
-    # What a builder can change in PID 1 because they share a uid, and this program cannot always
-    # set back (a lowered hard limit, a raised nice value need privileges over the host).
-    with open("/proc/self/oom_score_adj") as f:
-        oom = f.read()
+    # What a builder can change in PID 1 because they share a uid, which later builders would
+    # inherit and which this program cannot always set back (a lowered hard limit).
     limits = [resource.getrlimit(getattr(resource, n)) for n in sorted(dir(resource)) if n.startswith("RLIMIT_")]
-    return (limits, os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)), oom)
+    files = [os.pread(fd, 64, 0) for fd in STATE_FILES]
+    return (limits, os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)), files)
+
+def state_changed():
+    try:
+        return process_state() != START_STATE
+    except Exception:
+        return True
 
 START_STATE = process_state()
 
 def fresh_keyrings():
-    # A new session keyring for each build, and the namespace's user keyring emptied.
+    # A new session keyring for each build, and the namespace's user keyrings emptied.
     if KEYCTL is not None:
         libc.syscall(KEYCTL, 1, None)  # KEYCTL_JOIN_SESSION_KEYRING, anonymous
         if KEYRINGS_NAMESPACED:
             libc.syscall(KEYCTL, 7, -4)  # KEYCTL_CLEAR of KEY_SPEC_USER_KEYRING
+            libc.syscall(KEYCTL, 7, -5)  # and of KEY_SPEC_USER_SESSION_KEYRING
 
 def send(text):
     os.write(1, (text + "\n").encode())
@@ -200,7 +209,7 @@ def finish(code, message=None):
         if message is not None:
             os.write(build["log"], (message + "\n").encode())
         os.close(build["log"])
-    if process_state() != START_STATE:
+    if state_changed():
         # The build changed this program's own limits, priority or affinity, which every later
         # builder would inherit: this sandbox is done, ukb starts another.
         send("done %d %d retire" % (build["id"], code))

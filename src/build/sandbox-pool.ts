@@ -164,6 +164,9 @@ class SandboxPool {
     }
     const args = [
       "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "localhost",
+      // uid 0 of its own user namespace, which then owns the mount namespace (without it, bwrap run
+      // by another user nests a second user namespace, and the program inside may not mount).
+      "--uid", "0", "--gid", "0",
       // Kept by the program inside for its mounts; every builder starts without any (see sandbox-pool-py.ts).
       "--cap-add", "ALL",
       ...systemDirArgs(),

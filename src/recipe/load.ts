@@ -143,6 +143,9 @@ function isRecipeFile(p: string): boolean {
 
 type Esbuild = typeof import("esbuild");
 
+/** Bundled evaluations under way (esbuild's service stops when none is). */
+let bundling = 0;
+
 /** Thrown inside a bundled evaluation when a package it requires needs Node's ES module loader. */
 class NeedsModuleLoader extends Error {}
 
@@ -161,6 +164,7 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
   const esbuild = nodeRequire("esbuild") as Esbuild;
   const dir = path.dirname(file);
   let result: Awaited<ReturnType<Esbuild["build"]>>;
+  bundling++;
   try {
     result = await esbuild.build({
       entryPoints: [file],
@@ -184,13 +188,17 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
   } catch {
     return undefined;
   } finally {
-    // The service would otherwise live as long as ukb does.
-    void esbuild.stop();
+    // The service would otherwise live as long as ukb does; evaluations in one process may overlap.
+    if (--bundling === 0) void esbuild.stop();
   }
   if (result.warnings.some((w) => w.text.includes("import.meta"))) return undefined;
-  const inputs = Object.keys(result.metafile!.inputs).map((input) => path.resolve(dir, input));
-  // In one bundle, every file would see the recipe's own folder.
-  if (inputs.some((input) => /\b__(dirname|filename)\b/.test(fs.readFileSync(input, "utf8")))) return undefined;
+  const metaInputs = Object.entries(result.metafile!.inputs);
+  const inputs = metaInputs.map(([input]) => path.resolve(dir, input));
+  // In one bundle, every file would see the recipe's own module: its folder, its require.
+  const ownModule = /\b__(dirname|filename)\b|\brequire\.resolve\b|\bmodule\.(filename|path|paths|id|require)\b|\brequire\(\s*[^'"`\s)]/;
+  if (inputs.some((input) => input !== file && ownModule.test(fs.readFileSync(input, "utf8")))) return undefined;
+  // The strictness of an ES module recipe covers the whole bundle: a sloppy CommonJS file it imports needs tsx.
+  if (isEsm(file) && metaInputs.some(([, meta]) => meta.format === "cjs")) return undefined;
   for (const input of inputs) imported.add(input);
   // Stack traces through the source map: error lines and local("./x") name the files as written.
   process.setSourceMapsEnabled(true);
@@ -200,6 +208,8 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
   mod.filename = file;
   mod.paths = Module._nodeModulePaths(dir);
   const requireFromRecipe = mod.require.bind(mod);
+  // Noted, not only thrown: a recipe may catch the error and go on with another value.
+  let needsLoader = false;
   mod.require = (id: string) => {
     try {
       return requireFromRecipe(id);
@@ -207,16 +217,20 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
       const code = (err as NodeJS.ErrnoException).code;
       // A package whose sources are TypeScript (a linked workspace): Node cannot compile it.
       const typescript = err instanceof SyntaxError && /\.[cm]?tsx?$/.test(tryResolve(mod, id));
-      if ((code && ESM_ONLY.has(code)) || typescript) throw new NeedsModuleLoader(id);
+      if ((code && ESM_ONLY.has(code)) || typescript) {
+        needsLoader = true;
+        throw new NeedsModuleLoader(id);
+      }
       throw err;
     }
   };
   try {
     mod._compile(result.outputFiles![0]!.text, file);
   } catch (err) {
-    if (err instanceof NeedsModuleLoader) return undefined;
+    if (needsLoader) return undefined;
     throw err;
   }
+  if (needsLoader) return undefined;
   return mod.exports as Record<string, unknown>;
 }
 
