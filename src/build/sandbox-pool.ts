@@ -26,7 +26,7 @@ import { UkbError } from "../errors/index.js";
 import { VIRTUAL_STORE } from "../graph/index.js";
 import { AGENT_SOURCE } from "./sandbox-pool-py.js";
 import { BUILD_TOP, findBwrap, SYSTEM_DIRS, systemDirArgs, type SandboxSpec } from "./sandbox.js";
-import { toExit, type Exit, type GatedRun } from "./spawner.js";
+import { holdEventLoop, toExit, type Exit, type GatedRun } from "./spawner.js";
 
 /** Where the store's root folder appears inside a pooled sandbox (hidden from each build while it runs). */
 const HOST = "/.ukb-host";
@@ -207,11 +207,7 @@ class SandboxPool {
 
 /** Holds the event loop while a sandbox starts or builds; lets ukb exit while it idles. */
 function hold(agent: Agent, busy: boolean): void {
-  const { proc } = agent;
-  for (const h of [proc, proc.stdout, proc.stdin] as unknown as { ref?: () => void; unref?: () => void }[]) {
-    if (busy && !agent.dead) h?.ref?.();
-    else h?.unref?.();
-  }
+  holdEventLoop(agent.proc, busy && !agent.dead);
 }
 
 const pools = new Map<string, SandboxPool>();

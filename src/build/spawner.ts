@@ -144,12 +144,7 @@ class Spawner {
 
   /** Holds the event loop while it starts or has requests pending, releases it otherwise. */
   private track(running: Running): void {
-    const hold = !running.dead && (!running.started || running.jobs.size > 0);
-    const { proc } = running;
-    for (const h of [proc, proc.stdout, proc.stdin] as unknown as { ref?: () => void; unref?: () => void }[]) {
-      if (hold) h?.ref?.();
-      else h?.unref?.();
-    }
+    holdEventLoop(running.proc, !running.dead && (!running.started || running.jobs.size > 0));
   }
 
   private onLine(running: Running, line: string): void {
@@ -235,6 +230,14 @@ class Spawner {
       },
       exited,
     };
+  }
+}
+
+/** Whether a helper process (and its pipes) keeps ukb's event loop alive: while it works for ukb, not while it idles. */
+export function holdEventLoop(proc: ChildProcess, hold: boolean): void {
+  for (const h of [proc, proc.stdout, proc.stdin] as unknown as { ref?: () => void; unref?: () => void }[]) {
+    if (hold) h?.ref?.();
+    else h?.unref?.();
   }
 }
 
