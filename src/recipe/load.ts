@@ -163,6 +163,7 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
   if (process.env.UKB_RECIPE_LOADER === "tsx") return undefined;
   const esbuild = nodeRequire("esbuild") as Esbuild;
   const dir = path.dirname(file);
+  const esm = isEsm(file);
   let result: Awaited<ReturnType<Esbuild["build"]>>;
   bundling++;
   try {
@@ -176,7 +177,7 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
       platform: "node",
       target: "node20",
       // ES modules are strict; a CommonJS recipe is not.
-      ...(isEsm(file) ? { banner: { js: '"use strict";' } } : {}),
+      ...(esm ? { banner: { js: '"use strict";' } } : {}),
       // A package.json's "sideEffects": false must not drop a recipe's own imports.
       ignoreAnnotations: true,
       write: false,
@@ -198,7 +199,7 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
   const ownModule = /\b__(dirname|filename)\b|\brequire\.resolve\b|\bmodule\.(filename|path|paths|id|require)\b|\brequire\(\s*[^'"`\s)]/;
   if (inputs.some((input) => input !== file && ownModule.test(fs.readFileSync(input, "utf8")))) return undefined;
   // The strictness of an ES module recipe covers the whole bundle: a sloppy CommonJS file it imports needs tsx.
-  if (isEsm(file) && metaInputs.some(([, meta]) => meta.format === "cjs")) return undefined;
+  if (esm && metaInputs.some(([, meta]) => meta.format === "cjs")) return undefined;
   for (const input of inputs) imported.add(input);
   // Stack traces through the source map: error lines and local("./x") name the files as written.
   process.setSourceMapsEnabled(true);
