@@ -14,12 +14,18 @@ const data = local("./data");
 export const parts = derivation({ name: "parts", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/cat \${data}/msg > $out\`], env: { v: "${v}" } });
 `;
 
-test("a recipe split over files: local() and error lines name the imported file, and editing it invalidates the cached evaluation", async (t) => {
+/** A folder with main.ts, which imports lib/parts.ts, which reads lib/data through local(). */
+function splitRecipe(): string {
   const dir = tempDir();
   writeRecipe(dir, "main.ts", `import { parts } from "./lib/parts.js";\nexport default parts;\n`);
   fs.mkdirSync(path.join(dir, "lib/data"), { recursive: true });
   fs.writeFileSync(path.join(dir, "lib/data/msg"), "from lib\n");
   fs.writeFileSync(path.join(dir, "lib/parts.ts"), PARTS("1"));
+  return dir;
+}
+
+test("a recipe split over files: local() and error lines name the imported file, and editing it invalidates the cached evaluation", async (t) => {
+  const dir = splitRecipe();
 
   const first = await ukb(["realise", "main.ts", "--no-out-link"], { cwd: dir });
   t.is(first.code, 0, first.stderr);
@@ -63,11 +69,7 @@ export default derivation({ name: "word", builder: \`\${t}/bin/sh\`, args: ["-c"
 });
 
 test("UKB_RECIPE_LOADER=tsx evaluates through tsx: the same graph as the bundled loader", async (t) => {
-  const dir = tempDir();
-  writeRecipe(dir, "main.ts", `import { parts } from "./lib/parts.js";\nexport default parts;\n`);
-  fs.mkdirSync(path.join(dir, "lib/data"), { recursive: true });
-  fs.writeFileSync(path.join(dir, "lib/data/msg"), "from lib\n");
-  fs.writeFileSync(path.join(dir, "lib/parts.ts"), PARTS("1"));
+  const dir = splitRecipe();
   const bundled = await ukb(["show", "main.ts", "--store", "one"], { cwd: dir });
   const viaTsx = await ukb(["show", "main.ts", "--store", "two"], { cwd: dir, env: { ...process.env, UKB_RECIPE_LOADER: "tsx" } });
   t.is(bundled.code, 0, bundled.stderr);

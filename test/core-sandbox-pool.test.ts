@@ -5,10 +5,9 @@
  * that ran before it in the same sandbox.
  */
 import test from "ava";
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { tempDir, UKB, ukb, writeRecipe } from "./helpers/ukb.js";
+import { outcome, tempDir, ukb, ukbSpawn, writeRecipe, type RunResult } from "./helpers/ukb.js";
 
 const POOL = { ...process.env, UKB_SANDBOX: "pool" };
 
@@ -121,20 +120,15 @@ echo done\`],
   });
 }
 
-/** Realises `recipe` in pooled sandboxes, --jobs 1, with a descriptor at 11 inherited (as from a make jobserver). */
-async function realiseInheriting(dir: string, file: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [UKB, "realise", file, "--no-out-link", "--jobs", "1"], {
+/** Realises `file` in pooled sandboxes, --jobs 1, with pipes up to fd 11 inherited (as from a make jobserver). */
+function realiseInheriting(dir: string, file: string): Promise<RunResult> {
+  const child = ukbSpawn(["realise", file, "--no-out-link", "--jobs", "1"], {
     cwd: dir,
     // The system's python3, not a shim in front of it (hostTools takes programs from the system directories only).
     env: { ...process.env, UKB_SANDBOX: "pool", PATH: "/usr/bin:/bin" },
-    stdio: ["ignore", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe", "pipe"],
+    extraFds: 9,
   });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (d: Buffer) => (stdout += d));
-  child.stderr!.on("data", (d: Buffer) => (stderr += d));
-  const code = await new Promise<number | null>((res) => child.on("close", res));
-  return { code, stdout, stderr };
+  return outcome(child);
 }
 
 test("in a pooled sandbox, keys, signals to PID 1 and descriptors ukb inherited do not carry over to the next build", async (t) => {
@@ -232,12 +226,7 @@ const cs = [1, 2, 3].map((i) => derivation({ name: \`c\${i}\`, builder: sh, args
 export default derivation({ name: "all", builder: sh, args: ["-c", \`\${t}/bin/cat \${cs.join(" ")} > $out\`] });
 `,
   );
-  const child = spawn(process.execPath, [UKB, "realise", "graph.ts", "--no-out-link", "--jobs", "3"], { cwd: dir, env: { ...process.env, UKB_SANDBOX: "pool" } });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (d: Buffer) => (stdout += d));
-  child.stderr!.on("data", (d: Buffer) => (stderr += d));
-  const closed = new Promise<number | null>((res) => child.on("close", res));
+  const finished = outcome(ukbSpawn(["realise", "graph.ts", "--no-out-link", "--jobs", "3"], { cwd: dir, env: { ...process.env, UKB_SANDBOX: "pool" } }));
   // While a and b run, kill every sandbox that waits idle.
   let killed = 0;
   for (let i = 0; i < 50 && killed === 0; i++) {
@@ -250,6 +239,7 @@ export default derivation({ name: "all", builder: sh, args: ["-c", \`\${t}/bin/c
     }
   }
   t.true(killed > 0, "no idle sandbox was found: this test proves nothing");
-  t.is(await closed, 0, stderr);
-  t.is(fs.readFileSync(stdout.trim(), "utf8"), "a\nb\na\nb\na\nb\n");
+  const r = await finished;
+  t.is(r.code, 0, r.stderr);
+  t.is(fs.readFileSync(r.stdout.trim(), "utf8"), "a\nb\na\nb\na\nb\n");
 });

@@ -8,7 +8,7 @@ import path from "node:path";
 import { spawner, type Exit } from "./spawner.js";
 import { UkbError } from "../errors/index.js";
 import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
-import { hashTree, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
+import { hashTree, isSymlink, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
 import { BUILD_TOP, findBwrap, sandboxArgs } from "./sandbox.js";
 import { getBuiltin } from "./builtins.js";
 import { sandboxPool } from "./sandbox-pool.js";
@@ -108,46 +108,38 @@ async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly
     builder: drv.builder,
     args: drv.args,
   };
-  // A pooled sandbox where one can run; one bwrap for this build otherwise.
-  let gated = await sandboxPool(store.root).prepare({ ...spec, log: logFile }, opts.signal);
-  const script = path.join(tmp, "builder.sh");
+  // Set up behind a gate (a pooled sandbox where one can run, one bwrap for this build otherwise);
+  // the builder starts once a job slot is ours.
+  const gated =
+    (await sandboxPool(store.root).prepare({ ...spec, log: logFile }, opts.signal)) ??
+    (await spawner.runGated([findBwrap(), ...sandboxArgs(spec)], ["--block-fd", "3", "--info-fd", "4"], logFile, path.join(tmp, "builder.sh"), opts.signal));
+  let release: () => void;
+  try {
+    release = await holdSlot(opts, drv);
+  } catch (err) {
+    // Cancelled while waiting: the sandbox is being killed; let it go before its folder does.
+    await gated.exited;
+    throw err;
+  }
   let exit: Exit;
-  if (!opts.slot) {
+  try {
     opts.onStart?.();
-    if (gated) {
-      gated.go();
-      exit = await gated.exited;
-    } else {
-      exit = await spawner.run([findBwrap(), ...sandboxArgs(spec)], logFile, script, opts.signal);
-    }
-  } else {
-    // Set the sandbox up now, behind a gate; start the builder when a slot is ours.
-    gated ??= await spawner.runGated([findBwrap(), ...sandboxArgs(spec)], ["--block-fd", "3", "--info-fd", "4"], logFile, script, opts.signal);
-    let release: () => void;
-    try {
-      release = await holdSlot(opts.slot, opts.signal, drv);
-    } catch (err) {
-      // Cancelled while waiting: the sandbox is being killed; let it go before its folder does.
-      await gated.exited;
-      throw err;
-    }
-    try {
-      opts.onStart?.();
-      gated.go();
-      exit = await gated.exited;
-    } finally {
-      release();
-    }
+    gated.go();
+    exit = await gated.exited;
+  } finally {
+    release();
   }
   if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
   if (exit.code !== 0) throw describeExit(exit.code, exit.signal);
 }
 
-async function holdSlot(slot: NonNullable<BuildOptions["slot"]>, signal: AbortSignal | undefined, drv: DrvRecord): Promise<() => void> {
+/** Waits for a job slot (at once when the caller keeps none) and resolves with its release. */
+async function holdSlot(opts: BuildOptions, drv: DrvRecord): Promise<() => void> {
+  if (!opts.slot) return () => undefined;
   try {
-    return await slot(signal);
+    return await opts.slot(opts.signal);
   } catch (err) {
-    if (signal?.aborted) throw new BuildCancelledError(drv.name);
+    if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
     throw err;
   }
 }
@@ -174,7 +166,7 @@ export async function buildInto(store: Store, drv: DrvRecord, tmp: string, logFi
       const outputs: Record<string, string> = {};
       for (const [o, p] of Object.entries(drv.outputs)) outputs[o] = path.join(stagedStore, baseName(p));
       const builtin = await getBuiltin(drv.builder);
-      const release = opts.slot ? await holdSlot(opts.slot, opts.signal, drv) : () => undefined;
+      const release = await holdSlot(opts, drv);
       try {
         opts.onStart?.();
         await builtin({
@@ -296,14 +288,6 @@ function forget(p: Promise<unknown>): void {
 /** Resolves once every scratch folder of finished builds is gone. */
 export async function buildCleanups(): Promise<void> {
   while (cleanups.size > 0) await Promise.all([...cleanups]);
-}
-
-function isSymlink(p: string): boolean {
-  try {
-    return fs.lstatSync(p).isSymbolicLink();
-  } catch {
-    return false;
-  }
 }
 
 /** rename(2) of a directory to a new parent needs it writable; restore 0555 after. */

@@ -131,3 +131,12 @@ export async function scanReferences(root: string, candidates: readonly string[]
   walk(root);
   return found;
 }
+
+/** Whether `p` is a symlink (false when nothing is there). */
+export function isSymlink(p: string): boolean {
+  try {
+    return fs.lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}

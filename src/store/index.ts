@@ -1,6 +1,6 @@
 export { Store, type PathInfo, type ContentKind } from "./store.js";
 export { dumpTree, hashTree } from "./archive.js";
-export { importTree, normaliseTree, removeTree, scanReferences } from "./fsutil.js";
+export { importTree, isSymlink, normaliseTree, removeTree, scanReferences } from "./fsutil.js";
 export { verifyStore, type VerifyReport, type VerifyProblem } from "./verify.js";
 export { collectGarbage, type GcReport } from "./gc.js";
 export { SELF, ownerAlive } from "./lock.js";

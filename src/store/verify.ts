@@ -5,6 +5,7 @@
  */
 import fs from "node:fs";
 import { hashTree } from "./archive.js";
+import { isSymlink } from "./fsutil.js";
 import type { Store } from "./store.js";
 
 export interface VerifyProblem {
@@ -41,12 +42,4 @@ export async function verifyStore(store: Store): Promise<VerifyReport> {
     if (!validSet.has(name)) problems.push({ base: name, problem: "not-registered", detail: "in the store folder but not valid (an interrupted build; gc removes it)" });
   }
   return { checked: valid.length, problems };
-}
-
-function isSymlink(p: string): boolean {
-  try {
-    return fs.lstatSync(p).isSymbolicLink();
-  } catch {
-    return false;
-  }
 }

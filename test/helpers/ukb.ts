@@ -1,5 +1,5 @@
 /** Test helpers: run the real `ukb` command in temp folders. */
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess, type StdioOptions } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -29,9 +29,19 @@ export function ukb(args: string[], options: { cwd?: string; env?: NodeJS.Proces
   });
 }
 
-/** Starts ukb and returns the process (for concurrency and kill tests). */
-export function ukbSpawn(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
-  return spawn(process.execPath, [UKB, ...args], { cwd: options.cwd, env: options.env ?? process.env, stdio: ["ignore", "pipe", "pipe"] });
+/** Starts ukb and returns the process (for concurrency and kill tests); `extraFds` more pipes it inherits, after fd 2. */
+export function ukbSpawn(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; extraFds?: number } = {}): ChildProcess {
+  const stdio: StdioOptions = ["ignore", "pipe", "pipe", ...Array.from({ length: options.extraFds ?? 0 }, () => "pipe" as const)];
+  return spawn(process.execPath, [UKB, ...args], { cwd: options.cwd, env: options.env ?? process.env, stdio });
+}
+
+/** What a process started by ukbSpawn printed, and how it ended. */
+export function outcome(child: ChildProcess): Promise<RunResult> {
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d: Buffer) => (stdout += d));
+  child.stderr!.on("data", (d: Buffer) => (stderr += d));
+  return new Promise((resolve) => child.on("close", (code) => resolve({ code: code ?? 1, stdout, stderr })));
 }
 
 /** Temp folders made by this test process, removed when it exits (one listener for all). */
