@@ -11,7 +11,7 @@ done
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   bubblewrap ca-certificates curl xz-utils zstd bzip2 zip unzip gzip \
-  libarchive-tools cpio dpkg-dev make gcc binutils diffutils flex bison python3 unzip patch \
+  libarchive-tools cpio dpkg-dev make gcc libc6-dev binutils diffutils flex bison python3 unzip patch \
   skopeo umoci oci-image-tool docker-registry \
   nginx qemu-system-x86 chromium \
   nix-bin b3sum hyperfine >/dev/null

@@ -11,12 +11,17 @@ import { Store } from "../store/index.js";
 import { loadRecipe, selectExport, type LoadedRecipe } from "../recipe/load.js";
 import { PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "../recipe/location.js";
 
+/** Where the store is: `--store`, else $UKB_STORE, else ./cache (relative to `cwd`). */
+export function storeRoot(flag: string | undefined, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string {
+  return path.resolve(cwd, flag ?? env.UKB_STORE ?? "cache");
+}
+
 export function openStore(flag: string | undefined): Store {
-  return Store.open(flag ?? process.env.UKB_STORE ?? path.resolve("cache"));
+  return Store.open(storeRoot(flag));
 }
 
 /** Changes to ukb itself or to the host PATH invalidate cached evaluations. */
-function evalSalt(): string {
+function evalSalt(hostPath: string | undefined): string {
   const own = path.join(PACKAGE_ROOT, RUNNING_FROM_SOURCE ? "src/cli" : "dist/cli");
   const stamps = ["../graph/derivation", "../recipe/derivation", "../recipe/host-tools", "../recipe/fetchers", "../recipe/artifacts"].map((f) => {
     for (const ext of [".js", ".ts"]) {
@@ -29,12 +34,16 @@ function evalSalt(): string {
     }
     return "?";
   });
-  return `${stamps.join(",")}\0${process.env.PATH ?? ""}`;
+  return `${stamps.join(",")}\0${hostPath ?? ""}`;
 }
 
-/** Loads a recipe through the store's eval cache; `onEvaluate` runs first when it must be evaluated. */
-export async function loadWithCache(store: Store, recipe: string, useCache = true, onEvaluate?: () => void): Promise<LoadedRecipe> {
-  return loadRecipe(recipe, useCache ? store.evalCache() : undefined, evalSalt(), onEvaluate);
+/**
+ * Loads a recipe through the store's eval cache; `onEvaluate` runs first when
+ * it must be evaluated. `hostPath` is the PATH host tools are looked up in
+ * (the ukb server passes its client's).
+ */
+export async function loadWithCache(store: Store, recipe: string, useCache = true, onEvaluate?: () => void, hostPath = process.env.PATH): Promise<LoadedRecipe> {
+  return loadRecipe(recipe, useCache ? store.evalCache() : undefined, evalSalt(hostPath), onEvaluate);
 }
 
 export function pick(recipe: LoadedRecipe, attr: string | undefined): DrvRecord {

@@ -21,6 +21,7 @@ usage:
   ukb copy --to URL [--sign-key F] <recipe.ts|PATH...>   upload paths and their closures to a binary cache
   ukb copy --from URL <recipe.ts|PATH...>                download them from one, verified
   ukb key generate --name N --out F   make a signing key; print the public key to trust
+  ukb server start | stop | status    keep a store's server: a no-op realise through bin/ukb then takes milliseconds
 
 common options: --store DIR (default ./cache, or $UKB_STORE), --json
 binary caches (realise): --substituters URL... ($UKB_SUBSTITUTERS), --trusted-keys NAME:KEY... ($UKB_TRUSTED_KEYS),
@@ -41,6 +42,7 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>
   report: async () => (await import("./report.js")).reportCommand,
   copy: async () => (await import("./copy.js")).copyCommand,
   key: async () => (await import("./key.js")).keyCommand,
+  server: async () => (await import("./server.js")).serverCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

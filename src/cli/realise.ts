@@ -6,6 +6,7 @@ import { ExitCode, UkbError } from "../errors/index.js";
 // Only the plan is needed when everything is valid; the executor and the UI load on demand.
 import { makePlan, planSubstitutions, type Plan } from "../schedule/plan.js";
 import type { Store } from "../store/index.js";
+import type { DrvRecord } from "../graph/index.js";
 import type { CacheFlags, CacheSet } from "../cache/index.js";
 import { defaultJobs, loadWithCache, openStore, parseCount, pick } from "./context.js";
 import { writeStdout } from "../ui/stdout.js";
@@ -14,7 +15,8 @@ export const usage = `ukb realise <recipe.ts> [-A attr] [--out-link PATH | --no-
              [--keep-going] [--dry-run] [--offline] [--json] [--store DIR]
              [--substituters URL...] [--trusted-keys NAME:KEY...] [--no-verify]`;
 
-export async function realiseCommand(argv: string[]): Promise<number> {
+/** The options of `realise`, parsed (parse errors are Node's ERR_PARSE_ARGS TypeErrors). */
+export function parseRealiseArgs(argv: string[]) {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -35,17 +37,35 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       "no-verify": { type: "boolean" },
     },
   });
-  const cacheFlags: CacheFlags = { substituters: values.substituters, trustedKeys: values["trusted-keys"], noVerify: values["no-verify"] };
   if (positionals.length !== 1) throw new UkbError("usage", `realise takes one recipe file\nusage: ${usage}`, { exitCode: ExitCode.badInput });
-  const jobs = parseCount(values.jobs, "--jobs", defaultJobs());
-  const cores = parseCount(values.cores, "--cores", 1);
+  return { values, recipe: positionals[0]!, jobs: parseCount(values.jobs, "--jobs", defaultJobs()), cores: parseCount(values.cores, "--cores", 1) };
+}
+export type RealiseArgs = ReturnType<typeof parseRealiseArgs>;
+
+/**
+ * The end of a realise whose target is valid: the out-link (relative to
+ * `cwd`) made and registered as a root, and the text to print, one output
+ * path per line. The ukb server answers a no-op realise with the same call.
+ */
+export function linkOutputs(store: Store, target: DrvRecord, values: RealiseArgs["values"], cwd = process.cwd()): string {
+  const outPaths = Object.values(target.outputs).map((p) => store.realPath(p));
+  if (!values["no-out-link"]) {
+    const link = path.resolve(cwd, values["out-link"] ?? "result");
+    makeOutLink(link, outPaths[0]!);
+    store.addRoot(link);
+  }
+  return outPaths.map((p) => `${p}\n`).join("");
+}
+
+export async function realiseCommand(argv: string[]): Promise<number> {
+  const { values, recipe: recipeFile, jobs, cores } = parseRealiseArgs(argv);
+  const cacheFlags: CacheFlags = { substituters: values.substituters, trustedKeys: values["trusted-keys"], noVerify: values["no-verify"] };
   const store = openStore(values.store);
   try {
     // An evaluation takes a few hundred ms of one core: sandboxes for the first builds start on the other meanwhile.
     const warm = values["dry-run"] ? undefined : () => void import("../build/sandbox-pool.js").then((m) => m.sandboxPool(store.root).warm(jobs));
-    const recipe = await loadWithCache(store, positionals[0]!, !values["no-eval-cache"], warm);
+    const recipe = await loadWithCache(store, recipeFile, !values["no-eval-cache"], warm);
     const target = pick(recipe, values.attr);
-    const outPaths = Object.values(target.outputs).map((p) => store.realPath(p));
     // A valid target needs nothing else (a valid path's closure is valid): the no-op realise stops here,
     // without reading the rest of the graph.
     const targetValid = Object.values(target.outputs).every((p) => store.isValid(p));
@@ -81,12 +101,7 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       if (code !== ExitCode.ok) return code;
     }
 
-    if (!values["no-out-link"]) {
-      const link = path.resolve(values["out-link"] ?? "result");
-      makeOutLink(link, outPaths[0]!);
-      store.addRoot(link);
-    }
-    writeStdout(outPaths.map((p) => `${p}\n`).join(""));
+    writeStdout(linkOutputs(store, target, values));
     return ExitCode.ok;
   } finally {
     store.close();

@@ -78,7 +78,8 @@ export function hostTools(programs: readonly string[], options: HostToolsOptions
     if (!found) throw new RecipeError(`hostTools: '${program}' is not on the host's PATH`, callerLocation());
     const real = fs.realpathSync(found);
     if (!visibleInSandbox(found) || !visibleInSandbox(real)) {
-      throw new RecipeError(`hostTools: '${program}' resolves to ${real}, outside the system directories builds can see (${HOST_SYSTEM_DIRS.join(" ")})`, callerLocation());
+      const outside = visibleInSandbox(found) ? real : found;
+      throw new RecipeError(`hostTools: '${program}' is ${outside}${outside === real ? "" : ` (${real})`}, outside the system directories builds can see (${HOST_SYSTEM_DIRS.join(" ")})`, callerLocation());
     }
     recordDependency(real);
     // Link to the real file: a chain through /etc/alternatives (awk, cc, yacc on

@@ -7,6 +7,8 @@ import { fileURLToPath } from "node:url";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const UKB = path.join(ROOT, "bin/ukb.cjs");
+/** The ukb command as users run it: the shell entry, through the native launcher when it was compiled. */
+export const UKB_COMMAND = path.join(ROOT, "bin/ukb");
 
 export interface RunResult {
   code: number;
@@ -14,12 +16,12 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs ukb to completion. */
-export function ukb(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+/** Runs ukb (Node's CLI, or with `command` another entry such as UKB_COMMAND) to completion. */
+export function ukb(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; command?: string } = {}): Promise<RunResult> {
   return new Promise((resolve) => {
     execFile(
-      process.execPath,
-      [UKB, ...args],
+      options.command ?? process.execPath,
+      options.command ? args : [UKB, ...args],
       { cwd: options.cwd, env: { ...process.env, ...options.env }, maxBuffer: 64 << 20 },
       (err, stdout, stderr) => {
         const code = err ? (typeof (err as { code?: unknown }).code === "number" ? ((err as { code: number }).code) : 1) : 0;

@@ -1,0 +1,94 @@
+/**
+ * `ukb server start|stop|status|run [--store DIR]`: the store's server, which
+ * answers a no-op `ukb realise` run through the native launcher (bin/ukb)
+ * in milliseconds instead of a Node start. Optional: without one, every
+ * command runs in Node as usual.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import { parseArgs } from "node:util";
+import { ExitCode, UkbError, UsageError } from "../errors/index.js";
+import { PACKAGE_ROOT } from "../recipe/location.js";
+import { askServer, runServer, type ServerStatus } from "../server/index.js";
+import { storeRoot } from "./context.js";
+import { writeStdout } from "../ui/stdout.js";
+
+export const usage = `ukb server start [--store DIR] [--idle-timeout SECONDS]   start the store's server in the background
+ukb server stop | status [--store DIR]                      stop it; say whether one runs (exit 1 if not)
+ukb server run [--store DIR] [--idle-timeout SECONDS]     run it in the foreground (for a service manager)`;
+
+const DEFAULT_IDLE_SECONDS = 3 * 3600;
+
+export async function serverCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { store: { type: "string" }, "idle-timeout": { type: "string" }, json: { type: "boolean" } },
+  });
+  const root = storeRoot(values.store);
+  const idleSeconds = values["idle-timeout"] === undefined ? DEFAULT_IDLE_SECONDS : Number(values["idle-timeout"]);
+  if (!(idleSeconds > 0)) throw new UsageError(`--idle-timeout needs a positive number of seconds, not '${values["idle-timeout"]}'`);
+  const [action] = positionals;
+  switch (positionals.length === 1 ? action : undefined) {
+    case "run":
+      await runServer(root, { idleMs: idleSeconds * 1000, log: (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`) });
+      return ExitCode.ok;
+    case "start":
+      return start(root, idleSeconds);
+    case "stop": {
+      const answer = await askServer(root, "stop").catch(() => undefined);
+      writeStdout(answer ? `stopped the server of ${root}\n` : `no server runs for ${root}\n`);
+      return ExitCode.ok;
+    }
+    case "status": {
+      const status = await running(root);
+      if (values.json) writeStdout(`${JSON.stringify(status ?? null)}\n`);
+      else writeStdout(status ? `a server runs for ${root}: pid ${status.pid}, since ${status.startedAt}, ${status.answered} of ${status.requests} requests answered\n` : `no server runs for ${root}\n`);
+      return status ? ExitCode.ok : ExitCode.buildFailed;
+    }
+    default:
+      throw new UsageError(`server takes one of start, stop, status, run\nusage: ${usage}`);
+  }
+}
+
+async function running(root: string): Promise<ServerStatus | undefined> {
+  const answer = await askServer(root, "status").catch(() => undefined);
+  try {
+    return answer ? (JSON.parse(answer) as ServerStatus) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Starts `ukb server run` detached, its output in the store's logs, and waits until it answers. */
+async function start(root: string, idleSeconds: number): Promise<number> {
+  const already = await running(root);
+  if (already) {
+    writeStdout(`a server already runs for ${root}: pid ${already.pid}\n`);
+    return ExitCode.ok;
+  }
+  const logFile = path.join(root, "logs", "server.log");
+  fs.mkdirSync(path.dirname(logFile), { recursive: true });
+  const log = fs.openSync(logFile, "a");
+  const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin/ukb.cjs"), "server", "run", "--store", root, "--idle-timeout", String(idleSeconds)], {
+    detached: true,
+    stdio: ["ignore", log, log],
+    cwd: "/",
+  });
+  fs.closeSync(log);
+  let exited: number | null | undefined;
+  child.once("exit", (code) => (exited = code));
+  child.unref();
+  for (let waited = 0; waited < 10_000; waited += 50) {
+    const status = await running(root);
+    if (status) {
+      writeStdout(`started a server for ${root}: pid ${status.pid} (log: ${logFile})\n`);
+      return ExitCode.ok;
+    }
+    if (exited !== undefined) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const tail = fs.readFileSync(logFile, "utf8").trimEnd().split("\n").slice(-3).join("\n  ");
+  throw new UkbError("store", `the server for ${root} did not start${exited !== undefined ? ` (exit ${exited})` : ""}; its log says:\n  ${tail}`);
+}

@@ -1,0 +1,96 @@
+/**
+ * The one question the server answers: is this `ukb realise` a no-op, and
+ * if so, what does it print? Everything else (a recipe to evaluate, anything
+ * to build, an error to report, another command) is the Node CLI's: the
+ * answer is then "fallback" and the launcher runs it. The no-op runs the
+ * same code as the CLI's (parse, eval cache, validity, out-link), with the
+ * client's working folder and PATH in place of the server's.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { Store } from "../store/index.js";
+import { linkOutputs, parseRealiseArgs } from "../cli/realise.js";
+import { loadWithCache, pick, storeRoot } from "../cli/context.js";
+import type { Request } from "./protocol.js";
+
+/** Thrown from the eval cache's onEvaluate: the recipe changed, the CLI evaluates it. */
+class NeedsEvaluation extends Error {}
+
+export interface Answerer {
+  /** What to print, or undefined when the Node CLI must run the command. */
+  answer(request: Extract<Request, { kind: "launch" }>): Promise<string | undefined>;
+  close(): void;
+}
+
+/**
+ * Answers for the store at `root`, for launchers of the ukb in `packageRoot`
+ * (a launcher of another ukb install falls back: its code may differ).
+ */
+export function makeAnswerer(root: string, packageRoot: string): Answerer {
+  let store: Store | undefined;
+  let dbIdentity = "";
+  const dbFile = path.join(root, "ukb.sqlite");
+
+  /** The open store; reopened when its database file was replaced (a store deleted and made again). */
+  function openStore(): Store | undefined {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(dbFile);
+    } catch {
+      return undefined; // no store here any more: the CLI makes one
+    }
+    const identity = `${st.dev}:${st.ino}`;
+    if (store && identity === dbIdentity) return store;
+    store?.close();
+    store = Store.open(root);
+    dbIdentity = identity;
+    return store;
+  }
+
+  return {
+    async answer(request) {
+      if (realpathOr(request.packageRoot) !== realpathOr(packageRoot)) return undefined;
+      const [command, ...rest] = request.argv;
+      if (command !== "realise" && command !== "build") return undefined;
+      let args: ReturnType<typeof parseRealiseArgs>;
+      try {
+        args = parseRealiseArgs(rest);
+      } catch {
+        return undefined; // the CLI prints the usage error
+      }
+      if (args.values["dry-run"] || args.values["no-eval-cache"]) return undefined;
+      if (realpathOr(storeRoot(args.values.store, request.env, request.cwd)) !== realpathOr(root)) return undefined;
+      const open = openStore();
+      if (!open) return undefined;
+      try {
+        const recipe = await loadWithCache(
+          open,
+          path.resolve(request.cwd, args.recipe),
+          true,
+          () => {
+            throw new NeedsEvaluation();
+          },
+          request.env.PATH,
+        );
+        const target = pick(recipe, args.values.attr);
+        if (!Object.values(target.outputs).every((p) => open.isValid(p))) return undefined;
+        return linkOutputs(open, target, args.values, request.cwd);
+      } catch {
+        // NeedsEvaluation, or an error the CLI will report in its own words.
+        return undefined;
+      }
+    },
+    close() {
+      store?.close();
+      store = undefined;
+    },
+  };
+}
+
+function realpathOr(p: string): string {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return path.resolve(p);
+  }
+}

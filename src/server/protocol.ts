@@ -1,0 +1,66 @@
+/**
+ * What the native launcher (src/client/ukb.c) and `ukb server` say to each
+ * other over the store's socket: one request, one answer, then the
+ * connection closes.
+ *
+ * A request is NUL-terminated fields, ended by the client shutting down its
+ * side: a magic, then `launch` fields (the launcher's ukb folder, its working
+ * folder, the number of environment entries and the entries, the number of
+ * arguments and the arguments) or one `control` field (`status`, `stop`).
+ * An answer is `ok\n` and what to print on stdout (exit 0), or `fallback\n`:
+ * the launcher then runs the Node CLI with the same arguments, which does
+ * everything the server does not (it only answers no-op realises).
+ */
+
+export const SOCKET_NAME = "server.sock";
+export const MAGIC = "ukb-server-1";
+/** Requests are a few kilobytes; anything past this is not a launcher. */
+export const MAX_REQUEST = 1 << 20;
+
+export type Request =
+  | { kind: "launch"; packageRoot: string; cwd: string; env: Record<string, string>; argv: string[] }
+  | { kind: "control"; command: string };
+
+/** Parses a request, or says in a few words why it is not one. */
+export function parseRequest(bytes: Buffer): Request | string {
+  const fields = bytes.toString("utf8").split("\0");
+  if (fields.pop() !== "") return "not NUL-terminated";
+  let at = 0;
+  const next = (): string | undefined => fields[at++];
+  const count = (): number | undefined => {
+    const text = next();
+    return text !== undefined && /^\d{1,6}$/.test(text) ? Number(text) : undefined;
+  };
+  if (next() !== MAGIC) return "wrong magic";
+  const kind = next();
+  if (kind === "control") {
+    const command = next();
+    return command !== undefined && at === fields.length ? { kind, command } : "malformed control request";
+  }
+  if (kind !== "launch") return `unknown request kind '${kind}'`;
+  const packageRoot = next();
+  const cwd = next();
+  const envCount = count();
+  if (packageRoot === undefined || cwd === undefined || envCount === undefined) return "malformed launch request";
+  const env: Record<string, string> = {};
+  for (let i = 0; i < envCount; i++) {
+    const entry = next();
+    if (entry === undefined) return "truncated environment";
+    const eq = entry.indexOf("=");
+    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  const argc = count();
+  if (argc === undefined || at + argc !== fields.length) return "malformed arguments";
+  return { kind, packageRoot, cwd, env, argv: fields.slice(at) };
+}
+
+/** A control request, as `ukb server stop|status` sends it. */
+export function controlRequest(command: string): Buffer {
+  return Buffer.from(`${MAGIC}\0control\0${command}\0`);
+}
+
+export const FALLBACK = Buffer.from("fallback\n");
+
+export function okAnswer(stdout: string): Buffer {
+  return Buffer.from(`ok\n${stdout}`);
+}

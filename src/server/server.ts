@@ -1,0 +1,163 @@
+/**
+ * `ukb server`: a long-lived process per store that answers no-op realises
+ * for the native launcher in a few milliseconds, where starting Node alone
+ * takes over 100 ms here (Bazel's client/server split, for the same reason).
+ *
+ * It listens on `<store>/server.sock` (mode 0600: the store's owner only),
+ * answers one request at a time, and exits after `idleMs` without requests,
+ * on `ukb server stop`, on SIGTERM/SIGINT, when its socket is removed or
+ * replaced (a deleted store, a newer server), or when ukb's own code on disk
+ * changes under it (an upgrade): stale answers are never given, since any
+ * doubt answers "fallback" and the Node CLI runs as if no server were there.
+ */
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { UkbError } from "../errors/index.js";
+import { PACKAGE_ROOT } from "../recipe/location.js";
+import { makeAnswerer } from "./answer.js";
+import { FALLBACK, MAX_REQUEST, SOCKET_NAME, okAnswer, parseRequest } from "./protocol.js";
+import { askServer, socketAddress } from "./control.js";
+
+export interface ServerOptions {
+  /** Exit after this long without a request. */
+  idleMs: number;
+  /** How often to check that the socket and ukb's code are still ours. */
+  watchMs?: number;
+  /** One line per event (start, stop, refused requests), for the server's log. */
+  log?: (line: string) => void;
+}
+
+export interface ServerStatus {
+  pid: number;
+  store: string;
+  packageRoot: string;
+  startedAt: string;
+  requests: number;
+  answered: number;
+}
+
+/** The files whose change means this process runs old code: the bundles it was loaded from. */
+function ownCodeStamp(): string {
+  return ["dist/bundle/ukb.cjs", "dist/bundle/api.cjs"]
+    .map((f) => {
+      try {
+        const st = fs.statSync(path.join(PACKAGE_ROOT, f));
+        return `${f}:${st.ino}:${st.size}:${st.mtimeMs}`;
+      } catch {
+        return `${f}:-`;
+      }
+    })
+    .join(",");
+}
+
+/** Runs a server for the store at `root` until it has a reason to stop; resolves then. */
+export async function runServer(root: string, options: ServerOptions): Promise<void> {
+  const log = options.log ?? (() => {});
+  fs.mkdirSync(root, { recursive: true });
+  const socketPath = path.join(root, SOCKET_NAME);
+  if (fs.existsSync(socketPath)) {
+    const other = await askServer(root, "status").catch(() => undefined);
+    if (other) throw new UkbError("usage", `a ukb server already serves ${root} (pid ${JSON.parse(other).pid}); stop it with 'ukb server stop'`);
+    fs.rmSync(socketPath, { force: true }); // left by a server that was killed
+  }
+
+  const answerer = makeAnswerer(root, PACKAGE_ROOT);
+  const codeStamp = ownCodeStamp();
+  const status: ServerStatus = { pid: process.pid, store: root, packageRoot: PACKAGE_ROOT, startedAt: new Date().toISOString(), requests: 0, answered: 0 };
+  let queue = Promise.resolve();
+  let stopping: ((reason: string) => void) | undefined;
+  const stopped = new Promise<string>((resolve) => (stopping = resolve));
+  const stop = (reason: string) => stopping?.(reason);
+
+  const server = net.createServer({ allowHalfOpen: true }, (conn) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    conn.on("error", () => conn.destroy());
+    conn.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_REQUEST) conn.destroy();
+      else chunks.push(chunk);
+    });
+    conn.on("end", () => {
+      // One request at a time: each takes about a millisecond, and the store's answers must not interleave.
+      queue = queue.then(async () => {
+        resetIdle();
+        status.requests++;
+        const request = parseRequest(Buffer.concat(chunks));
+        if (typeof request === "string") {
+          log(`refused a request: ${request}`);
+          conn.end(FALLBACK);
+          return;
+        }
+        if (request.kind === "control") {
+          if (request.command === "status") conn.end(`${JSON.stringify(status)}\n`);
+          else if (request.command === "stop") {
+            conn.end("stopping\n");
+            stop("asked to stop");
+          } else conn.end(FALLBACK);
+          return;
+        }
+        if (ownCodeStamp() !== codeStamp) {
+          conn.end(FALLBACK);
+          stop("ukb's code changed on disk");
+          return;
+        }
+        const stdout = await answerer.answer(request).catch(() => undefined);
+        if (stdout !== undefined) status.answered++;
+        conn.end(stdout === undefined ? FALLBACK : okAnswer(stdout));
+      });
+    });
+  });
+
+  // Created 0600: only the store's owner (and root) may connect.
+  const oldMask = process.umask(0o177);
+  const address = socketAddress(root);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(address.path, () => resolve());
+    });
+  } finally {
+    process.umask(oldMask);
+    address.release();
+  }
+  const socketIdentity = fs.statSync(socketPath).ino;
+  log(`serving ${root} on ${socketPath} (pid ${process.pid})`);
+
+  let idle: NodeJS.Timeout | undefined;
+  function resetIdle() {
+    clearTimeout(idle);
+    idle = setTimeout(() => stop(`idle for ${Math.round(options.idleMs / 1000)} s`), options.idleMs);
+  }
+  resetIdle();
+  const watch = setInterval(() => {
+    let ino: number | undefined;
+    try {
+      ino = fs.statSync(path.join(root, SOCKET_NAME)).ino;
+    } catch {
+      ino = undefined;
+    }
+    if (ino !== socketIdentity) stop("its socket was removed or replaced");
+    else if (ownCodeStamp() !== codeStamp) stop("ukb's code changed on disk");
+  }, options.watchMs ?? 2000);
+  const onSignal = (signal: string) => stop(`got ${signal}`);
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+
+  const reason = await stopped;
+  clearTimeout(idle);
+  clearInterval(watch);
+  process.off("SIGTERM", onSignal);
+  process.off("SIGINT", onSignal);
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await queue;
+  // Only our own socket: a newer server may have taken the name.
+  try {
+    if (fs.statSync(socketPath).ino === socketIdentity) fs.rmSync(socketPath);
+  } catch {
+    // already gone
+  }
+  answerer.close();
+  log(`stopped: ${reason}`);
+}
