@@ -123,7 +123,8 @@ test("anything but a no-op falls back to Node's CLI, which does it", async (t) =
   t.is(await answered(), base + 1);
 });
 
-test("the server stops when its store is deleted or ukb's code changes; ukb works on without it", async (t) => {
+// Serial (ava runs serial tests before the others): every server of this ukb sees its code change.
+test.serial("the server stops when its store is deleted or ukb's code changes; ukb works on without it", async (t) => {
   const { dir, store, out } = await realisedHello(t);
   const status = await startServer(t, store);
   const { pid } = (await status())!;
@@ -169,18 +170,19 @@ test("a store whose path is too long for a socket address has a server too", asy
   t.is((await status())!.answered, 1);
 });
 
-test("the server answers a malformed request or one from another ukb with 'fallback', and goes on", async (t) => {
+test("the server answers a malformed request or one from another ukb or user with 'fallback', and goes on", async (t) => {
   const { dir, store, out } = await realisedHello(t);
   const status = await startServer(t, store);
   const socket = path.join(store, "server.sock");
   t.is((fs.statSync(socket).mode & 0o777).toString(8), "600");
 
-  const request = (packageRoot: string) =>
-    ["ukb-server-1", "launch", packageRoot, dir, "1", `PATH=${process.env.PATH}`, "3", "realise", "hello.ts", "--no-out-link"].map((f) => `${f}\0`).join("");
+  const request = (packageRoot: string, uid = process.getuid!()) =>
+    ["ukb-server-1", "launch", String(uid), packageRoot, dir, "1", `PATH=${process.env.PATH}`, "3", "realise", "hello.ts", "--no-out-link"].map((f) => `${f}\0`).join("");
   t.is(await ask(socket, request(ROOT)), `ok\n${out}\n`);
   t.is(await ask(socket, request(tempDir())), "fallback\n");
+  t.is(await ask(socket, request(ROOT, process.getuid!() + 1)), "fallback\n");
   t.is(await ask(socket, "garbage"), "fallback\n");
-  t.is(await ask(socket, ["ukb-server-1", "launch", ROOT, dir, "999", ""].join("\0")), "fallback\n");
+  t.is(await ask(socket, ["ukb-server-1", "launch", "0", ROOT, dir, "999", ""].join("\0")), "fallback\n");
   t.is((await status())!.answered, 1);
 });
 

@@ -150,8 +150,8 @@ static char *ask_server(int argc, char **argv, size_t *len) {
   struct buf request = {0};
   long env_count = 0;
   while (environ[env_count]) env_count++;
-  int bad = buf_field(&request, MAGIC) || buf_field(&request, "launch") || buf_field(&request, package_root) || buf_field(&request, cwd) ||
-            buf_count(&request, env_count);
+  int bad = buf_field(&request, MAGIC) || buf_field(&request, "launch") || buf_count(&request, (long)getuid()) ||
+            buf_field(&request, package_root) || buf_field(&request, cwd) || buf_count(&request, env_count);
   for (long i = 0; !bad && i < env_count; i++) bad = buf_field(&request, environ[i]);
   bad = bad || buf_count(&request, argc - 1);
   for (int i = 1; !bad && i < argc; i++) bad = buf_field(&request, argv[i]);

@@ -49,6 +49,8 @@ export function makeAnswerer(root: string, packageRoot: string): Answerer {
 
   return {
     async answer(request) {
+      // Only for its own user (root may connect to any socket): out-links are made as the server's user.
+      if (request.uid !== process.getuid!()) return undefined;
       if (realpathOr(request.packageRoot) !== realpathOr(packageRoot)) return undefined;
       const [command, ...rest] = request.argv;
       if (command !== "realise" && command !== "build") return undefined;

@@ -4,8 +4,8 @@
  * connection closes.
  *
  * A request is NUL-terminated fields, ended by the client shutting down its
- * side: a magic, then `launch` fields (the launcher's ukb folder, its working
- * folder, the number of environment entries and the entries, the number of
+ * side: a magic, then `launch` fields (the launcher's user id, its ukb
+ * folder, its working folder, the number of environment entries and the entries, the number of
  * arguments and the arguments) or one `control` field (`status`, `stop`).
  * An answer is `ok\n` and what to print on stdout (exit 0), or `fallback\n`:
  * the launcher then runs the Node CLI with the same arguments, which does
@@ -18,7 +18,7 @@ export const MAGIC = "ukb-server-1";
 export const MAX_REQUEST = 1 << 20;
 
 export type Request =
-  | { kind: "launch"; packageRoot: string; cwd: string; env: Record<string, string>; argv: string[] }
+  | { kind: "launch"; uid: number; packageRoot: string; cwd: string; env: Record<string, string>; argv: string[] }
   | { kind: "control"; command: string };
 
 /** Parses a request, or says in a few words why it is not one. */
@@ -29,7 +29,7 @@ export function parseRequest(bytes: Buffer): Request | string {
   const next = (): string | undefined => fields[at++];
   const count = (): number | undefined => {
     const text = next();
-    return text !== undefined && /^\d{1,6}$/.test(text) ? Number(text) : undefined;
+    return text !== undefined && /^\d{1,10}$/.test(text) ? Number(text) : undefined;
   };
   if (next() !== MAGIC) return "wrong magic";
   const kind = next();
@@ -38,10 +38,11 @@ export function parseRequest(bytes: Buffer): Request | string {
     return command !== undefined && at === fields.length ? { kind, command } : "malformed control request";
   }
   if (kind !== "launch") return `unknown request kind '${kind}'`;
+  const uid = count();
   const packageRoot = next();
   const cwd = next();
   const envCount = count();
-  if (packageRoot === undefined || cwd === undefined || envCount === undefined) return "malformed launch request";
+  if (uid === undefined || packageRoot === undefined || cwd === undefined || envCount === undefined) return "malformed launch request";
   const env: Record<string, string> = {};
   for (let i = 0; i < envCount; i++) {
     const entry = next();
@@ -51,7 +52,7 @@ export function parseRequest(bytes: Buffer): Request | string {
   }
   const argc = count();
   if (argc === undefined || at + argc !== fields.length) return "malformed arguments";
-  return { kind, packageRoot, cwd, env, argv: fields.slice(at) };
+  return { kind, uid, packageRoot, cwd, env, argv: fields.slice(at) };
 }
 
 /** A control request, as `ukb server stop|status` sends it. */
