@@ -43,7 +43,7 @@
           nativeBuildInputs = [ pkgs.python3 ];
           npmBuildScript = "build";
           postInstall = ''
-            wrapProgram $out/bin/ukb --prefix PATH : ${pkgs.lib.makeBinPath [ pkgs.bubblewrap pkgs.python3 ]}
+            wrapProgram $out/bin/ukb --prefix PATH : ${pkgs.lib.makeBinPath [ pkgs.nodejs_20 pkgs.bubblewrap pkgs.python3 ]}
           '';
           buildInputs = [ pkgs.makeWrapper ];
           meta.mainProgram = "ukb";

@@ -1,16 +1,19 @@
 /**
  * Issue 2's benchmarks: the BENCH-GRAPH layered graph (N = 100, 1000) cold and
  * no-op, peak RSS; the 10x10 sleep graph with 2 jobs against its ideal; a
- * no-op realise of recipes/hello.ts. With nix-build on the machine, the same
+ * no-op realise of recipes/hello.ts; no-ops both by Node and through the
+ * native launcher and the store's server. With nix-build on the machine, the same
  * graphs through Nix in the same run, sandbox on for both.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { writeNixGraph, writeUkbGraph } from "./graph.js";
-import { fmt, hasCommand, measure, median } from "./run.js";
+import { fmt, hasCommand, measure, medianSeconds } from "./run.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const UKB = path.join(ROOT, "bin/ukb.cjs");
+/** The command as users run it: the native launcher, which asks the store's server first. */
+const UKB_COMMAND = path.join(ROOT, "bin/ukb");
 const WORK = path.join(ROOT, ".bench");
 
 const NIX_OPTIONS = [
@@ -25,6 +28,21 @@ function ukbRealise(dir: string, file: string, extra: string[] = []) {
   const r = measure(process.execPath, [UKB, "realise", file, "--no-out-link", "--jobs", "2", "--store", path.join(dir, "store"), ...extra], { cwd: dir });
   if (r.code !== 0) throw new Error(`ukb failed:\n${r.stderr.slice(-2000)}`);
   return r;
+}
+
+/** The arguments of a no-op realise of `file` in `dir`'s store. */
+const noopArgs = (dir: string, file: string) => ["realise", file, "--no-out-link", "--jobs", "2", "--store", path.join(dir, "store")];
+
+/** Runs `body` with a `ukb server` for `dir`'s store, stopped after. */
+function withServer<T>(dir: string, body: () => T): T {
+  const store = ["--store", path.join(dir, "store")];
+  const started = measure(process.execPath, [UKB, "server", "start", "--idle-timeout", "600", ...store]);
+  if (started.code !== 0) throw new Error(`ukb server start failed:\n${started.stderr}`);
+  try {
+    return body();
+  } finally {
+    measure(process.execPath, [UKB, "server", "stop", ...store]);
+  }
 }
 
 function nixBuild(file: string) {
@@ -70,22 +88,25 @@ export async function benchCore(): Promise<void> {
   console.log(`\n## core: layered graph (BENCH-GRAPH.md), --jobs 2, sandbox on${nix ? ", against nix-build (sandboxed)" : " (nix-build not found: no comparison)"}`);
   const sandbox = process.env.UKB_SANDBOX === "fresh" ? `one bwrap per build, started by the ${process.env.UKB_SPAWNER ?? "python"} co-process` : "pooled sandboxes";
   console.log(`builders run in ${sandbox} (UKB_SANDBOX=pool|fresh and UKB_SPAWNER=python|sh pick)`);
-  console.log("| N | ukb cold s | ukb no-op s | ukb peak RSS MB | nix cold s | nix no-op s | cold ratio | no-op ratio |");
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+  console.log("no-op: median of hyperfine runs; 'server' is bin/ukb (the native launcher) with `ukb server start` on the store, 'Node' is node bin/ukb.cjs");
+  console.log("| N | ukb cold s | nix cold s | cold ratio | ukb no-op s, server | ukb no-op s, Node | nix no-op s | no-op ratio, server | no-op ratio, Node | ukb peak RSS MB |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const n of [100, 1000]) {
     const dir = path.join(WORK, `graph-${n}`);
     const file = writeUkbGraph(dir, { n, salt });
     const cold = ukbRealise(dir, file);
-    const noop = median([0, 1, 2, 3, 4].map(() => ukbRealise(dir, file).seconds));
+    const noop = medianSeconds(process.execPath, [UKB, ...noopArgs(dir, file)], 10, { cwd: dir });
+    const served = withServer(dir, () => medianSeconds(UKB_COMMAND, noopArgs(dir, file), 30, { cwd: dir }));
     let nixCold: number | undefined;
     let nixNoop: number | undefined;
     if (nix) {
       const nixFile = writeNixGraph(path.join(dir, "nix"), { n, salt });
       nixCold = nixBuild(nixFile).seconds;
-      nixNoop = median([0, 1, 2].map(() => nixBuild(nixFile).seconds));
+      nixNoop = medianSeconds("nix-build", [...NIX_OPTIONS, nixFile], 5);
     }
+    const ratio = (x: number | undefined, y: number) => (x ? fmt(x / y, 1) + "x" : "-");
     console.log(
-      `| ${n} | ${fmt(cold.seconds)} | ${fmt(noop, 3)} | ${fmt(cold.peakRssMb, 0)} | ${fmt(nixCold)} | ${fmt(nixNoop, 3)} | ${nixCold ? fmt(nixCold / cold.seconds, 1) + "x" : "-"} | ${nixNoop ? fmt(nixNoop / noop, 1) + "x" : "-"} |`,
+      `| ${n} | ${fmt(cold.seconds)} | ${fmt(nixCold)} | ${ratio(nixCold, cold.seconds)} | ${fmt(served, 4)} | ${fmt(noop, 3)} | ${fmt(nixNoop, 3)} | ${ratio(nixNoop, served)} | ${ratio(nixNoop, noop)} | ${fmt(cold.peakRssMb, 0)} |`,
     );
   }
 
@@ -105,7 +126,8 @@ export async function benchCore(): Promise<void> {
   fs.mkdirSync(helloDir, { recursive: true });
   const hello = path.join(ROOT, "recipes/hello.ts");
   ukbRealise(helloDir, hello);
-  const runs = Array.from({ length: 15 }, () => ukbRealise(helloDir, hello).seconds);
-  const nodeBaseline = median(Array.from({ length: 15 }, () => measure(process.execPath, ["-e", "0"]).seconds));
-  console.log(`\n## core: no-op 'ukb realise recipes/hello.ts' (median of 15): ${fmt(median(runs) * 1000, 0)} ms; 'node -e 0' on this machine now: ${fmt(nodeBaseline * 1000, 0)} ms`);
+  const byNode = medianSeconds(process.execPath, [UKB, ...noopArgs(helloDir, hello)], 30, { cwd: helloDir });
+  const byServer = withServer(helloDir, () => medianSeconds(UKB_COMMAND, noopArgs(helloDir, hello), 30, { cwd: helloDir }));
+  const nodeBaseline = medianSeconds(process.execPath, ["-e", "0"], 30);
+  console.log(`\n## core: no-op 'ukb realise recipes/hello.ts' (median of 30): ${fmt(byNode * 1000, 0)} ms by Node, ${fmt(byServer * 1000, 1)} ms through bin/ukb and the store's server; 'node -e 0' on this machine now: ${fmt(nodeBaseline * 1000, 0)} ms`);
 }

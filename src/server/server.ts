@@ -106,6 +106,10 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
         const stdout = await answerer.answer(request).catch(() => undefined);
         if (stdout !== undefined) status.answered++;
         conn.end(stdout === undefined ? FALLBACK : okAnswer(stdout));
+      }).catch((err: unknown) => {
+        // A bug here must not stop the queue: this client falls back, the next is served.
+        log(`internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        conn.destroy();
       });
     });
   });
