@@ -8,6 +8,7 @@
 import test, { type ExecutionContext } from "ava";
 import fs from "node:fs";
 import net from "node:net";
+import { execFile, spawn } from "node:child_process";
 import path from "node:path";
 import { HELLO, ROOT, UKB_COMMAND, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
 
@@ -153,8 +154,23 @@ test.serial("the server stops when its store is deleted or ukb's code changes; u
   }
   t.is((await launch(["realise", "hello.ts"], dir)).stdout, `${out}\n`);
 
+  // A new server after the old one went: the old one's exit does not take the new one's socket.
+  fs.rmSync(store, { recursive: true, force: true });
+  t.is((await launch(["realise", "hello.ts"], dir)).code, 0);
+  const status3 = await startServer(t, store);
+  await new Promise((r) => setTimeout(r, 3000));
+  const third = await status3();
+  t.truthy(third, "the new server was stopped");
+
+  // A stop with a request behind it: the server still exits.
+  const socket = path.join(store, "server.sock");
+  const stopRequest = ["ukb-server-1", "control", "stop", ""].join("\0");
+  const statusRequest = ["ukb-server-1", "control", "status", ""].join("\0");
+  await Promise.all([ask(socket, stopRequest), ask(socket, statusRequest).catch(() => "")]);
+  t.true(await exits(third!.pid, 8000), "the server lingered after it was stopped");
   const stopped = await ukb(["server", "stop", "--store", store]);
   t.regex(stopped.stdout, /no server runs/);
+  t.false(fs.readdirSync(store).some((f) => f.startsWith("server.sock")), "a socket was left behind");
 });
 
 test("a store whose path is too long for a socket address has a server too", async (t) => {
@@ -170,20 +186,127 @@ test("a store whose path is too long for a socket address has a server too", asy
   t.is((await status())!.answered, 1);
 });
 
-test("the server answers a malformed request or one from another ukb or user with 'fallback', and goes on", async (t) => {
+/** A launch request as the launcher writes it for this process, with `change` applied. */
+function launchRequest(dir: string, change: Partial<Record<"uid" | "gid" | "groups" | "mountNamespace" | "rootIdentity" | "cwdIdentity" | "packageRoot", string>> = {}): string {
+  const id = (p: string) => {
+    const st = fs.statSync(p, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  };
+  const fields = {
+    uid: String(process.geteuid!()),
+    gid: String(process.getegid!()),
+    groups: process.getgroups!().join(","),
+    mountNamespace: fs.readlinkSync("/proc/self/ns/mnt"),
+    rootIdentity: id("/"),
+    cwdIdentity: id(dir),
+    packageRoot: ROOT,
+    ...change,
+  };
+  return ["ukb-server-1", "launch", fields.uid, fields.gid, fields.groups, fields.mountNamespace, fields.rootIdentity, fields.cwdIdentity, fields.packageRoot, dir]
+    .concat(["1", `PATH=${process.env.PATH}`, "3", "realise", "hello.ts", "--no-out-link"])
+    .map((f) => `${f}\0`)
+    .join("");
+}
+
+test("the server answers only a launcher that is, and sees, what it is and sees; anything else gets 'fallback'", async (t) => {
   const { dir, store, out } = await realisedHello(t);
   const status = await startServer(t, store);
   const socket = path.join(store, "server.sock");
   t.is((fs.statSync(socket).mode & 0o777).toString(8), "600");
 
-  const request = (packageRoot: string, uid = process.getuid!()) =>
-    ["ukb-server-1", "launch", String(uid), packageRoot, dir, "1", `PATH=${process.env.PATH}`, "3", "realise", "hello.ts", "--no-out-link"].map((f) => `${f}\0`).join("");
-  t.is(await ask(socket, request(ROOT)), `ok\n${out}\n`);
-  t.is(await ask(socket, request(tempDir())), "fallback\n");
-  t.is(await ask(socket, request(ROOT, process.getuid!() + 1)), "fallback\n");
+  // The request is right (this is what makes the refusals below mean something) ...
+  t.is(await ask(socket, launchRequest(dir)), `ok\n${out}\n`);
+  // ... and each difference is refused: another ukb, user, group, groups, mount namespace, root, folder.
+  const other = tempDir();
+  for (const change of [
+    { packageRoot: other },
+    { uid: String(process.getuid!() + 1) },
+    { gid: String(process.getgid!() + 1) },
+    { groups: [...process.getgroups!(), 4242].join(",") },
+    { mountNamespace: "mnt:[1]" },
+    { rootIdentity: "1:2" },
+    { cwdIdentity: "1:2" },
+  ]) {
+    t.is(await ask(socket, launchRequest(dir, change)), "fallback\n", JSON.stringify(change));
+  }
   t.is(await ask(socket, "garbage"), "fallback\n");
-  t.is(await ask(socket, ["ukb-server-1", "launch", "0", ROOT, dir, "999", ""].join("\0")), "fallback\n");
+  t.is(await ask(socket, ["ukb-server-1", "launch", "0", "0", "", "-", "-", "-", ROOT, dir, "999", ""].join("\0")), "fallback\n");
   t.is((await status())!.answered, 1);
+});
+
+test("the launcher asks only a server of its own user, and sends it nothing but PATH and UKB_STORE", async (t) => {
+  if (process.getuid!() !== 0) return t.pass("needs root to run a server as another user");
+  const { dir, out } = await realisedHello(t);
+  const store = path.join(dir, "cache");
+  fs.chmodSync(store, 0o777);
+  // Another user's listener on the store's socket: it records what it gets and answers a forgery.
+  const heard = path.join(tempDir(), "heard");
+  fs.writeFileSync(heard, "");
+  fs.chmodSync(path.dirname(heard), 0o777);
+  fs.chmodSync(heard, 0o666);
+  const fake = spawn("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "-e", `
+    const net = require("net"), fs = require("fs");
+    net.createServer({ allowHalfOpen: true }, (c) => {
+      c.on("data", (d) => fs.appendFileSync(${JSON.stringify(heard)}, d));
+      c.on("end", () => c.end("ok\\nforged\\n"));
+    }).listen(${JSON.stringify(path.join(store, "server.sock"))}, () => fs.chmodSync(${JSON.stringify(path.join(store, "server.sock"))}, 0o666));
+  `], { stdio: "ignore" });
+  t.teardown(() => fake.kill());
+  for (let i = 0; i < 100 && !fs.existsSync(path.join(store, "server.sock")); i++) await new Promise((r) => setTimeout(r, 50));
+  const r = await launch(["realise", "hello.ts"], dir, { SECRET_TOKEN: "hunter2" });
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout, `${out}\n`);
+  t.false(fs.readFileSync(heard, "utf8").includes("hunter2"));
+  t.is(fs.readFileSync(heard, "utf8"), "", "the launcher talked to another user's socket");
+});
+
+test("a store named by another path to the same folder is another server's: the CLI answers, and gc keeps its roots", async (t) => {
+  const { dir, store, out } = await realisedHello(t);
+  const alias = path.join(tempDir(), "alias");
+  fs.symlinkSync(dir, alias);
+  const status = await startServer(t, path.join(alias, "cache"));
+  fs.rmSync(path.join(dir, "result"));
+  const r = await launch(["realise", "hello.ts"], dir);
+  t.is(r.stdout, `${out}\n`);
+  t.is((await status())!.answered, 0);
+  const gc = await ukb(["store", "gc", "--store", store], { cwd: dir });
+  t.is(gc.code, 0, gc.stderr);
+  t.true(fs.existsSync(out));
+});
+
+test("a client without PATH, with NODE_OPTIONS, in another mount namespace or with stdout closed gets what Node gives it", async (t) => {
+  const { dir, store } = await realisedHello(t);
+  // The derivation records the PATH the recipe saw: unset must not become the server's.
+  writeRecipe(dir, "pathy.ts", `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh"], { path: "/usr/bin:/bin" });
+export default derivation({ name: "pathy", builder: \`\${t}/bin/sh\`, args: ["-c", "echo $P > $out"], env: { P: process.env.PATH ?? "no PATH" } });
+`);
+  const withPath = await ukb(["realise", "pathy.ts", "--no-out-link"], { cwd: dir });
+  t.is(withPath.code, 0, withPath.stderr);
+  const status = await startServer(t, store);
+  const noPath = { ...process.env };
+  delete noPath.PATH;
+  const launched = await new Promise<{ code: number; stdout: string }>((resolve) =>
+    execFile(UKB_COMMAND, ["realise", "pathy.ts", "--no-out-link"], { cwd: dir, env: noPath }, (err, stdout) => resolve({ code: err ? 1 : 0, stdout })),
+  );
+  t.is(launched.code, 0);
+  t.not(launched.stdout, withPath.stdout);
+  t.is(fs.readFileSync(launched.stdout.trim(), "utf8"), "no PATH\n");
+  const answered = (await status())!.answered;
+
+  const nodeOptions = await launch(["realise", "hello.ts", "--no-out-link"], dir, { NODE_OPTIONS: "--bogus-flag" });
+  t.not(nodeOptions.code, 0, "Node refuses the bogus option; the server must not answer instead");
+
+  const unshare = process.getuid!() === 0 ? ["-m"] : ["-Urm"];
+  const inNamespace = await ukb([...unshare, UKB_COMMAND, "realise", "hello.ts", "--no-out-link"], { cwd: dir, command: "unshare" });
+  t.is(inNamespace.code, 0, inNamespace.stderr);
+  t.is((await status())!.answered, answered);
+
+  const closed = await new Promise<number>((resolve) =>
+    spawn("sh", ["-c", `exec "$0" realise hello.ts --no-out-link >&-`, UKB_COMMAND], { cwd: dir, stdio: "ignore" }).on("close", (code) => resolve(code ?? 1)),
+  );
+  t.is(closed, 0);
+  t.is((await status())!.answered, answered + 1);
 });
 
 /** Sends raw bytes to a socket and returns what comes back. */

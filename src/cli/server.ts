@@ -19,6 +19,7 @@ ukb server stop | status [--store DIR]                      stop it; say whether
 ukb server run [--store DIR] [--idle-timeout SECONDS]     run it in the foreground (for a service manager)`;
 
 const DEFAULT_IDLE_SECONDS = 3 * 3600;
+const MAX_IDLE_SECONDS = 2_147_483;
 
 export async function serverCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -28,7 +29,8 @@ export async function serverCommand(argv: string[]): Promise<number> {
   });
   const root = storeRoot(values.store);
   const idleSeconds = values["idle-timeout"] === undefined ? DEFAULT_IDLE_SECONDS : Number(values["idle-timeout"]);
-  if (!(idleSeconds > 0)) throw new UsageError(`--idle-timeout needs a positive number of seconds, not '${values["idle-timeout"]}'`);
+  // Node's timers hold at most 2^31-1 ms (24.8 days).
+  if (!(idleSeconds > 0 && idleSeconds <= MAX_IDLE_SECONDS)) throw new UsageError(`--idle-timeout needs a number of seconds from 1 to ${MAX_IDLE_SECONDS}, not '${values["idle-timeout"]}'`);
   const [action] = positionals;
   switch (positionals.length === 1 ? action : undefined) {
     case "run":
@@ -69,8 +71,13 @@ async function start(root: string, idleSeconds: number): Promise<number> {
     return ExitCode.ok;
   }
   const logFile = path.join(root, "logs", "server.log");
-  fs.mkdirSync(path.dirname(logFile), { recursive: true });
-  const log = fs.openSync(logFile, "a");
+  let log: number;
+  try {
+    fs.mkdirSync(path.dirname(logFile), { recursive: true });
+    log = fs.openSync(logFile, "a");
+  } catch (err) {
+    throw new UkbError("store", `cannot start a server for the store at ${root}: ${(err as Error).message}`);
+  }
   const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin/ukb.cjs"), "server", "run", "--store", root, "--idle-timeout", String(idleSeconds)], {
     detached: true,
     stdio: ["ignore", log, log],

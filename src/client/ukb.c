@@ -12,16 +12,20 @@
  * the Node CLI (node bin/ukb.cjs) with the same arguments, so a server can
  * only make a command faster, never different.
  *
- * Protocol: src/server/protocol.ts.
+ * Protocol: src/server/protocol.ts. It sends only what the server needs (no
+ * other environment variable leaves this process) and only to a server of
+ * its own user (SO_PEERCRED).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -35,13 +39,16 @@ extern char **environ;
 /* ukb's package folder: this program lives in <root>/dist/bin/. */
 static char package_root[PATH_MAX];
 
-static void find_package_root(void) {
-  ssize_t n = readlink("/proc/self/exe", package_root, sizeof package_root - 1);
-  if (n <= 0) {
-    fprintf(stderr, "ukb: error: cannot find my own file: %s\n", strerror(errno));
-    exit(70);
+/* From the path bin/ukb ran us by (no /proc needed), else from /proc/self/exe. */
+static void find_package_root(const char *argv0) {
+  if (!(strchr(argv0, '/') && realpath(argv0, package_root))) {
+    ssize_t n = readlink("/proc/self/exe", package_root, sizeof package_root - 1);
+    if (n <= 0) {
+      fprintf(stderr, "ukb: error: cannot find my own file (%s): %s\n", argv0, strerror(errno));
+      exit(70);
+    }
+    package_root[n] = '\0';
   }
-  package_root[n] = '\0';
   for (int up = 0; up < 3; up++) {
     char *slash = strrchr(package_root, '/');
     if (!slash) break;
@@ -105,6 +112,47 @@ static const char *store_of(int argc, char **argv) {
   return store && *store ? store : "cache";
 }
 
+/* "dev:ino" of a path, or "-": the server compares it with its own view of the path. */
+static void identity_of(const char *path, char *out, size_t size) {
+  struct stat st;
+  if (stat(path, &st) == 0) snprintf(out, size, "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+  else snprintf(out, size, "-");
+}
+
+/* The supplementary groups, comma-separated (the server must have the same to act for us). */
+static int groups_field(struct buf *b) {
+  int n = getgroups(0, NULL);
+  gid_t *groups = n > 0 ? calloc((size_t)n, sizeof *groups) : NULL;
+  if (n > 0 && (!groups || getgroups(n, groups) != n)) {
+    free(groups);
+    return -1;
+  }
+  struct buf text = {0};
+  int bad = 0;
+  for (int i = 0; !bad && i < n; i++) {
+    char one[24];
+    snprintf(one, sizeof one, "%s%lu", i ? "," : "", (unsigned long)groups[i]);
+    bad = buf_add(&text, one, strlen(one));
+  }
+  bad = bad || buf_add(&text, "", 1) || buf_add(b, text.data, text.len);
+  free(text.data);
+  free(groups);
+  return bad ? -1 : 0;
+}
+
+/* The environment the server reads (PATH for host tools, UKB_STORE), as getenv sees it; nothing else leaves. */
+static int env_fields(struct buf *b) {
+  static const char *const names[] = {"PATH", "UKB_STORE"};
+  long count = 0;
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) count += getenv(names[i]) != NULL;
+  int bad = buf_count(b, count);
+  for (size_t i = 0; !bad && i < sizeof names / sizeof *names; i++) {
+    const char *value = getenv(names[i]);
+    if (value) bad = buf_add(b, names[i], strlen(names[i])) || buf_add(b, "=", 1) || buf_field(b, value);
+  }
+  return bad;
+}
+
 /* Writes all of `n` bytes, or fails. */
 static int write_all(int fd, const char *data, size_t n, int is_socket) {
   while (n > 0) {
@@ -134,7 +182,10 @@ static char *ask_server(int argc, char **argv, size_t *len) {
   }
   int connected = connect(sock, (struct sockaddr *)&addr, sizeof addr) == 0;
   close(dir);
-  if (!connected) {
+  /* Only a server of our own user: on a shared store another could have put its socket there. */
+  struct ucred peer;
+  socklen_t peer_len = sizeof peer;
+  if (!connected || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0 || peer.uid != geteuid()) {
     close(sock);
     return NULL;
   }
@@ -147,12 +198,17 @@ static char *ask_server(int argc, char **argv, size_t *len) {
     close(sock);
     return NULL;
   }
+  /* Who we are and what we see: the server answers only if it is the same (see answer.ts). */
+  char mount_ns[64] = "-", root_id[48], cwd_id[48];
+  ssize_t ns_len = readlink("/proc/self/ns/mnt", mount_ns, sizeof mount_ns - 1);
+  mount_ns[ns_len > 0 ? ns_len : 1] = '\0';
+  identity_of("/", root_id, sizeof root_id);
+  identity_of(cwd, cwd_id, sizeof cwd_id);
   struct buf request = {0};
-  long env_count = 0;
-  while (environ[env_count]) env_count++;
-  int bad = buf_field(&request, MAGIC) || buf_field(&request, "launch") || buf_count(&request, (long)getuid()) ||
-            buf_field(&request, package_root) || buf_field(&request, cwd) || buf_count(&request, env_count);
-  for (long i = 0; !bad && i < env_count; i++) bad = buf_field(&request, environ[i]);
+  int bad = buf_field(&request, MAGIC) || buf_field(&request, "launch") || buf_count(&request, (long)geteuid()) ||
+            buf_count(&request, (long)getegid()) || groups_field(&request) || buf_field(&request, mount_ns) ||
+            buf_field(&request, root_id) || buf_field(&request, cwd_id) || buf_field(&request, package_root) ||
+            buf_field(&request, cwd) || env_fields(&request);
   bad = bad || buf_count(&request, argc - 1);
   for (int i = 1; !bad && i < argc; i++) bad = buf_field(&request, argv[i]);
   if (bad || write_all(sock, request.data, request.len, 1) != 0 || shutdown(sock, SHUT_WR) != 0) {
@@ -183,12 +239,33 @@ static char *ask_server(int argc, char **argv, size_t *len) {
   return answer.data;
 }
 
+/* Node opens /dev/null on a closed 0, 1 or 2 before anything else; so do we (the store's descriptor must not become stdout). */
+static void standard_fds(void) {
+  for (int fd = 0; fd <= 2; fd++) {
+    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    int null = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (null >= 0 && null != fd) {
+      dup2(null, fd);
+      close(null);
+    }
+  }
+}
+
+/* Settings the server cannot honour: Node's own options (they apply to the Node CLI only). */
+static int needs_node(void) {
+  const char *options = getenv("NODE_OPTIONS");
+  return getenv("UKB_NO_SERVER") != NULL || (options && *options);
+}
+
 int main(int argc, char **argv) {
-  find_package_root();
-  if (argc > 1 && (strcmp(argv[1], "realise") == 0 || strcmp(argv[1], "build") == 0) && !getenv("UKB_NO_SERVER")) {
+  standard_fds();
+  find_package_root(argv[0]);
+  if (argc > 1 && (strcmp(argv[1], "realise") == 0 || strcmp(argv[1], "build") == 0) && !needs_node()) {
     size_t len = 0;
     char *answer = ask_server(argc, argv, &len);
     if (answer && len >= 3 && memcmp(answer, "ok\n", 3) == 0) {
+      /* As Node does: a closed pipe is an error to report, not a signal to die of. */
+      signal(SIGPIPE, SIG_IGN);
       if (write_all(1, answer + 3, len - 3, 0) != 0) {
         fprintf(stderr, "ukb: error: cannot write to standard output: %s\n", strerror(errno));
         return 1;

@@ -49,8 +49,7 @@ export function makeAnswerer(root: string, packageRoot: string): Answerer {
 
   return {
     async answer(request) {
-      // Only for its own user (root may connect to any socket): out-links are made as the server's user.
-      if (request.uid !== process.getuid!()) return undefined;
+      if (!sameAsServer(request)) return undefined;
       if (realpathOr(request.packageRoot) !== realpathOr(packageRoot)) return undefined;
       const [command, ...rest] = request.argv;
       if (command !== "realise" && command !== "build") return undefined;
@@ -61,7 +60,9 @@ export function makeAnswerer(root: string, packageRoot: string): Answerer {
         return undefined; // the CLI prints the usage error
       }
       if (args.values["dry-run"] || args.values["no-eval-cache"]) return undefined;
-      if (realpathOr(storeRoot(args.values.store, request.env, request.cwd)) !== realpathOr(root)) return undefined;
+      // The same text, not only the same folder: output paths and out-links are spelled from it, and
+      // gc matches roots by their text.
+      if (storeRoot(args.values.store, request.env, request.cwd) !== root) return undefined;
       const open = openStore();
       if (!open) return undefined;
       try {
@@ -72,7 +73,8 @@ export function makeAnswerer(root: string, packageRoot: string): Answerer {
           () => {
             throw new NeedsEvaluation();
           },
-          request.env.PATH,
+          // Unset is unset (the salt's ""), not the server's own PATH.
+          request.env.PATH ?? "",
         );
         const target = pick(recipe, args.values.attr);
         if (!Object.values(target.outputs).every((p) => open.isValid(p))) return undefined;
@@ -87,6 +89,37 @@ export function makeAnswerer(root: string, packageRoot: string): Answerer {
       store = undefined;
     },
   };
+}
+
+/**
+ * Whether the server may act for this client as the client itself would:
+ * the same user, group and supplementary groups (out-links are made with the
+ * server's credentials; root may connect to any socket), and the same view
+ * of the files (the same mount namespace, `/` and working folder: a client
+ * in a container or a chroot sees other recipes, tools and folders).
+ */
+function sameAsServer(request: Extract<Request, { kind: "launch" }>): boolean {
+  const sorted = (ids: number[]) => [...new Set(ids)].sort((a, b) => a - b).join(",");
+  if (request.uid !== process.geteuid!() || request.gid !== process.getegid!()) return false;
+  // Node's getgroups() adds the effective group, which getgroups(2) may leave out: both sets get it.
+  if (sorted([...request.groups, request.gid]) !== sorted([...process.getgroups!(), process.getegid!()])) return false;
+  let mountNamespace: string;
+  try {
+    mountNamespace = fs.readlinkSync("/proc/self/ns/mnt");
+  } catch {
+    return false;
+  }
+  return request.mountNamespace === mountNamespace && request.rootIdentity === identity("/") && request.cwdIdentity === identity(request.cwd);
+}
+
+/** "dev:ino" of a path, as the launcher writes it; "?" (never equal to the launcher's) when it cannot be read. */
+function identity(p: string): string {
+  try {
+    const st = fs.statSync(p, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return "?";
+  }
 }
 
 function realpathOr(p: string): string {

@@ -34,13 +34,13 @@ export function askServer(root: string, command: string, timeoutMs = 5000): Prom
  * fit 108 bytes and a store's may not: a longer one goes through the /proc
  * link of a descriptor of the store's folder (`release` closes it).
  */
-export function socketAddress(root: string): { path: string; release: () => void } {
-  const full = path.join(root, SOCKET_NAME);
+export function socketAddress(root: string, name = SOCKET_NAME): { path: string; release: () => void } {
+  const full = path.join(root, name);
   if (Buffer.byteLength(full) < 100) return { path: full, release: () => {} };
   const fd = fs.openSync(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   let open = true;
   return {
-    path: `/proc/self/fd/${fd}/${SOCKET_NAME}`,
+    path: `/proc/self/fd/${fd}/${name}`,
     release: () => {
       if (open) fs.closeSync(fd);
       open = false;

@@ -4,9 +4,12 @@
  * connection closes.
  *
  * A request is NUL-terminated fields, ended by the client shutting down its
- * side: a magic, then `launch` fields (the launcher's user id, its ukb
- * folder, its working folder, the number of environment entries and the entries, the number of
- * arguments and the arguments) or one `control` field (`status`, `stop`).
+ * side: a magic, then `launch` fields or one `control` field (`status`,
+ * `stop`). Launch fields: who the launcher is (uid, gid, supplementary
+ * groups), what it sees (its mount namespace, and dev:ino of `/` and of its
+ * working folder), its ukb folder, its working folder, the number of
+ * environment entries and the entries (PATH and UKB_STORE only), the number
+ * of arguments and the arguments.
  * An answer is `ok\n` and what to print on stdout (exit 0), or `fallback\n`:
  * the launcher then runs the Node CLI with the same arguments, which does
  * everything the server does not (it only answers no-op realises).
@@ -18,7 +21,19 @@ export const MAGIC = "ukb-server-1";
 export const MAX_REQUEST = 1 << 20;
 
 export type Request =
-  | { kind: "launch"; uid: number; packageRoot: string; cwd: string; env: Record<string, string>; argv: string[] }
+  | {
+      kind: "launch";
+      uid: number;
+      gid: number;
+      groups: number[];
+      mountNamespace: string;
+      rootIdentity: string;
+      cwdIdentity: string;
+      packageRoot: string;
+      cwd: string;
+      env: Record<string, string>;
+      argv: string[];
+    }
   | { kind: "control"; command: string };
 
 /** Parses a request, or says in a few words why it is not one. */
@@ -39,20 +54,30 @@ export function parseRequest(bytes: Buffer): Request | string {
   }
   if (kind !== "launch") return `unknown request kind '${kind}'`;
   const uid = count();
+  const gid = count();
+  const groupsText = next();
+  const mountNamespace = next();
+  const rootIdentity = next();
+  const cwdIdentity = next();
   const packageRoot = next();
   const cwd = next();
   const envCount = count();
-  if (uid === undefined || packageRoot === undefined || cwd === undefined || envCount === undefined) return "malformed launch request";
-  const env: Record<string, string> = {};
+  if (uid === undefined || gid === undefined || groupsText === undefined || !/^(\d+(,\d+)*)?$/.test(groupsText)) return "malformed credentials";
+  if (mountNamespace === undefined || rootIdentity === undefined || cwdIdentity === undefined || packageRoot === undefined || cwd === undefined || envCount === undefined) {
+    return "malformed launch request";
+  }
+  const groups = groupsText === "" ? [] : groupsText.split(",").map(Number);
+  // As getenv: the first of duplicate entries counts.
+  const env: Record<string, string> = Object.create(null) as Record<string, string>;
   for (let i = 0; i < envCount; i++) {
     const entry = next();
     if (entry === undefined) return "truncated environment";
     const eq = entry.indexOf("=");
-    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+    if (eq > 0 && !(entry.slice(0, eq) in env)) env[entry.slice(0, eq)] = entry.slice(eq + 1);
   }
   const argc = count();
   if (argc === undefined || at + argc !== fields.length) return "malformed arguments";
-  return { kind, uid, packageRoot, cwd, env, argv: fields.slice(at) };
+  return { kind, uid, gid, groups, mountNamespace, rootIdentity, cwdIdentity, packageRoot, cwd, env, argv: fields.slice(at) };
 }
 
 /** A control request, as `ukb server stop|status` sends it. */

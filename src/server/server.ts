@@ -51,24 +51,43 @@ function ownCodeStamp(): string {
     .join(",");
 }
 
+/** A file's identity (device, inode, birth): an inode number alone may be reused by the next socket. */
+function identityOf(file: string): string | undefined {
+  try {
+    const st = fs.statSync(file, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.birthtimeNs}:${st.ctimeNs}`;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Runs a server for the store at `root` until it has a reason to stop; resolves then. */
 export async function runServer(root: string, options: ServerOptions): Promise<void> {
   const log = options.log ?? (() => {});
-  fs.mkdirSync(root, { recursive: true });
+  try {
+    fs.mkdirSync(root, { recursive: true });
+  } catch (err) {
+    throw new UkbError("store", `cannot serve the store at ${root}: ${(err as Error).message}`);
+  }
   const socketPath = path.join(root, SOCKET_NAME);
   if (fs.existsSync(socketPath)) {
     const other = await askServer(root, "status").catch(() => undefined);
-    if (other) throw new UkbError("usage", `a ukb server already serves ${root} (pid ${JSON.parse(other).pid}); stop it with 'ukb server stop'`);
-    fs.rmSync(socketPath, { force: true }); // left by a server that was killed
+    const pid = other ? (/"pid":(\d+)/.exec(other)?.[1] ?? "?") : undefined;
+    if (pid) throw new UkbError("usage", `a ukb server already serves ${root} (pid ${pid}); stop it with 'ukb server stop'`);
+    // Else left by a server that was killed: binding below replaces it.
   }
 
   const answerer = makeAnswerer(root, PACKAGE_ROOT);
   const codeStamp = ownCodeStamp();
   const status: ServerStatus = { pid: process.pid, store: root, packageRoot: PACKAGE_ROOT, startedAt: new Date().toISOString(), requests: 0, answered: 0 };
   let queue = Promise.resolve();
+  let stopRequested = false;
   let stopping: ((reason: string) => void) | undefined;
   const stopped = new Promise<string>((resolve) => (stopping = resolve));
-  const stop = (reason: string) => stopping?.(reason);
+  const stop = (reason: string) => {
+    stopRequested = true;
+    stopping?.(reason);
+  };
 
   const server = net.createServer({ allowHalfOpen: true }, (conn) => {
     const chunks: Buffer[] = [];
@@ -114,37 +133,37 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
     });
   });
 
-  // Created 0600: only the store's owner (and root) may connect.
+  // Bound under a name of its own, then renamed over server.sock: a client never meets a socket
+  // that does not answer yet, and Node's unlink of the bound name when the server closes cannot
+  // remove a newer server's socket. Created 0600: only the store's owner (and root) may connect.
+  const ownName = `${SOCKET_NAME}.${process.pid}`;
+  fs.rmSync(path.join(root, ownName), { force: true }); // a killed server's, with our pid
   const oldMask = process.umask(0o177);
-  const address = socketAddress(root);
+  const address = socketAddress(root, ownName);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(address.path, () => resolve());
     });
+    fs.renameSync(path.join(root, ownName), socketPath);
   } finally {
     process.umask(oldMask);
     address.release();
   }
-  const socketIdentity = fs.statSync(socketPath).ino;
+  const socketIdentity = identityOf(socketPath);
   log(`serving ${root} on ${socketPath} (pid ${process.pid})`);
 
+  // Timers never keep the process alive: the listening socket does, until it closes.
   let idle: NodeJS.Timeout | undefined;
   function resetIdle() {
     clearTimeout(idle);
-    idle = setTimeout(() => stop(`idle for ${Math.round(options.idleMs / 1000)} s`), options.idleMs);
+    if (!stopRequested) idle = setTimeout(() => stop(`idle for ${Math.round(options.idleMs / 1000)} s`), options.idleMs).unref();
   }
   resetIdle();
   const watch = setInterval(() => {
-    let ino: number | undefined;
-    try {
-      ino = fs.statSync(path.join(root, SOCKET_NAME)).ino;
-    } catch {
-      ino = undefined;
-    }
-    if (ino !== socketIdentity) stop("its socket was removed or replaced");
+    if (identityOf(socketPath) !== socketIdentity) stop("its socket was removed or replaced");
     else if (ownCodeStamp() !== codeStamp) stop("ukb's code changed on disk");
-  }, options.watchMs ?? 2000);
+  }, options.watchMs ?? 2000).unref();
   const onSignal = (signal: string) => stop(`got ${signal}`);
   process.once("SIGTERM", onSignal);
   process.once("SIGINT", onSignal);
@@ -157,11 +176,7 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
   await new Promise<void>((resolve) => server.close(() => resolve()));
   await queue;
   // Only our own socket: a newer server may have taken the name.
-  try {
-    if (fs.statSync(socketPath).ino === socketIdentity) fs.rmSync(socketPath);
-  } catch {
-    // already gone
-  }
+  if (identityOf(socketPath) === socketIdentity) fs.rmSync(socketPath, { force: true });
   answerer.close();
   log(`stopped: ${reason}`);
 }
