@@ -238,6 +238,7 @@ test("the launcher asks only a server of its own user, and sends it nothing but 
   if (process.getuid!() !== 0) return t.pass("needs root to run a server as another user");
   const { dir, out } = await realisedHello(t);
   const store = path.join(dir, "cache");
+  fs.chmodSync(dir, 0o755);
   fs.chmodSync(store, 0o777);
   // Another user's listener on the store's socket: it records what it gets and answers a forgery.
   const heard = path.join(tempDir(), "heard");
@@ -253,6 +254,9 @@ test("the launcher asks only a server of its own user, and sends it nothing but 
   `], { stdio: "ignore" });
   t.teardown(() => fake.kill());
   for (let i = 0; i < 100 && !fs.existsSync(path.join(store, "server.sock")); i++) await new Promise((r) => setTimeout(r, 50));
+  t.true(fs.existsSync(path.join(store, "server.sock")), "the other user's listener did not start");
+  t.is(await ask(path.join(store, "server.sock"), "hello"), "ok\nforged\n");
+  fs.writeFileSync(heard, "");
   const r = await launch(["realise", "hello.ts"], dir, { SECRET_TOKEN: "hunter2" });
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout, `${out}\n`);
