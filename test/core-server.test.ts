@@ -162,6 +162,10 @@ test.serial("the server stops when its store is deleted or ukb's code changes; u
   const third = await status3();
   t.truthy(third, "the new server was stopped");
 
+  // A client that connects and says nothing does not keep a stopped server alive.
+  const silent = net.createConnection(path.join(store, "server.sock"));
+  silent.on("error", () => {});
+  await new Promise((r) => silent.once("connect", r));
   // A stop with a request behind it: the server still exits.
   const socket = path.join(store, "server.sock");
   const stopRequest = ["ukb-server-1", "control", "stop", ""].join("\0");
@@ -215,7 +219,7 @@ test("the server answers only a launcher that is, and sees, what it is and sees;
   t.is((fs.statSync(socket).mode & 0o777).toString(8), "600");
 
   // The request is right (this is what makes the refusals below mean something) ...
-  t.is(await ask(socket, launchRequest(dir)), `ok\n${out}\n`);
+  t.is(await ask(socket, launchRequest(dir)), `ok\n\0${out}\0${out}\n`);
   // ... and each difference is refused: another ukb, user, group, groups, mount namespace, root, folder.
   const other = tempDir();
   for (const change of [
@@ -300,6 +304,8 @@ export default derivation({ name: "pathy", builder: \`\${t}/bin/sh\`, args: ["-c
 
   const nodeOptions = await launch(["realise", "hello.ts", "--no-out-link"], dir, { NODE_OPTIONS: "--bogus-flag" });
   t.not(nodeOptions.code, 0, "Node refuses the bogus option; the server must not answer instead");
+  const nodeDebug = await launch(["realise", "hello.ts", "--no-out-link"], dir, { NODE_DEBUG: "module" });
+  t.regex(nodeDebug.stderr, /MODULE/);
 
   const unshare = process.getuid!() === 0 ? ["-m"] : ["-Urm"];
   const inNamespace = await ukb([...unshare, UKB_COMMAND, "realise", "hello.ts", "--no-out-link"], { cwd: dir, command: "unshare" });
@@ -311,6 +317,50 @@ export default derivation({ name: "pathy", builder: \`\${t}/bin/sh\`, args: ["-c
   );
   t.is(closed, 0);
   t.is((await status())!.answered, answered + 1);
+});
+
+test("the launcher makes the out-link itself: with its own rights, in its own view, and only while it waits", async (t) => {
+  const { dir, store, out } = await realisedHello(t);
+  const status = await startServer(t, store);
+  const greeting = (await ukb(["realise", "hello.ts", "-A", "greeting", "--no-out-link"], { cwd: dir })).stdout.trim();
+
+  // /proc/self is the launcher's, as it is Node's.
+  const self = await launch(["realise", "hello.ts", "-o", "/proc/self/cwd/selflink"], dir);
+  t.is(self.code, 0, self.stderr);
+  t.is(fs.readlinkSync(path.join(dir, "selflink")), out);
+  t.is((await status())!.answered, 1);
+
+  if (process.getuid!() === 0) {
+    // Root without the capability to write another user's folder: the server (which has it) must not lend it.
+    const locked = path.join(tempDir(), "locked");
+    fs.mkdirSync(locked);
+    fs.chownSync(locked, 65534, 65534);
+    fs.chmodSync(path.dirname(locked), 0o755);
+    const args = ["--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-dac_override,-dac_read_search,-fowner", UKB_COMMAND, "realise", "hello.ts", "-o", path.join(locked, "r")];
+    const byNode = await ukb(args, { cwd: dir, command: "setpriv", env: { UKB_NO_SERVER: "1" } });
+    const byLauncher = await ukb(args, { cwd: dir, command: "setpriv" });
+    t.is(byNode.code, 2, byNode.stderr);
+    t.regex(byNode.stderr, /cannot make the out-link .*locked\/r \(EACCES\)/);
+    t.is(byLauncher.code, byNode.code);
+    t.is(byLauncher.stderr, byNode.stderr);
+    t.false(fs.existsSync(path.join(locked, "r")));
+  }
+
+  // A launcher that gave up on a stopped server: what the server does when it wakes must not undo
+  // what the CLI did meanwhile.
+  const { pid } = (await status())!;
+  process.kill(pid, "SIGSTOP");
+  let late: Awaited<ReturnType<typeof launch>>;
+  try {
+    late = await launch(["realise", "hello.ts", "-A", "greeting", "-o", "r"], dir);
+    t.is(fs.readlinkSync(path.join(dir, "r")), greeting);
+    t.is((await launch(["realise", "hello.ts", "-o", "r"], dir, { UKB_NO_SERVER: "1" })).code, 0);
+  } finally {
+    process.kill(pid, "SIGCONT");
+  }
+  t.is(late.code, 0, late.stderr);
+  await status(); // the server has worked through its queue
+  t.is(fs.readlinkSync(path.join(dir, "r")), out);
 });
 
 /** Sends raw bytes to a socket and returns what comes back. */

@@ -34,16 +34,23 @@ function evalSalt(hostPath: string | undefined): string {
     }
     return "?";
   });
-  return `${stamps.join(",")}\0${hostPath ?? ""}`;
+  // An unset PATH (hostTools then searches /usr/bin:/bin) is not an empty one (it finds nothing).
+  return `${stamps.join(",")}\0${hostPath === undefined ? "\0unset" : hostPath}`;
 }
 
-/**
- * Loads a recipe through the store's eval cache; `onEvaluate` runs first when
- * it must be evaluated. `hostPath` is the PATH host tools are looked up in
- * (the ukb server passes its client's).
- */
-export async function loadWithCache(store: Store, recipe: string, useCache = true, onEvaluate?: () => void, hostPath = process.env.PATH): Promise<LoadedRecipe> {
-  return loadRecipe(recipe, useCache ? store.evalCache() : undefined, evalSalt(hostPath), onEvaluate);
+export interface LoadOptions {
+  /** Read and write the store's eval cache (default true). */
+  useCache?: boolean;
+  /** Called when the recipe must be evaluated (not cached), before. */
+  onEvaluate?: () => void;
+  /** The environment whose PATH host tools are looked up in (the ukb server passes its client's). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Loads a recipe through the store's eval cache. */
+export async function loadWithCache(store: Store, recipe: string, options: LoadOptions = {}): Promise<LoadedRecipe> {
+  const env = options.env ?? process.env;
+  return loadRecipe(recipe, options.useCache === false ? undefined : store.evalCache(), evalSalt(env.PATH), options.onEvaluate);
 }
 
 export function pick(recipe: LoadedRecipe, attr: string | undefined): DrvRecord {

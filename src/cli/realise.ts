@@ -42,19 +42,26 @@ export function parseRealiseArgs(argv: string[]) {
 }
 export type RealiseArgs = ReturnType<typeof parseRealiseArgs>;
 
+/** What a realise whose target is valid leaves behind. */
+export interface RealiseResult {
+  /** The out-link to make (absolute: resolved against the caller's folder), unless --no-out-link. */
+  link?: string;
+  /** The real path it points at: the main output. */
+  linkTarget: string;
+  /** What to print: the output paths, one per line. */
+  stdout: string;
+}
+
 /**
- * The end of a realise whose target is valid: the out-link (relative to
- * `cwd`) made and registered as a root, and the text to print, one output
- * path per line. The ukb server answers a no-op realise with the same call.
+ * The end of a realise whose target is valid, as data: the CLI makes the link
+ * and registers it as a root; the ukb server registers the root and lets
+ * its launcher make the link, with the launcher's own rights and view.
  */
-export function linkOutputs(store: Store, target: DrvRecord, values: RealiseArgs["values"], cwd = process.cwd()): string {
+export function realiseResult(store: Store, target: DrvRecord, values: RealiseArgs["values"], cwd = process.cwd()): RealiseResult {
   const outPaths = Object.values(target.outputs).map((p) => store.realPath(p));
-  if (!values["no-out-link"]) {
-    const link = path.resolve(cwd, values["out-link"] ?? "result");
-    makeOutLink(link, outPaths[0]!);
-    store.addRoot(link);
-  }
-  return outPaths.map((p) => `${p}\n`).join("");
+  const result: RealiseResult = { linkTarget: outPaths[0]!, stdout: outPaths.map((p) => `${p}\n`).join("") };
+  if (!values["no-out-link"]) result.link = path.resolve(cwd, values["out-link"] ?? "result");
+  return result;
 }
 
 export async function realiseCommand(argv: string[]): Promise<number> {
@@ -64,7 +71,7 @@ export async function realiseCommand(argv: string[]): Promise<number> {
   try {
     // An evaluation takes a few hundred ms of one core: sandboxes for the first builds start on the other meanwhile.
     const warm = values["dry-run"] ? undefined : () => void import("../build/sandbox-pool.js").then((m) => m.sandboxPool(store.root).warm(jobs));
-    const recipe = await loadWithCache(store, recipeFile, !values["no-eval-cache"], warm);
+    const recipe = await loadWithCache(store, recipeFile, { useCache: !values["no-eval-cache"], ...(warm ? { onEvaluate: warm } : {}) });
     const target = pick(recipe, values.attr);
     // A valid target needs nothing else (a valid path's closure is valid): the no-op realise stops here,
     // without reading the rest of the graph.
@@ -101,25 +108,42 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       if (code !== ExitCode.ok) return code;
     }
 
-    writeStdout(linkOutputs(store, target, values));
+    const result = realiseResult(store, target, values);
+    if (result.link) {
+      makeOutLink(result.link, result.linkTarget);
+      store.addRoot(result.link);
+    }
+    writeStdout(result.stdout);
     return ExitCode.ok;
   } finally {
     store.close();
   }
 }
 
-/** Points `link` at `target`, replacing an older link atomically; refuses to replace anything but a symlink. */
+/**
+ * Points `link` at `target`, replacing an older link atomically; refuses to
+ * replace anything but a symlink. (src/client/ukb.c does the same for a
+ * no-op the server answers; a case it does not handle it leaves to this.)
+ */
 function makeOutLink(link: string, target: string): void {
   try {
     const st = fs.lstatSync(link);
     if (!st.isSymbolicLink()) throw new UkbError("usage", `${link} exists and is not a symlink: not replacing it (use --out-link or --no-out-link)`, { exitCode: ExitCode.badInput });
     if (fs.readlinkSync(link) === target) return;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    if (err instanceof UkbError) throw err;
+    const e = err as NodeJS.ErrnoException;
+    if (e.code !== "ENOENT") throw new UkbError("usage", `cannot make the out-link ${link} (${e.code ?? e.message})`, { exitCode: ExitCode.badInput, hint: "use --out-link PATH or --no-out-link" });
   }
   const tmp = `${link}.tmp-${process.pid}`;
-  fs.symlinkSync(target, tmp);
-  fs.renameSync(tmp, link);
+  try {
+    fs.symlinkSync(target, tmp);
+    fs.renameSync(tmp, link);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    const e = err as NodeJS.ErrnoException;
+    throw new UkbError("usage", `cannot make the out-link ${link} (${e.code ?? e.message})`, { exitCode: ExitCode.badInput, hint: "use --out-link PATH or --no-out-link" });
+  }
 }
 
 /** Runs the builds of a plan with a progress display; Ctrl-C cancels them cleanly. */

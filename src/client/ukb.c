@@ -10,7 +10,8 @@
  * anything else. On "fallback", on any other command, and whenever the
  * server cannot be reached or answers nothing sensible, the launcher runs
  * the Node CLI (node bin/ukb.cjs) with the same arguments, so a server can
- * only make a command faster, never different.
+ * only make a command faster, never different. The one thing it writes, the
+ * out-link, this launcher makes itself: with its own rights, in its own view.
  *
  * Protocol: src/server/protocol.ts. It sends only what the server needs (no
  * other environment variable leaves this process) and only to a server of
@@ -20,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,11 +155,16 @@ static int env_fields(struct buf *b) {
   return bad;
 }
 
-/* Writes all of `n` bytes, or fails. */
+/* Writes all of `n` bytes, or fails; a non-blocking descriptor that is full is waited for, as Node does. */
 static int write_all(int fd, const char *data, size_t n, int is_socket) {
   while (n > 0) {
     ssize_t w = is_socket ? send(fd, data, n, MSG_NOSIGNAL) : write(fd, data, n);
     if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      struct pollfd ready = {.fd = fd, .events = POLLOUT};
+      if (poll(&ready, 1, -1) < 0 && errno != EINTR) return -1;
+      continue;
+    }
     if (w <= 0) return -1;
     data += w;
     n -= (size_t)w;
@@ -170,6 +177,8 @@ static int write_all(int fd, const char *data, size_t n, int is_socket) {
  * NULL when there is none to use.
  */
 static char *ask_server(int argc, char **argv, size_t *len) {
+  char cwd[PATH_MAX];
+  if (!getcwd(cwd, sizeof cwd)) return NULL; /* a deleted folder: the CLI says so */
   int dir = open(store_of(argc, argv), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0) return NULL;
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -180,6 +189,10 @@ static char *ask_server(int argc, char **argv, size_t *len) {
     close(dir);
     return NULL;
   }
+  /* Before connecting: connect() to a server whose queue is full waits for the send timeout. */
+  struct timeval timeout = {.tv_sec = ANSWER_TIMEOUT_SECONDS};
+  setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
   int connected = connect(sock, (struct sockaddr *)&addr, sizeof addr) == 0;
   close(dir);
   /* Only a server of our own user: on a shared store another could have put its socket there. */
@@ -189,15 +202,7 @@ static char *ask_server(int argc, char **argv, size_t *len) {
     close(sock);
     return NULL;
   }
-  struct timeval timeout = {.tv_sec = ANSWER_TIMEOUT_SECONDS};
-  setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
 
-  char cwd[PATH_MAX];
-  if (!getcwd(cwd, sizeof cwd)) {
-    close(sock);
-    return NULL;
-  }
   /* Who we are and what we see: the server answers only if it is the same (see answer.ts). */
   char mount_ns[64] = "-", root_id[48], cwd_id[48];
   ssize_t ns_len = readlink("/proc/self/ns/mnt", mount_ns, sizeof mount_ns - 1);
@@ -251,10 +256,71 @@ static void standard_fds(void) {
   }
 }
 
-/* Settings the server cannot honour: Node's own options (they apply to the Node CLI only). */
+/*
+ * Settings the server cannot honour: Node's own (NODE_OPTIONS, NODE_DEBUG,
+ * ...: they change what the Node CLI does or prints), but for two that
+ * change nothing a no-op prints and that many machines set for everything.
+ */
 static int needs_node(void) {
-  const char *options = getenv("NODE_OPTIONS");
-  return getenv("UKB_NO_SERVER") != NULL || (options && *options);
+  if (getenv("UKB_NO_SERVER")) return 1;
+  for (char **e = environ; *e; e++) {
+    if (strncmp(*e, "NODE_", 5) != 0) continue;
+    if (strncmp(*e, "NODE_ENV=", 9) != 0 && strncmp(*e, "NODE_EXTRA_CA_CERTS=", 20) != 0) return 1;
+  }
+  return 0;
+}
+
+/*
+ * Points `link` at `target` as the CLI does (src/cli/realise.ts makeOutLink):
+ * nothing to do if it already does; else a new link renamed over it. Anything
+ * else (not a symlink, no permission, a name too long) returns -1, and the
+ * CLI then does it or reports it in its own words.
+ */
+static int make_out_link(const char *link, const char *target) {
+  struct stat st;
+  if (lstat(link, &st) == 0) {
+    if (!S_ISLNK(st.st_mode)) return -1;
+    char current[PATH_MAX];
+    ssize_t n = readlink(link, current, sizeof current - 1);
+    if (n >= 0) {
+      current[n] = '\0';
+      if (strcmp(current, target) == 0) return 0;
+    }
+  } else if (errno != ENOENT) {
+    return -1;
+  }
+  char tmp[PATH_MAX];
+  if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp-%ld", link, (long)getpid()) >= sizeof tmp) return -1;
+  if (symlink(target, tmp) != 0) return -1;
+  if (rename(tmp, link) != 0) {
+    unlink(tmp);
+    return -1;
+  }
+  return 0;
+}
+
+/*
+ * Carries out an "ok" answer: `link` NUL `target` NUL `stdout`. Returns the
+ * exit code, or -1 when the CLI must do it instead.
+ */
+static int carry_out(char *answer, size_t len) {
+  char *end = answer + len;
+  char *link = answer;
+  char *link_end = memchr(link, '\0', (size_t)(end - link));
+  if (!link_end) return -1;
+  char *target = link_end + 1;
+  char *target_end = memchr(target, '\0', (size_t)(end - target));
+  if (!target_end) return -1;
+  if (*link && make_out_link(link, target) != 0) return -1;
+  char *out = target_end + 1;
+  /* As Node does: a closed pipe is an error to report, not a signal to die of. */
+  signal(SIGPIPE, SIG_IGN);
+  if (write_all(1, out, (size_t)(end - out), 0) != 0) {
+    const char *name = strerrorname_np(errno);
+    fprintf(stderr, "ukb: error: cannot write to standard output (%s)\n", name ? name : strerror(errno));
+    return 1;
+  }
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -264,13 +330,8 @@ int main(int argc, char **argv) {
     size_t len = 0;
     char *answer = ask_server(argc, argv, &len);
     if (answer && len >= 3 && memcmp(answer, "ok\n", 3) == 0) {
-      /* As Node does: a closed pipe is an error to report, not a signal to die of. */
-      signal(SIGPIPE, SIG_IGN);
-      if (write_all(1, answer + 3, len - 3, 0) != 0) {
-        fprintf(stderr, "ukb: error: cannot write to standard output: %s\n", strerror(errno));
-        return 1;
-      }
-      return 0;
+      int code = carry_out(answer + 3, len - 3);
+      if (code >= 0) return code;
     }
     free(answer);
   }

@@ -9,7 +9,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { Store } from "../store/index.js";
-import { linkOutputs, parseRealiseArgs } from "../cli/realise.js";
+import { parseRealiseArgs, realiseResult, type RealiseResult } from "../cli/realise.js";
 import { loadWithCache, pick, storeRoot } from "../cli/context.js";
 import type { Request } from "./protocol.js";
 
@@ -17,8 +17,8 @@ import type { Request } from "./protocol.js";
 class NeedsEvaluation extends Error {}
 
 export interface Answerer {
-  /** What to print, or undefined when the Node CLI must run the command. */
-  answer(request: Extract<Request, { kind: "launch" }>): Promise<string | undefined>;
+  /** The out-link to make and what to print, or undefined when the Node CLI must run the command. */
+  answer(request: Extract<Request, { kind: "launch" }>): Promise<RealiseResult | undefined>;
   close(): void;
 }
 
@@ -66,19 +66,19 @@ export function makeAnswerer(root: string, packageRoot: string): Answerer {
       const open = openStore();
       if (!open) return undefined;
       try {
-        const recipe = await loadWithCache(
-          open,
-          path.resolve(request.cwd, args.recipe),
-          true,
-          () => {
+        const recipe = await loadWithCache(open, path.resolve(request.cwd, args.recipe), {
+          onEvaluate: () => {
             throw new NeedsEvaluation();
           },
-          // Unset is unset (the salt's ""), not the server's own PATH.
-          request.env.PATH ?? "",
-        );
+          env: request.env,
+        });
         const target = pick(recipe, args.values.attr);
         if (!Object.values(target.outputs).every((p) => open.isValid(p))) return undefined;
-        return linkOutputs(open, target, args.values, request.cwd);
+        // The root is registered here; the launcher makes the link itself, with its own rights, in
+        // its own view (a root whose link never comes is forgotten by gc).
+        const result = realiseResult(open, target, args.values, request.cwd);
+        if (result.link) open.addRoot(result.link);
+        return result;
       } catch {
         // NeedsEvaluation, or an error the CLI will report in its own words.
         return undefined;

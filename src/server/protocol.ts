@@ -10,7 +10,8 @@
  * working folder), its ukb folder, its working folder, the number of
  * environment entries and the entries (PATH and UKB_STORE only), the number
  * of arguments and the arguments.
- * An answer is `ok\n` and what to print on stdout (exit 0), or `fallback\n`:
+ * An answer is `ok\n`, the out-link to make (empty for none), NUL, the path
+ * it points at, NUL, and what to print on stdout (exit 0), or `fallback\n`:
  * the launcher then runs the Node CLI with the same arguments, which does
  * everything the server does not (it only answers no-op realises).
  */
@@ -87,6 +88,6 @@ export function controlRequest(command: string): Buffer {
 
 export const FALLBACK = Buffer.from("fallback\n");
 
-export function okAnswer(stdout: string): Buffer {
-  return Buffer.from(`ok\n${stdout}`);
+export function okAnswer(result: { link?: string; linkTarget: string; stdout: string }): Buffer {
+  return Buffer.from(`ok\n${result.link ?? ""}\0${result.linkTarget}\0${result.stdout}`);
 }

@@ -55,7 +55,7 @@ function ownCodeStamp(): string {
 function identityOf(file: string): string | undefined {
   try {
     const st = fs.statSync(file, { bigint: true });
-    return `${st.dev}:${st.ino}:${st.birthtimeNs}:${st.ctimeNs}`;
+    return `${st.dev}:${st.ino}:${st.birthtimeNs}`;
   } catch {
     return undefined;
   }
@@ -89,9 +89,14 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
     stopping?.(reason);
   };
 
+  const connections = new Set<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true }, (conn) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    connections.add(conn);
+    conn.on("close", () => connections.delete(conn));
+    // A launcher sends its request at once; one that holds a connection open must not hold the server.
+    conn.setTimeout(5000, () => conn.destroy());
     conn.on("error", () => conn.destroy());
     conn.on("data", (chunk: Buffer) => {
       size += chunk.length;
@@ -122,9 +127,9 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
           stop("ukb's code changed on disk");
           return;
         }
-        const stdout = await answerer.answer(request).catch(() => undefined);
-        if (stdout !== undefined) status.answered++;
-        conn.end(stdout === undefined ? FALLBACK : okAnswer(stdout));
+        const result = await answerer.answer(request).catch(() => undefined);
+        if (result !== undefined) status.answered++;
+        conn.end(result === undefined ? FALLBACK : okAnswer(result));
       }).catch((err: unknown) => {
         // A bug here must not stop the queue: this client falls back, the next is served.
         log(`internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
@@ -140,17 +145,23 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
   fs.rmSync(path.join(root, ownName), { force: true }); // a killed server's, with our pid
   const oldMask = process.umask(0o177);
   const address = socketAddress(root, ownName);
+  let socketIdentity: string | undefined;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(address.path, () => resolve());
     });
+    // Taken from our own name, before the rename: another server may rename over server.sock meanwhile.
+    socketIdentity = identityOf(path.join(root, ownName));
     fs.renameSync(path.join(root, ownName), socketPath);
+  } catch (err) {
+    server.close();
+    fs.rmSync(path.join(root, ownName), { force: true });
+    throw new UkbError("store", `cannot serve the store at ${root}: ${(err as Error).message}`);
   } finally {
     process.umask(oldMask);
     address.release();
   }
-  const socketIdentity = identityOf(socketPath);
   log(`serving ${root} on ${socketPath} (pid ${process.pid})`);
 
   // Timers never keep the process alive: the listening socket does, until it closes.
@@ -173,8 +184,11 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
   clearInterval(watch);
   process.off("SIGTERM", onSignal);
   process.off("SIGINT", onSignal);
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   await queue;
+  // Answered ones are ending; any other (a client still sending) is cut.
+  for (const conn of connections) if (!conn.writableEnded) conn.destroy();
+  await closed;
   // Only our own socket: a newer server may have taken the name.
   if (identityOf(socketPath) === socketIdentity) fs.rmSync(socketPath, { force: true });
   answerer.close();

@@ -5,6 +5,7 @@
  * the rest through process.stdout, which waits for it.
  */
 import fs from "node:fs";
+import { UkbError } from "../errors/index.js";
 
 export function writeStdout(text: string): void {
   const bytes = Buffer.from(text);
@@ -12,7 +13,9 @@ export function writeStdout(text: string): void {
   try {
     while (offset < bytes.length) offset += fs.writeSync(1, bytes, offset);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    // The same words as the native launcher's (src/client/ukb.c).
+    if (code !== "EAGAIN") throw new UkbError("internal", `cannot write to standard output (${code ?? (err as Error).message})`, { cause: err });
     process.stdout.write(bytes.subarray(offset));
   }
 }
