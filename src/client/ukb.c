@@ -155,12 +155,15 @@ static int env_fields(struct buf *b) {
   return bad;
 }
 
-/* Writes all of `n` bytes, or fails; a non-blocking descriptor that is full is waited for, as Node does. */
+/*
+ * Writes all of `n` bytes, or fails. A non-blocking stdout that is full is
+ * waited for, as Node does; the socket's EAGAIN is its send timeout expiring.
+ */
 static int write_all(int fd, const char *data, size_t n, int is_socket) {
   while (n > 0) {
     ssize_t w = is_socket ? send(fd, data, n, MSG_NOSIGNAL) : write(fd, data, n);
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    if (w < 0 && !is_socket && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       struct pollfd ready = {.fd = fd, .events = POLLOUT};
       if (poll(&ready, 1, -1) < 0 && errno != EINTR) return -1;
       continue;
