@@ -2,8 +2,10 @@
  * The store's server and the native launcher (bin/ukb → dist/bin/ukb): a
  * no-op realise is answered by the server, the same as Node's CLI would;
  * anything else falls back to the CLI, which then does it. Every test checks
- * the server's own count of answers, so a launcher that silently always fell
- * back (or a server that answered what it should not) fails.
+ * the server's own count of answers (counted once the launcher has read the
+ * answer), and the first no-op test also that no Node started, so a launcher
+ * that silently always fell back, or a server that answered what it should
+ * not, fails.
  */
 import test, { type ExecutionContext } from "ava";
 import fs from "node:fs";
@@ -361,6 +363,68 @@ test("the launcher makes the out-link itself: with its own rights, in its own vi
   t.is(late.code, 0, late.stderr);
   await status(); // the server has worked through its queue
   t.is(fs.readlinkSync(path.join(dir, "r")), out);
+});
+
+/** A `node` first on PATH that records each start, then runs the real one. */
+function nodeRecorder(): { PATH: string; starts: () => string; clear: () => void } {
+  const bin = tempDir();
+  const log = path.join(bin, "starts");
+  fs.writeFileSync(log, "");
+  fs.writeFileSync(path.join(bin, "node"), `#!/bin/sh\necho "$*" >> '${log}'\nexec '${process.execPath}' "$@"\n`, { mode: 0o755 });
+  return { PATH: `${bin}:${process.env.PATH}`, starts: () => fs.readFileSync(log, "utf8"), clear: () => fs.writeFileSync(log, "") };
+}
+
+test("an answered no-op starts no Node; what it must not answer starts Node; a file in the link's place is left alone", async (t) => {
+  const { dir, store, out } = await realisedHello(t);
+  const node = nodeRecorder();
+  // The eval cache is keyed on PATH: evaluate once with this one.
+  t.is((await launch(["realise", "hello.ts"], dir, { PATH: node.PATH, UKB_NO_SERVER: "1" })).code, 0);
+  t.not(node.starts(), "", "the recorder does not see Node start");
+  const status = await startServer(t, store);
+
+  node.clear();
+  fs.rmSync(path.join(dir, "result"));
+  const r = await launch(["realise", "hello.ts"], dir, { PATH: node.PATH });
+  t.is(r.stdout, `${out}\n`);
+  t.is(fs.readlinkSync(path.join(dir, "result")), out);
+  t.is(node.starts(), "", "Node ran: the launcher did not carry out the answer");
+  t.is((await status())!.answered, 1);
+
+  for (const flag of ["--no-eval-cache", "--dry-run"]) {
+    node.clear();
+    t.is((await launch(["realise", "hello.ts", flag], dir, { PATH: node.PATH })).code, 0);
+    t.regex(node.starts(), /realise hello\.ts/, `${flag} did not reach Node`);
+  }
+  for (const make of [(p: string) => fs.writeFileSync(p, "precious\n"), (p: string) => fs.mkdirSync(p)]) {
+    const name = path.join(dir, `taken-${fs.readdirSync(dir).length}`);
+    make(name);
+    const byNode = await launch(["realise", "hello.ts", "-o", name], dir, { PATH: node.PATH, UKB_NO_SERVER: "1" });
+    const byServer = await launch(["realise", "hello.ts", "-o", name], dir, { PATH: node.PATH });
+    t.is(byServer.code, byNode.code);
+    t.is(byServer.stderr, byNode.stderr);
+    t.false(fs.lstatSync(name).isSymbolicLink());
+  }
+  // The server answered those two; the launcher found no link to replace and left them to Node.
+  t.is((await status())!.answered, 3);
+});
+
+test("the launcher sends a server nothing of its environment but PATH and UKB_STORE", async (t) => {
+  const { dir, out } = await realisedHello(t);
+  const socket = path.join(dir, "cache", "server.sock");
+  let heard = "";
+  // The store's owner listening in the server's place: it records the request and says "fallback".
+  const listener = net.createServer({ allowHalfOpen: true }, (c) => {
+    c.on("data", (d: Buffer) => (heard += d.toString("latin1")));
+    c.on("end", () => c.end("fallback\n"));
+  });
+  await new Promise<void>((resolve) => listener.listen(socket, resolve));
+  t.teardown(() => listener.close());
+  const r = await launch(["realise", "hello.ts"], dir, { SECRET_TOKEN: "hunter2", UKB_STORE: "cache" });
+  t.is(r.stdout, `${out}\n`);
+  t.regex(heard, /^ukb-server-1\0launch\0/);
+  const env = heard.split("\0").filter((f) => /^[A-Z_]+=/.test(f)).map((f) => f.split("=")[0]);
+  t.deepEqual(env.sort(), ["PATH", "UKB_STORE"]);
+  t.false(heard.includes("hunter2"));
 });
 
 /** Sends raw bytes to a socket and returns what comes back. */

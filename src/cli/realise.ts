@@ -136,11 +136,14 @@ function makeOutLink(link: string, target: string): void {
     if (e.code !== "ENOENT") throw new UkbError("usage", `cannot make the out-link ${link} (${e.code ?? e.message})`, { exitCode: ExitCode.badInput, hint: "use --out-link PATH or --no-out-link" });
   }
   const tmp = `${link}.tmp-${process.pid}`;
+  let made = false;
   try {
     fs.symlinkSync(target, tmp);
+    made = true;
     fs.renameSync(tmp, link);
   } catch (err) {
-    fs.rmSync(tmp, { force: true });
+    // Only our own link: a file of that name that was there before is not ours to remove.
+    if (made) fs.rmSync(tmp, { force: true });
     const e = err as NodeJS.ErrnoException;
     throw new UkbError("usage", `cannot make the out-link ${link} (${e.code ?? e.message})`, { exitCode: ExitCode.badInput, hint: "use --out-link PATH or --no-out-link" });
   }

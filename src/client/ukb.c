@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -37,6 +38,8 @@ extern char **environ;
 #define MAGIC "ukb-server-1"
 /* A server answers in milliseconds; one that hangs must not hang the user. */
 #define ANSWER_TIMEOUT_SECONDS 10
+/* Output paths and a link: kilobytes. Anything near this is not a ukb server. */
+#define MAX_ANSWER (4 << 20)
 
 /* ukb's package folder: this program lives in <root>/dist/bin/. */
 static char package_root[PATH_MAX];
@@ -184,6 +187,14 @@ static char *ask_server(int argc, char **argv, size_t *len) {
   if (!getcwd(cwd, sizeof cwd)) return NULL; /* a deleted folder: the CLI says so */
   int dir = open(store_of(argc, argv), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0) return NULL;
+  /* The server registers the out-link's root in the database: only for a client that could itself
+     (Landlock, AppArmor, a read-only mount may forbid it what the server may do). */
+  int db = openat(dir, "ukb.sqlite", O_RDWR | O_CLOEXEC);
+  if (db < 0) {
+    close(dir);
+    return NULL;
+  }
+  close(db);
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   /* Through the folder's descriptor: a socket's path must fit 108 bytes, a store's need not. */
   snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/server.sock", dir);
@@ -226,12 +237,24 @@ static char *ask_server(int argc, char **argv, size_t *len) {
   }
   free(request.data);
 
+  /* One deadline for the whole answer (the socket's timeout holds for each read only), and a size cap. */
+  struct timespec now, deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += ANSWER_TIMEOUT_SECONDS;
   struct buf answer = {0};
   char chunk[65536];
   for (;;) {
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long left_ms = (deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
+    struct pollfd readable = {.fd = sock, .events = POLLIN};
+    if (left_ms <= 0 || poll(&readable, 1, (int)left_ms) <= 0) {
+      free(answer.data);
+      close(sock);
+      return NULL;
+    }
     ssize_t n = read(sock, chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 || (n > 0 && buf_add(&answer, chunk, (size_t)n) != 0)) {
+    if (n < 0 || answer.len + (size_t)n > MAX_ANSWER || (n > 0 && buf_add(&answer, chunk, (size_t)n) != 0)) {
       free(answer.data);
       close(sock);
       return NULL;
@@ -261,14 +284,17 @@ static void standard_fds(void) {
 
 /*
  * Settings the server cannot honour: Node's own (NODE_OPTIONS, NODE_DEBUG,
- * ...: they change what the Node CLI does or prints), but for two that
- * change nothing a no-op prints and that many machines set for everything.
+ * ...: they change what the Node CLI does or prints; OPENSSL_CONF, which
+ * Node reads at start), but for two that change nothing a no-op prints and
+ * that many machines set for everything.
  */
 static int needs_node(void) {
-  if (getenv("UKB_NO_SERVER")) return 1;
+  if (getenv("UKB_NO_SERVER") || getenv("OPENSSL_CONF")) return 1;
   for (char **e = environ; *e; e++) {
-    if (strncmp(*e, "NODE_", 5) != 0) continue;
-    if (strncmp(*e, "NODE_ENV=", 9) != 0 && strncmp(*e, "NODE_EXTRA_CA_CERTS=", 20) != 0) return 1;
+    if (strncmp(*e, "NODE_", 5) != 0 || strncmp(*e, "NODE_ENV=", 9) == 0) continue;
+    /* Node warns at start when it cannot read the certificates: then let it. */
+    if (strncmp(*e, "NODE_EXTRA_CA_CERTS=", 20) == 0 && access(*e + 20, R_OK) == 0) continue;
+    return 1;
   }
   return 0;
 }

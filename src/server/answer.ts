@@ -27,24 +27,15 @@ export interface Answerer {
  * (a launcher of another ukb install falls back: its code may differ).
  */
 export function makeAnswerer(root: string, packageRoot: string): Answerer {
-  let store: Store | undefined;
-  let dbIdentity = "";
   const dbFile = path.join(root, "ukb.sqlite");
 
-  /** The open store; reopened when its database file was replaced (a store deleted and made again). */
+  /**
+   * The store, opened for one answer and closed after it (about 0.5 ms): a
+   * database held open would keep its WAL files on disk, which a user
+   * restoring or deleting `ukb.sqlite` alone does not expect.
+   */
   function openStore(): Store | undefined {
-    let st: fs.Stats;
-    try {
-      st = fs.statSync(dbFile);
-    } catch {
-      return undefined; // no store here any more: the CLI makes one
-    }
-    const identity = `${st.dev}:${st.ino}`;
-    if (store && identity === dbIdentity) return store;
-    store?.close();
-    store = Store.open(root);
-    dbIdentity = identity;
-    return store;
+    return fs.existsSync(dbFile) ? Store.open(root) : undefined; // no store here any more: the CLI makes one
   }
 
   return {
@@ -82,12 +73,11 @@ export function makeAnswerer(root: string, packageRoot: string): Answerer {
       } catch {
         // NeedsEvaluation, or an error the CLI will report in its own words.
         return undefined;
+      } finally {
+        open.close();
       }
     },
-    close() {
-      store?.close();
-      store = undefined;
-    },
+    close() {},
   };
 }
 
