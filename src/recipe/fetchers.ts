@@ -162,12 +162,13 @@ function hashLocalTree(root: string): string {
   };
   h.update(Buffer.from("ukb-archive-1\0"));
   const walk = (p: string): void => {
+    // Every path, not only files: an added file, a changed link or mode must invalidate the eval cache.
+    recordDependency(p);
     const st = fs.lstatSync(p);
     if (st.isSymbolicLink()) {
       const t = Buffer.from(fs.readlinkSync(p));
       h.update(Buffer.concat([Buffer.from("l"), u32(t.length), t]));
     } else if (st.isFile()) {
-      recordDependency(p);
       const data = fs.readFileSync(p);
       h.update(Buffer.concat([Buffer.from(st.mode & 0o100 ? "x" : "f"), u64(data.length)]));
       h.update(data);

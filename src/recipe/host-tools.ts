@@ -34,6 +34,8 @@ function findOnPath(program: string, searchPath: string): string | undefined {
   if (program.includes("/")) return fs.existsSync(program) ? program : undefined;
   for (const dir of searchPath.split(":")) {
     if (!dir) continue;
+    // A program added to a folder searched earlier would be found instead: the folders are read too.
+    if (fs.existsSync(dir)) recordDependency(dir);
     const candidate = path.join(dir, program);
     try {
       const st = fs.statSync(candidate);
@@ -80,6 +82,12 @@ export function hostTools(programs: readonly string[], options: HostToolsOptions
     if (!visibleInSandbox(found) || !visibleInSandbox(real)) {
       const outside = visibleInSandbox(found) ? real : found;
       throw new RecipeError(`hostTools: '${program}' is ${outside}${outside === real ? "" : ` (${real})`}, outside the system directories builds can see (${HOST_SYSTEM_DIRS.join(" ")})`, callerLocation());
+    }
+    // Each link on the way (sh -> dash, awk -> /etc/alternatives/awk -> mawk): repointing one is another tool.
+    for (let p = found, hops = 0; hops < 40; hops++) {
+      recordDependency(p);
+      if (!fs.lstatSync(p).isSymbolicLink()) break;
+      p = path.resolve(path.dirname(p), fs.readlinkSync(p));
     }
     recordDependency(real);
     // Link to the real file: a chain through /etc/alternatives (awk, cc, yacc on

@@ -46,8 +46,17 @@ export interface EvalCacheStorage {
   put(key: string, value: string): void;
 }
 
+/**
+ * What a file the evaluation read looked like. `kind` is what the path
+ * leads to (`f` a file, `d` a folder, whose `blake3` is over its sorted
+ * names, `l` a dangling link); `link` is its own target when the path itself
+ * is a symlink; `mode` catches a changed executable bit, which local() hashes.
+ */
 interface DepStamp {
   path: string;
+  kind: "f" | "d" | "l";
+  link?: string;
+  mode?: number;
   size: number;
   mtimeMs: number;
   ino: number;
@@ -278,22 +287,48 @@ async function importRecipe(file: string, imported: Set<string>): Promise<Record
 }
 
 function stamp(file: string, blake3: (data: Uint8Array) => string): DepStamp {
-  const st = fs.statSync(file);
-  return { path: file, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, blake3: blake3(fs.readFileSync(file)) };
+  const link = fs.lstatSync(file).isSymbolicLink() ? fs.readlinkSync(file) : undefined;
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    return { path: file, kind: "l", ...(link !== undefined ? { link } : {}), size: 0, mtimeMs: 0, ino: 0, blake3: "" };
+  }
+  const kind = st.isDirectory() ? "d" : "f";
+  return { path: file, kind, ...(link !== undefined ? { link } : {}), mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, blake3: blake3(contentOf(file, kind)) };
+}
+
+/** What a stamp hashes: a file's bytes, or a folder's names (what is in it has stamps of its own). */
+function contentOf(file: string, kind: "f" | "d"): Uint8Array {
+  return kind === "d" ? Buffer.from(fs.readdirSync(file).sort().join("\0")) : fs.readFileSync(file);
 }
 
 /** True when every file is as it was; a changed stat with unchanged content still counts as unchanged. */
 async function depsUnchanged(deps: DepStamp[]): Promise<boolean> {
   for (const dep of deps) {
-    let st: fs.Stats;
+    let link: string | undefined;
     try {
-      st = fs.statSync(dep.path);
+      link = fs.lstatSync(dep.path).isSymbolicLink() ? fs.readlinkSync(dep.path) : undefined;
     } catch {
       return false;
     }
+    if (link !== dep.link) return false;
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.statSync(dep.path);
+    } catch {
+      st = undefined;
+    }
+    if (!st) {
+      if (dep.kind === "l") continue;
+      return false;
+    }
+    const kind = st.isDirectory() ? "d" : "f";
+    if (kind !== dep.kind || st.mode !== dep.mode) return false;
     if (st.size === dep.size && st.mtimeMs === dep.mtimeMs && st.ino === dep.ino) continue;
+    if (kind === "f" && st.size !== dep.size) return false;
     const { blake3Hex } = await import("../graph/hash.js");
-    if (st.size !== dep.size || blake3Hex(fs.readFileSync(dep.path)) !== dep.blake3) return false;
+    if (blake3Hex(contentOf(dep.path, kind)) !== dep.blake3) return false;
   }
   return true;
 }
@@ -327,6 +362,7 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
   if (!fs.existsSync(file)) throw new RecipeError(`no such recipe file`, { file: recipeFile });
   const imported = new Set<string>([file]);
   const stopRecording = startRecording();
+  requiredFiles.clear();
   let mod: Record<string, unknown>;
   try {
     mod = (await importBundled(file, imported)) ?? (registerAlias(), await importRecipe(file, imported));
@@ -335,6 +371,8 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
     throw new RecipeError(firstLine(err), locate(err, file), err);
   }
   const readFiles = stopRecording();
+  // Packages the recipe required (a library of recipes in node_modules, say) are its files too.
+  for (const f of requiredFiles) imported.add(f);
   // A recipe loaded as CommonJS arrives wrapped: its exports object is the namespace's default.
   const inner = mod.default as Record<string, unknown> | undefined;
   if (inner && typeof inner === "object" && !isDerivation(inner) && !isOutputRef(inner) && "__esModule" in inner) mod = inner;
@@ -347,7 +385,7 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
     roots[drv.hash] = drv;
   }
   if (Object.keys(roots).length === 0) throw new RecipeError("exports no derivation", { file: path.relative(process.cwd(), file) || file });
-  return { file, exports, roots, graph: { drvs: closureOf(Object.values(roots)) }, deps: [...new Set([...imported, ...readFiles])].filter((f) => isRecipeFile(f) || readFiles.includes(f)).sort(), cached: false };
+  return { file, exports, roots, graph: { drvs: closureOf(Object.values(roots)) }, deps: [...new Set([...imported, ...readFiles])].filter((f) => !OWN_TREES.some((t) => f.startsWith(t))).sort(), cached: false };
 }
 
 /**

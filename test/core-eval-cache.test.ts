@@ -1,0 +1,73 @@
+/**
+ * The eval cache (a no-op realise reads the graph from the store instead of
+ * evaluating the recipe; the ukb server answers from it too) must notice
+ * every change that would change the evaluation: in a local() tree (a new
+ * file, a mode, a symlink), in a package the recipe requires, and in what
+ * hostTools finds on PATH. Each case compares with a fresh evaluation.
+ */
+import test from "ava";
+import fs from "node:fs";
+import path from "node:path";
+import { tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+
+/** The output path of a realise, with the cache and without: they must agree. */
+async function bothWays(dir: string, recipe: string): Promise<{ cached: string; fresh: string }> {
+  const cached = await ukb(["realise", recipe, "--no-out-link"], { cwd: dir });
+  const fresh = await ukb(["realise", recipe, "--no-out-link", "--no-eval-cache"], { cwd: dir });
+  return { cached: `${cached.code} ${cached.stdout}${cached.stderr.split("\n").filter((l) => l.startsWith("ukb: error")).join("\n")}`, fresh: `${fresh.code} ${fresh.stdout}${fresh.stderr.split("\n").filter((l) => l.startsWith("ukb: error")).join("\n")}` };
+}
+
+test("a local() tree: an added file, a changed mode, a repointed symlink", async (t) => {
+  const dir = tempDir();
+  fs.mkdirSync(path.join(dir, "src"));
+  fs.writeFileSync(path.join(dir, "src/a"), "a\n");
+  fs.symlinkSync("a", path.join(dir, "src/link"));
+  writeRecipe(dir, "l.ts", `import { local } from "ukb";\nexport default local("./src");\n`);
+  const seen = new Set<string>();
+  for (const change of [
+    () => {},
+    () => fs.writeFileSync(path.join(dir, "src/b"), "b\n"),
+    () => fs.chmodSync(path.join(dir, "src/a"), 0o755),
+    () => {
+      fs.rmSync(path.join(dir, "src/link"));
+      fs.symlinkSync("b", path.join(dir, "src/link"));
+    },
+  ]) {
+    change();
+    const { cached, fresh } = await bothWays(dir, "l.ts");
+    t.is(cached, fresh);
+    t.false(seen.has(cached), "a change did not change the tree's identity");
+    seen.add(cached);
+  }
+});
+
+test("a package the recipe requires from node_modules", async (t) => {
+  const dir = tempDir();
+  const lib = path.join(dir, "node_modules/mylib");
+  fs.mkdirSync(lib, { recursive: true });
+  fs.writeFileSync(path.join(lib, "package.json"), `{"name":"mylib","main":"index.js"}`);
+  const write = (word: string) =>
+    fs.writeFileSync(path.join(lib, "index.js"), `const { derivation, hostTools } = require("ukb");\nconst t = hostTools(["sh"]);\nexports.make = () => derivation({ name: "lib", builder: \`\${t}/bin/sh\`, args: ["-c", "echo ${word} > $out"] });\n`);
+  write("one");
+  writeRecipe(dir, "r.ts", `import { make } from "mylib";\nexport default make();\n`);
+  const first = await bothWays(dir, "r.ts");
+  t.is(first.cached, first.fresh);
+  write("two");
+  const second = await bothWays(dir, "r.ts");
+  t.is(second.cached, second.fresh);
+  t.not(second.cached, first.cached);
+});
+
+test("hostTools: a program that appears earlier on the PATH it searches", async (t) => {
+  const dir = tempDir();
+  const early = path.join(dir, "early");
+  fs.mkdirSync(early);
+  writeRecipe(dir, "h.ts", `import { derivation, hostTools } from "ukb";\nconst t = hostTools(["sh"], { path: ${JSON.stringify(`${early}:/usr/bin:/bin`)} });\nexport default derivation({ name: "h", builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`);
+  const first = await bothWays(dir, "h.ts");
+  t.regex(first.cached, /^0 /);
+  // Now the recipe would find this one (outside the folders builds can see: an error, not the old graph).
+  fs.symlinkSync("/bin/sh", path.join(early, "sh"));
+  const second = await bothWays(dir, "h.ts");
+  t.is(second.cached, second.fresh);
+  t.regex(second.cached, /^2 .*hostTools: 'sh' is .*early\/sh/s);
+});
