@@ -8,7 +8,7 @@
 import test from "ava";
 import fs from "node:fs";
 import path from "node:path";
-import { tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+import { HELLO, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
 
 /** The output path of a realise, with the cache and without: they must agree. */
 async function bothWays(dir: string, recipe: string): Promise<{ cached: string; fresh: string }> {
@@ -70,4 +70,25 @@ test("hostTools: a program that appears earlier on the PATH it searches", async 
   const second = await bothWays(dir, "h.ts");
   t.is(second.cached, second.fresh);
   t.regex(second.cached, /^2 .*hostTools: 'sh' is .*early\/sh/s);
+});
+
+test("a file touched but not changed is hashed once: the same result, and its stamp renewed", async (t) => {
+  const dir = tempDir();
+  const recipe = writeRecipe(dir, "hello.ts", HELLO);
+  const first = await ukb(["realise", "hello.ts", "--no-out-link"], { cwd: dir });
+  t.is(first.code, 0, first.stderr);
+  const later = new Date(Date.now() + 60_000);
+  fs.utimesSync(recipe, later, later);
+  const again = await ukb(["realise", "hello.ts", "--no-out-link"], { cwd: dir });
+  t.is(again.stdout, first.stdout);
+  const { default: Database } = await import("better-sqlite3");
+  const db = new Database(path.join(dir, "cache", "ukb.sqlite"), { readonly: true });
+  try {
+    const rows = db.prepare("SELECT key, value FROM eval_cache").all() as Array<{ key: string; value: string }>;
+    const entry = rows.find((r) => r.key.startsWith(recipe) && !r.key.endsWith("\0graph"));
+    const stamp = (JSON.parse(entry!.value) as { deps: Array<{ path: string; mtimeMs: number }> }).deps.find((d) => d.path === recipe);
+    t.is(stamp!.mtimeMs, fs.statSync(recipe).mtimeMs);
+  } finally {
+    db.close();
+  }
 });

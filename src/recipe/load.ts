@@ -303,34 +303,47 @@ function contentOf(file: string, kind: "f" | "d"): Uint8Array {
   return kind === "d" ? Buffer.from(fs.readdirSync(file).sort().join("\0")) : fs.readFileSync(file);
 }
 
-/** True when every file is as it was; a changed stat with unchanged content still counts as unchanged. */
-async function depsUnchanged(deps: DepStamp[]): Promise<boolean> {
+/**
+ * The stamps again when every file is as it was (a changed stat with
+ * unchanged content still counts as unchanged, and its stamp is renewed so
+ * that the next check need not hash it: a `touch` or a git checkout would
+ * otherwise cost a hash at every no-op), with `renewed` set; else undefined.
+ */
+async function depsUnchanged(deps: DepStamp[]): Promise<{ deps: DepStamp[]; renewed: boolean } | undefined> {
+  const current: DepStamp[] = [];
+  let renewed = false;
   for (const dep of deps) {
-    let link: string | undefined;
-    try {
-      link = fs.lstatSync(dep.path).isSymbolicLink() ? fs.readlinkSync(dep.path) : undefined;
-    } catch {
-      return false;
-    }
-    if (link !== dep.link) return false;
-    let st: fs.Stats | undefined;
-    try {
-      st = fs.statSync(dep.path);
-    } catch {
-      st = undefined;
-    }
-    if (!st) {
-      if (dep.kind === "l") continue;
-      return false;
-    }
-    const kind = st.isDirectory() ? "d" : "f";
-    if (kind !== dep.kind || st.mode !== dep.mode) return false;
-    if (st.size === dep.size && st.mtimeMs === dep.mtimeMs && st.ino === dep.ino) continue;
-    if (kind === "f" && st.size !== dep.size) return false;
-    const { blake3Hex } = await import("../graph/hash.js");
-    if (blake3Hex(contentOf(dep.path, kind)) !== dep.blake3) return false;
+    const same = await depUnchanged(dep);
+    if (same === undefined) return undefined;
+    current.push(same);
+    renewed ||= same !== dep;
   }
-  return true;
+  return { deps: current, renewed };
+}
+
+/** The stamp (`dep` itself if its stat is unchanged, a renewed one if only the stat changed), or undefined if it changed. */
+async function depUnchanged(dep: DepStamp): Promise<DepStamp | undefined> {
+  let link: string | undefined;
+  try {
+    link = fs.lstatSync(dep.path).isSymbolicLink() ? fs.readlinkSync(dep.path) : undefined;
+  } catch {
+    return undefined;
+  }
+  if (link !== dep.link) return undefined;
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(dep.path);
+  } catch {
+    st = undefined;
+  }
+  if (!st) return dep.kind === "l" ? dep : undefined;
+  const kind = st.isDirectory() ? "d" : "f";
+  if (kind !== dep.kind || st.mode !== dep.mode) return undefined;
+  if (st.size === dep.size && st.mtimeMs === dep.mtimeMs && st.ino === dep.ino) return dep;
+  if (kind === "f" && st.size !== dep.size) return undefined;
+  const { blake3Hex } = await import("../graph/hash.js");
+  if (blake3Hex(contentOf(dep.path, kind)) !== dep.blake3) return undefined;
+  return { ...dep, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
 }
 
 /**
@@ -400,7 +413,9 @@ export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, s
   const hit = cache?.get(key);
   if (hit) {
     const entry = JSON.parse(hit) as Partial<CacheEntry>;
-    if (entry.roots && entry.deps && entry.exports && (await depsUnchanged(entry.deps))) {
+    const unchanged = entry.roots && entry.deps && entry.exports ? await depsUnchanged(entry.deps) : undefined;
+    if (unchanged && entry.roots && entry.deps && entry.exports) {
+      if (unchanged.renewed) cache!.put(key, JSON.stringify({ ...entry, deps: unchanged.deps }));
       let drvs: Record<string, DrvRecord> | undefined;
       const graph = {
         get drvs(): Record<string, DrvRecord> {
