@@ -16,69 +16,52 @@ import type { Request } from "./protocol.js";
 /** Thrown from the eval cache's onEvaluate: the recipe changed, the CLI evaluates it. */
 class NeedsEvaluation extends Error {}
 
-export interface Answerer {
-  /** The out-link to make and what to print, or undefined when the Node CLI must run the command. */
-  answer(request: Extract<Request, { kind: "launch" }>): Promise<RealiseResult | undefined>;
-  close(): void;
-}
-
 /**
- * Answers for the store at `root`, for launchers of the ukb in `packageRoot`
- * (a launcher of another ukb install falls back: its code may differ).
+ * The answer for the store at `root` to a launcher of the ukb in
+ * `packageRoot` (a launcher of another ukb install falls back: its code may
+ * differ): the out-link to make and what to print, or undefined when the
+ * Node CLI must run the command.
  */
-export function makeAnswerer(root: string, packageRoot: string): Answerer {
-  const dbFile = path.join(root, "ukb.sqlite");
-
-  /**
-   * The store, opened for one answer and closed after it (about 0.5 ms): a
-   * database held open would keep its WAL files on disk, which a user
-   * restoring or deleting `ukb.sqlite` alone does not expect.
-   */
-  function openStore(): Store | undefined {
-    return fs.existsSync(dbFile) ? Store.open(root) : undefined; // no store here any more: the CLI makes one
+export async function answerLaunch(request: Extract<Request, { kind: "launch" }>, root: string, packageRoot: string): Promise<RealiseResult | undefined> {
+  if (!sameAsServer(request)) return undefined;
+  if (realpathOr(request.packageRoot) !== realpathOr(packageRoot)) return undefined;
+  const [command, ...rest] = request.argv;
+  if (command !== "realise" && command !== "build") return undefined;
+  let args: ReturnType<typeof parseRealiseArgs>;
+  try {
+    args = parseRealiseArgs(rest);
+  } catch {
+    return undefined; // the CLI prints the usage error
   }
-
-  return {
-    async answer(request) {
-      if (!sameAsServer(request)) return undefined;
-      if (realpathOr(request.packageRoot) !== realpathOr(packageRoot)) return undefined;
-      const [command, ...rest] = request.argv;
-      if (command !== "realise" && command !== "build") return undefined;
-      let args: ReturnType<typeof parseRealiseArgs>;
-      try {
-        args = parseRealiseArgs(rest);
-      } catch {
-        return undefined; // the CLI prints the usage error
-      }
-      if (args.values["dry-run"] || args.values["no-eval-cache"]) return undefined;
-      // The same text, not only the same folder: output paths and out-links are spelled from it, and
-      // gc matches roots by their text.
-      if (storeRoot(args.values.store, request.env, request.cwd) !== root) return undefined;
-      const open = openStore();
-      if (!open) return undefined;
-      try {
-        const recipe = await loadWithCache(open, path.resolve(request.cwd, args.recipe), {
-          onEvaluate: () => {
-            throw new NeedsEvaluation();
-          },
-          env: request.env,
-        });
-        const target = pick(recipe, args.values.attr);
-        if (!Object.values(target.outputs).every((p) => open.isValid(p))) return undefined;
-        // The root is registered here; the launcher makes the link itself, with its own rights, in
-        // its own view (a root whose link never comes is forgotten by gc).
-        const result = realiseResult(open, target, args.values, request.cwd);
-        if (result.link) open.addRoot(result.link);
-        return result;
-      } catch {
-        // NeedsEvaluation, or an error the CLI will report in its own words.
-        return undefined;
-      } finally {
-        open.close();
-      }
-    },
-    close() {},
-  };
+  if (args.values["dry-run"] || args.values["no-eval-cache"]) return undefined;
+  // The same text, not only the same folder: output paths and out-links are spelled from it, and
+  // gc matches roots by their text.
+  if (storeRoot(args.values.store, request.env, request.cwd) !== root) return undefined;
+  // No store here any more: the CLI makes one.
+  if (!fs.existsSync(path.join(root, "ukb.sqlite"))) return undefined;
+  // Opened for this answer and closed after it (about 0.5 ms): a database held open would keep its
+  // WAL files on disk, which a user restoring or deleting ukb.sqlite alone does not expect.
+  const store = Store.open(root);
+  try {
+    const recipe = await loadWithCache(store, path.resolve(request.cwd, args.recipe), {
+      onEvaluate: () => {
+        throw new NeedsEvaluation();
+      },
+      env: request.env,
+    });
+    const target = pick(recipe, args.values.attr);
+    if (!Object.values(target.outputs).every((p) => store.isValid(p))) return undefined;
+    // The root is registered here; the launcher makes the link itself, with its own rights, in its
+    // own view (a root whose link never comes is forgotten by gc).
+    const result = realiseResult(store, target, args.values, request.cwd);
+    if (result.link) store.addRoot(result.link);
+    return result;
+  } catch {
+    // NeedsEvaluation, or an error the CLI will report in its own words.
+    return undefined;
+  } finally {
+    store.close();
+  }
 }
 
 /**

@@ -15,7 +15,7 @@ import net from "node:net";
 import path from "node:path";
 import { UkbError } from "../errors/index.js";
 import { PACKAGE_ROOT } from "../recipe/location.js";
-import { makeAnswerer } from "./answer.js";
+import { answerLaunch } from "./answer.js";
 import { FALLBACK, MAX_REQUEST, SOCKET_NAME, okAnswer, parseRequest } from "./protocol.js";
 import { askServer, socketAddress } from "./control.js";
 
@@ -80,7 +80,6 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
     // Else left by a server that was killed: binding below replaces it.
   }
 
-  const answerer = makeAnswerer(root, PACKAGE_ROOT);
   const codeStamp = ownCodeStamp();
   const status: ServerStatus = { pid: process.pid, store: root, packageRoot: PACKAGE_ROOT, startedAt: new Date().toISOString(), requests: 0, answered: 0 };
   let queue = Promise.resolve();
@@ -137,7 +136,7 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
           stop("ukb's code changed on disk");
           return;
         }
-        const result = await answerer.answer(request).catch(() => undefined);
+        const result = await answerLaunch(request, root, PACKAGE_ROOT).catch(() => undefined);
         // Counted once the launcher has it (the tests read this count).
         if (result === undefined) conn.end(FALLBACK);
         else conn.end(okAnswer(result), () => status.answered++);
@@ -202,6 +201,5 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
   await closed;
   // Only our own socket: a newer server may have taken the name.
   if (identityOf(socketPath) === socketIdentity) fs.rmSync(socketPath, { force: true });
-  answerer.close();
   log(`stopped: ${reason}`);
 }
