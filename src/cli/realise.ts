@@ -133,7 +133,7 @@ function makeOutLink(link: string, target: string): void {
   } catch (err) {
     if (err instanceof UkbError) throw err;
     const e = err as NodeJS.ErrnoException;
-    if (e.code !== "ENOENT") throw new UkbError("usage", `cannot make the out-link ${link} (${e.code ?? e.message})`, { exitCode: ExitCode.badInput, hint: "use --out-link PATH or --no-out-link" });
+    if (e.code !== "ENOENT") throw outLinkError(link, e);
   }
   const tmp = `${link}.tmp-${process.pid}`;
   let made = false;
@@ -144,12 +144,14 @@ function makeOutLink(link: string, target: string): void {
   } catch (err) {
     // Only our own link: a file of that name that was there before is not ours to remove.
     if (made) fs.rmSync(tmp, { force: true });
-    const e = err as NodeJS.ErrnoException;
-    throw new UkbError("usage", `cannot make the out-link ${link} (${e.code ?? e.message})`, { exitCode: ExitCode.badInput, hint: "use --out-link PATH or --no-out-link" });
+    throw outLinkError(link, err as NodeJS.ErrnoException);
   }
 }
 
-/** Runs the builds of a plan with a progress display; Ctrl-C cancels them cleanly. */
+function outLinkError(link: string, err: NodeJS.ErrnoException): UkbError {
+  return new UkbError("usage", `cannot make the out-link ${link} (${err.code ?? err.message})`, { exitCode: ExitCode.badInput, hint: "use --out-link PATH or --no-out-link" });
+}
+
 /**
  * The plan with what the substituters (flags, UKB_SUBSTITUTERS, config) have
  * moved from building to fetching. Offline, only file:// caches are asked.
@@ -163,6 +165,7 @@ async function withSubstitutions(store: Store, plan: Plan, flags: CacheFlags, of
   return { plan: await planSubstitutions(store, plan, caches), caches };
 }
 
+/** Runs the builds of a plan with a progress display; Ctrl-C cancels them cleanly. */
 async function buildPlan(store: Store, planned: Plan, o: { jobs: number; cores: number; keepGoing: boolean; json: boolean; offline: boolean; cacheFlags: CacheFlags }): Promise<number> {
   const { execute } = await import("../schedule/execute.js");
   const { chooseMode, makeListener } = await import("../ui/index.js");

@@ -10,7 +10,7 @@ import { spawn } from "node:child_process";
 import { parseArgs } from "node:util";
 import { ExitCode, UkbError, UsageError } from "../errors/index.js";
 import { PACKAGE_ROOT } from "../recipe/location.js";
-import { askServer, runServer, type ServerStatus } from "../server/index.js";
+import { askServer, runServer, serverStatus } from "../server/index.js";
 import { storeRoot } from "./context.js";
 import { writeStdout } from "../ui/stdout.js";
 
@@ -44,7 +44,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
       return ExitCode.ok;
     }
     case "status": {
-      const status = await running(root);
+      const status = await serverStatus(root);
       if (values.json) writeStdout(`${JSON.stringify(status ?? null)}\n`);
       else writeStdout(status ? `a server runs for ${root}: pid ${status.pid}, since ${status.startedAt}, ${status.answered} of ${status.requests} requests answered\n` : `no server runs for ${root}\n`);
       return status ? ExitCode.ok : ExitCode.buildFailed;
@@ -54,18 +54,9 @@ export async function serverCommand(argv: string[]): Promise<number> {
   }
 }
 
-async function running(root: string): Promise<ServerStatus | undefined> {
-  const answer = await askServer(root, "status").catch(() => undefined);
-  try {
-    return answer ? (JSON.parse(answer) as ServerStatus) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Starts `ukb server run` detached, its output in the store's logs, and waits until it answers. */
 async function start(root: string, idleSeconds: number): Promise<number> {
-  const already = await running(root);
+  const already = await serverStatus(root);
   if (already) {
     writeStdout(`a server already runs for ${root}: pid ${already.pid}\n`);
     return ExitCode.ok;
@@ -88,7 +79,7 @@ async function start(root: string, idleSeconds: number): Promise<number> {
   child.once("exit", (code) => (exited = code));
   child.unref();
   for (let waited = 0; waited < 10_000; waited += 50) {
-    const status = await running(root);
+    const status = await serverStatus(root);
     if (status) {
       writeStdout(`started a server for ${root}: pid ${status.pid} (log: ${logFile})\n`);
       return ExitCode.ok;

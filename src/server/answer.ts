@@ -9,9 +9,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import { Store } from "../store/index.js";
-import { parseRealiseArgs, realiseResult, type RealiseResult } from "../cli/realise.js";
+import { parseRealiseArgs, realiseResult, type RealiseArgs, type RealiseResult } from "../cli/realise.js";
 import { loadWithCache, pick, storeRoot } from "../cli/context.js";
-import type { Request } from "./protocol.js";
+import { fileIdentity, type Request } from "./protocol.js";
 
 /** Thrown from the eval cache's onEvaluate: the recipe changed, the CLI evaluates it. */
 class NeedsEvaluation extends Error {}
@@ -27,7 +27,7 @@ export async function answerLaunch(request: Extract<Request, { kind: "launch" }>
   if (realpathOr(request.packageRoot) !== realpathOr(packageRoot)) return undefined;
   const [command, ...rest] = request.argv;
   if (command !== "realise" && command !== "build") return undefined;
-  let args: ReturnType<typeof parseRealiseArgs>;
+  let args: RealiseArgs;
   try {
     args = parseRealiseArgs(rest);
   } catch {
@@ -82,17 +82,7 @@ function sameAsServer(request: Extract<Request, { kind: "launch" }>): boolean {
   } catch {
     return false;
   }
-  return request.mountNamespace === mountNamespace && request.rootIdentity === identity("/") && request.cwdIdentity === identity(request.cwd);
-}
-
-/** "dev:ino" of a path, as the launcher writes it; "?" (never equal to the launcher's) when it cannot be read. */
-function identity(p: string): string {
-  try {
-    const st = fs.statSync(p, { bigint: true });
-    return `${st.dev}:${st.ino}`;
-  } catch {
-    return "?";
-  }
+  return request.mountNamespace === mountNamespace && request.rootIdentity === fileIdentity("/") && request.cwdIdentity === fileIdentity(request.cwd);
 }
 
 function realpathOr(p: string): string {

@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { SOCKET_NAME, controlRequest } from "./protocol.js";
+import { SOCKET_NAME, controlRequest, type ServerStatus } from "./protocol.js";
 
 /**
  * Sends a control command to the server of the store at `root` and returns
@@ -46,4 +46,15 @@ export function socketAddress(root: string, name = SOCKET_NAME): { path: string;
       open = false;
     },
   };
+}
+
+/** The status of the store's server, or undefined when none answers (or something else does). */
+export async function serverStatus(root: string): Promise<ServerStatus | undefined> {
+  const answer = await askServer(root, "status").catch(() => undefined);
+  try {
+    const status = answer ? (JSON.parse(answer) as ServerStatus) : undefined;
+    return typeof status?.pid === "number" ? status : undefined;
+  } catch {
+    return undefined;
+  }
 }

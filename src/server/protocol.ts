@@ -16,6 +16,8 @@
  * everything the server does not (it only answers no-op realises).
  */
 
+import fs from "node:fs";
+
 export const SOCKET_NAME = "server.sock";
 export const MAGIC = "ukb-server-1";
 /** Requests are a few kilobytes; anything past this is not a launcher. */
@@ -90,4 +92,28 @@ export const FALLBACK = Buffer.from("fallback\n");
 
 export function okAnswer(result: { link?: string; linkTarget: string; stdout: string }): Buffer {
   return Buffer.from(`ok\n${result.link ?? ""}\0${result.linkTarget}\0${result.stdout}`);
+}
+
+/** What `status` answers (JSON). */
+export interface ServerStatus {
+  pid: number;
+  store: string;
+  packageRoot: string;
+  startedAt: string;
+  requests: number;
+  answered: number;
+}
+
+/**
+ * "dev:ino" of a path, as the launcher writes it for `/` and its folder, or
+ * undefined when it cannot be read. With `birth`, the birth time too: the
+ * server's own socket, whose inode number the next socket may reuse.
+ */
+export function fileIdentity(file: string, options: { birth?: boolean } = {}): string | undefined {
+  try {
+    const st = fs.statSync(file, { bigint: true });
+    return `${st.dev}:${st.ino}${options.birth ? `:${st.birthtimeNs}` : ""}`;
+  } catch {
+    return undefined;
+  }
 }

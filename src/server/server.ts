@@ -16,8 +16,8 @@ import path from "node:path";
 import { UkbError } from "../errors/index.js";
 import { PACKAGE_ROOT } from "../recipe/location.js";
 import { answerLaunch } from "./answer.js";
-import { FALLBACK, MAX_REQUEST, SOCKET_NAME, okAnswer, parseRequest } from "./protocol.js";
-import { askServer, socketAddress } from "./control.js";
+import { FALLBACK, MAX_REQUEST, SOCKET_NAME, fileIdentity, okAnswer, parseRequest, type ServerStatus } from "./protocol.js";
+import { serverStatus, socketAddress } from "./control.js";
 
 export interface ServerOptions {
   /** Exit after this long without a request. */
@@ -26,15 +26,6 @@ export interface ServerOptions {
   watchMs?: number;
   /** One line per event (start, stop, refused requests), for the server's log. */
   log?: (line: string) => void;
-}
-
-export interface ServerStatus {
-  pid: number;
-  store: string;
-  packageRoot: string;
-  startedAt: string;
-  requests: number;
-  answered: number;
 }
 
 /** How long a request may wait behind others before the answer is "fallback". */
@@ -54,16 +45,6 @@ function ownCodeStamp(): string {
     .join(",");
 }
 
-/** A file's identity (device, inode, birth): an inode number alone may be reused by the next socket. */
-function identityOf(file: string): string | undefined {
-  try {
-    const st = fs.statSync(file, { bigint: true });
-    return `${st.dev}:${st.ino}:${st.birthtimeNs}`;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Runs a server for the store at `root` until it has a reason to stop; resolves then. */
 export async function runServer(root: string, options: ServerOptions): Promise<void> {
   const log = options.log ?? (() => {});
@@ -74,9 +55,8 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
   }
   const socketPath = path.join(root, SOCKET_NAME);
   if (fs.existsSync(socketPath)) {
-    const other = await askServer(root, "status").catch(() => undefined);
-    const pid = other ? (/"pid":(\d+)/.exec(other)?.[1] ?? "?") : undefined;
-    if (pid) throw new UkbError("usage", `a ukb server already serves ${root} (pid ${pid}); stop it with 'ukb server stop'`);
+    const other = await serverStatus(root);
+    if (other) throw new UkbError("usage", `a ukb server already serves ${root} (pid ${other.pid}); stop it with 'ukb server stop'`);
     // Else left by a server that was killed: binding below replaces it.
   }
 
@@ -162,7 +142,7 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
       server.listen(address.path, () => resolve());
     });
     // Taken from our own name, before the rename: another server may rename over server.sock meanwhile.
-    socketIdentity = identityOf(path.join(root, ownName));
+    socketIdentity = fileIdentity(path.join(root, ownName), { birth: true });
     fs.renameSync(path.join(root, ownName), socketPath);
   } catch (err) {
     server.close();
@@ -182,7 +162,7 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
   }
   resetIdle();
   const watch = setInterval(() => {
-    if (identityOf(socketPath) !== socketIdentity) stop("its socket was removed or replaced");
+    if (fileIdentity(socketPath, { birth: true }) !== socketIdentity) stop("its socket was removed or replaced");
     else if (ownCodeStamp() !== codeStamp) stop("ukb's code changed on disk");
   }, options.watchMs ?? 2000).unref();
   const onSignal = (signal: string) => stop(`got ${signal}`);
@@ -200,6 +180,6 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
   for (const conn of connections) if (!conn.writableEnded) conn.destroy();
   await closed;
   // Only our own socket: a newer server may have taken the name.
-  if (identityOf(socketPath) === socketIdentity) fs.rmSync(socketPath, { force: true });
+  if (fileIdentity(socketPath, { birth: true }) === socketIdentity) fs.rmSync(socketPath, { force: true });
   log(`stopped: ${reason}`);
 }
