@@ -8,7 +8,7 @@ import path from "node:path";
 import { spawner, type Exit } from "./spawner.js";
 import { UkbError } from "../errors/index.js";
 import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
-import { hashTree, isSymlink, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
+import { explainNoSpace, formatBytes, freeBytes, hashTree, isSymlink, nearlyFull, NO_SPACE_HINT, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
 import { BUILD_TOP, findBwrap, sandboxArgs } from "./sandbox.js";
 import { getBuiltin } from "./builtins.js";
 import { sandboxPool } from "./sandbox-pool.js";
@@ -20,9 +20,24 @@ export class BuildFailedError extends UkbError {
     readonly reason: string,
     readonly logFile: string | undefined,
     readonly logTail: readonly string[],
+    hint?: string,
   ) {
-    super("build", `build of '${drvName}' failed: ${reason}`);
+    super("build", `build of '${drvName}' failed: ${reason}`, hint === undefined ? {} : { hint });
   }
+}
+
+/** What builders print when a write finds the disk full (strerror of ENOSPC and EDQUOT). */
+const NO_SPACE_MESSAGES = /No space left on device|Disk quota exceeded/;
+
+/**
+ * A failed build on a full disk says so: the builder's own message is in its
+ * log, but "exit status 1" alone would send the user looking in the recipe.
+ */
+function withSpaceHint(err: BuildFailedError, root: string): BuildFailedError {
+  if (err.hint !== undefined || !(nearlyFull(root) || err.logTail.some((l) => NO_SPACE_MESSAGES.test(l)))) return err;
+  const free = freeBytes(root);
+  const hint = `the store's filesystem${free === undefined ? "" : ` has ${formatBytes(free)} free`}: ${NO_SPACE_HINT}`;
+  return new BuildFailedError(err.drvName, err.reason, err.logFile, err.logTail, hint);
 }
 
 /** A build stopped because the run was cancelled (another build failed, or the user interrupted). */
@@ -239,6 +254,8 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
     opts.onStart?.();
   };
   let tmp: string | undefined;
+  /** Outputs renamed into the store folder and not yet registered: removed if registration fails. */
+  const moved: string[] = [];
   const mainBase = baseName(drv.outputs.out ?? drv.outputs[drv.outputNames[0]!]!);
   const logRel = path.join("logs", `${mainBase}.log`);
   const logFile = path.join(store.root, logRel);
@@ -256,7 +273,10 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
         content.set(i.base, await contentKeys(i.staged, i.contentHash));
       }
     }
-    for (const i of infos) await moveIntoStore(i.staged, store.realPath(i.base));
+    for (const i of infos) {
+      await moveIntoStore(i.staged, store.realPath(i.base));
+      moved.push(i.base);
+    }
     const ms = Math.round(performance.now() - started);
     store.register(
       infos.map((i) => ({
@@ -271,7 +291,14 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
       })),
       drv,
     );
+    moved.length = 0;
     return { built: true, ms };
+  } catch (err) {
+    // Told before cleaning up, which frees room: the error says how full the disk was.
+    const told = err instanceof BuildFailedError ? withSpaceHint(err, store.root) : explainNoSpace(err, store.root, `building '${drv.name}'`);
+    // Nothing unregistered stays in the store folder, where `ukb store verify` would find it.
+    for (const b of moved) if (!store.isValid(b)) await removeTree(store.realPath(b)).catch(() => undefined);
+    throw told;
   } finally {
     // Scratch folders go in the background: what depends on this build need not wait for them.
     if (tmp) forget(removeTree(tmp));

@@ -16,8 +16,8 @@ export function storeRoot(flag: string | undefined, env: NodeJS.ProcessEnv = pro
   return path.resolve(cwd, flag ?? env.UKB_STORE ?? "cache");
 }
 
-export function openStore(flag: string | undefined): Store {
-  return Store.open(storeRoot(flag));
+export function openStore(flag: string | undefined, options: { useReserve?: boolean } = {}): Store {
+  return Store.open(storeRoot(flag), options);
 }
 
 /** Changes to ukb itself or to the host PATH invalidate cached evaluations. */

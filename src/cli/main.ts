@@ -2,7 +2,8 @@
  * The `ukb` command: parse, dispatch, print errors. Commands are loaded on
  * demand so that each pays only for the modules it uses.
  */
-import { ExitCode, isUkbError } from "../errors/index.js";
+import { ExitCode, isUkbError, UkbError } from "../errors/index.js";
+import { isNoSpace, NO_SPACE_HINT } from "../store/space.js";
 import { renderError } from "../ui/index.js";
 
 const HELP = `ukb — declarative, content-addressed builds of unikernels
@@ -63,7 +64,12 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`ukb: error: ${err.message}\n`);
       return ExitCode.badInput;
     }
-    process.stderr.write(`${renderError(err)}\n`);
+    process.stderr.write(`${renderError(isUkbError(err) || !isNoSpace(err) ? err : noSpace(err))}\n`);
     return isUkbError(err) ? err.exitCode : ExitCode.buildFailed;
   }
+}
+
+/** A full disk that no store operation explained (a log, a report, an image written elsewhere): still one line, not a stack. */
+function noSpace(err: unknown): UkbError {
+  return new UkbError("store", `no space left on device: ${(err as Error).message}`, { hint: NO_SPACE_HINT, cause: err });
 }

@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import { ExitCode, UkbError } from "../errors/index.js";
 // Only the plan is needed when everything is valid; the executor and the UI load on demand.
 import { makePlan, planSubstitutions, type Plan } from "../schedule/plan.js";
-import type { Store } from "../store/index.js";
+import { explainNoSpace, type Store } from "../store/index.js";
 import type { DrvRecord } from "../graph/index.js";
 import type { CacheFlags, CacheSet } from "../cache/index.js";
 import { defaultJobs, loadWithCache, openStore, parseCount, pick } from "./context.js";
@@ -115,6 +115,8 @@ export async function realiseCommand(argv: string[]): Promise<number> {
     }
     writeStdout(result.stdout);
     return ExitCode.ok;
+  } catch (err) {
+    throw explainNoSpace(err, store.root, `realising ${recipeFile}`);
   } finally {
     store.close();
   }

@@ -16,7 +16,8 @@ export async function storeCommand(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: { store: { type: "string" }, "dry-run": { type: "boolean" }, json: { type: "boolean" }, name: { type: "string" } },
   });
-  const store = openStore(values.store);
+  // gc is what frees room on a full disk: it may use the store's reserve to open it.
+  const store = openStore(values.store, { useReserve: sub === "gc" && !values["dry-run"] });
   try {
     switch (sub) {
       case "add": {

@@ -10,6 +10,7 @@ import { baseName, outputPath, type FixedOutput } from "../graph/index.js";
 import { hashTree } from "./archive.js";
 import { contentKeys } from "./digest.js";
 import { importTree, removeTree } from "./fsutil.js";
+import { explainNoSpace } from "./space.js";
 import type { Store } from "./store.js";
 
 export interface AddedPath {
@@ -49,13 +50,21 @@ export async function addToStore(store: Store, source: string, options: { name?:
         await removeTree(store.realPath(target));
         if (fs.statSync(staged).isDirectory()) fs.chmodSync(staged, 0o755);
         fs.renameSync(staged, store.realPath(target));
-        if (fs.statSync(store.realPath(target)).isDirectory()) fs.chmodSync(store.realPath(target), 0o555);
-        store.register([{ base: target, contentHash: tree.blake3, size: tree.size, references: [], ca: `${fixed.algo}:${fixed.hash}`, content: keys }]);
+        try {
+          if (fs.statSync(store.realPath(target)).isDirectory()) fs.chmodSync(store.realPath(target), 0o555);
+          store.register([{ base: target, contentHash: tree.blake3, size: tree.size, references: [], ca: `${fixed.algo}:${fixed.hash}`, content: keys }]);
+        } catch (err) {
+          // Not registered: not left in the store folder either.
+          await removeTree(store.realPath(target)).catch(() => undefined);
+          throw err;
+        }
       }
     } finally {
       release();
     }
     return { path: store.realPath(target), name, mode, ...(sha256 ? { sha256 } : {}), ...(blake3 ? { blake3 } : {}), treeHash: tree.blake3, size: tree.size };
+  } catch (err) {
+    throw explainNoSpace(err, store.root, `adding ${source}`);
   } finally {
     await removeTree(tmp);
   }

@@ -18,6 +18,8 @@ export interface GcReport {
 }
 
 export async function collectGarbage(store: Store, options: { dryRun?: boolean } = {}): Promise<GcReport> {
+  // On a full disk, the database needs room to forget the first paths gc deletes (each frees more).
+  if (!options.dryRun) store.releaseReserve();
   const roots = [...store.rootPaths().values()];
   const locked = store.db
     .prepare<[], { name: string; owner: string }>("SELECT name, owner FROM locks")
@@ -57,6 +59,7 @@ export async function collectGarbage(store: Store, options: { dryRun?: boolean }
       deleted.push(name);
     }
     await store.cleanDeadTemps();
+    store.keepReserve();
   }
   return { roots: roots.length, kept: live.size, deleted, freedBytes: freed };
 }

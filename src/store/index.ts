@@ -6,3 +6,4 @@ export { collectGarbage, type GcReport } from "./gc.js";
 export { SELF, ownerAlive } from "./lock.js";
 export { fileDigest, contentKeys } from "./digest.js";
 export { addToStore, type AddedPath } from "./add.js";
+export { explainNoSpace, formatBytes, freeBytes, isNoSpace, nearlyFull, NoSpaceError, NO_SPACE_HINT } from "./space.js";

@@ -39,7 +39,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class Locks {
   private readonly tryTake: (name: string) => boolean;
-  private readonly drop: (name: string) => void;
+  private readonly deleteRow: (name: string) => void;
+  /**
+   * Locks whose row could not be deleted (a full disk: even a DELETE must
+   * grow the WAL). Retried at each later take and release; until then other
+   * processes wait for this one, and once it exits they take the row over.
+   */
+  private readonly undropped = new Set<string>();
 
   constructor(db: Db) {
     const select = db.prepare<[string], { owner: string }>("SELECT owner FROM locks WHERE name = ?");
@@ -51,7 +57,24 @@ export class Locks {
       upsert.run(name, SELF, Date.now());
       return true;
     }).immediate as (name: string) => boolean;
-    this.drop = (name) => void del.run(name, SELF);
+    this.deleteRow = (name) => void del.run(name, SELF);
+  }
+
+  /** Releases a lock; never throws, so a failure to release cannot hide the error that ended the work. */
+  private drop(name: string): void {
+    this.undropped.add(name);
+    this.retryDrops();
+  }
+
+  private retryDrops(): void {
+    for (const n of this.undropped) {
+      try {
+        this.deleteRow(n);
+        this.undropped.delete(n);
+      } catch {
+        // kept for the next try
+      }
+    }
   }
 
   /**
@@ -63,6 +86,7 @@ export class Locks {
     const taken: string[] = [];
     let waited = false;
     try {
+      this.retryDrops();
       for (const name of sorted) {
         let delay = 5;
         while (!this.tryTake(name)) {
@@ -74,6 +98,8 @@ export class Locks {
           await sleep(delay);
           delay = Math.min(delay * 2, 100);
         }
+        // Held anew: its row is ours again, for the release of this acquire to delete.
+        this.undropped.delete(name);
         taken.push(name);
       }
     } catch (err) {

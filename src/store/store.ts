@@ -10,6 +10,7 @@ import { baseName, type DrvRecord } from "../graph/index.js";
 import { openDb, type Db } from "./db.js";
 import { Locks, SELF, ownerAlive } from "./lock.js";
 import { removeTree } from "./fsutil.js";
+import { freeBytes, isNoSpace, nearlyFull, NoSpaceError } from "./space.js";
 
 /** What the store knows about a valid path. */
 export interface PathInfo {
@@ -95,16 +96,58 @@ export class Store {
     });
   }
 
-  /** Opens (creating if needed) the store rooted at `root`. */
-  static open(root: string): Store {
+  /**
+   * Opens (creating if needed) the store rooted at `root`. On a full disk,
+   * `useReserve` (gc's) frees the reserve to make room; other commands fail
+   * and keep it for gc.
+   */
+  static open(root: string, options: { useReserve?: boolean } = {}): Store {
     const abs = path.resolve(root);
+    let store: Store;
     try {
       fs.mkdirSync(abs, { recursive: true });
-      return new Store(abs);
+      store = new Store(abs);
     } catch (err) {
       if (err instanceof UkbError) throw err;
+      // A full disk: SQLite cannot even make its shared-memory file ("disk I/O error"). The
+      // reserve makes room for it, so that `ukb store gc` can run and free some.
+      const full = isNoSpace(err) || nearlyFull(abs);
+      if (full && options.useReserve && releaseReserve(abs)) return Store.open(abs);
+      if (full && !options.useReserve && fs.existsSync(path.join(abs, RESERVE_NAME))) throw new NoSpaceError(abs, "opening it", err);
+      if (full) throw new NoSpaceError(abs, "opening it", err, "free some space on that filesystem outside the store: ukb cannot open the store, nor collect its garbage, until there is some");
       throw new UkbError("store", `cannot open the store at ${abs}: ${(err as Error).message}`, { cause: err });
     }
+    store.keepReserve();
+    return store;
+  }
+
+  /**
+   * Keeps {@link RESERVED_BYTES} of the disk for the store's own bookkeeping
+   * (as Nix's gc-reserved-space): written once the disk has room for it
+   * several times over; released when the disk is full (see {@link open})
+   * and by gc before it starts. Best effort: a reserve that cannot be written
+   * is not.
+   */
+  keepReserve(): void {
+    const file = path.join(this.root, RESERVE_NAME);
+    try {
+      if (fs.statSync(file).size === RESERVED_BYTES) return;
+    } catch {
+      // missing: make it
+    }
+    if ((freeBytes(this.root) ?? 0) < 4 * RESERVED_BYTES) return;
+    const tmp = `${file}.tmp-${process.pid}`;
+    try {
+      fs.writeFileSync(tmp, Buffer.alloc(RESERVED_BYTES));
+      fs.renameSync(tmp, file);
+    } catch {
+      fs.rmSync(tmp, { force: true });
+    }
+  }
+
+  /** Frees the reserve (gc does, before it writes anything). */
+  releaseReserve(): void {
+    releaseReserve(this.root);
   }
 
   close(): void {
@@ -317,12 +360,34 @@ export class Store {
   evalCache(): { get(key: string): string | undefined; put(key: string, value: string): void } {
     return {
       get: (key) => this.stmts.evalGet.get(key)?.value,
-      put: (key, value) => void this.stmts.evalPut.run(key, value),
+      put: (key, value) => {
+        try {
+          this.stmts.evalPut.run(key, value);
+        } catch (err) {
+          // A cache that cannot be written on a full disk is only not written: the next run evaluates again.
+          if (!isNoSpace(err)) throw err;
+        }
+      },
     };
   }
 }
 
 let tempCounter = 0;
+
+/** The file that holds the reserve, in the store's root. */
+const RESERVE_NAME = "reserved";
+/** Room for SQLite's shared-memory file and WAL while gc deletes its first paths (4 MiB: a WAL's size at its default checkpoint). */
+export const RESERVED_BYTES = 4 << 20;
+
+/** Removes the reserve of the store at `root`; true if there was one. */
+function releaseReserve(root: string): boolean {
+  try {
+    fs.unlinkSync(path.join(root, RESERVE_NAME));
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** An object whose properties are made by `makers` the first time each is read, then kept. */
 function lazily<T extends Record<string, () => unknown>>(makers: T): { readonly [K in keyof T]: ReturnType<T[K]> } {

@@ -1,0 +1,75 @@
+/**
+ * A full disk, whoever reports it: a system call's ENOSPC (no room) or EDQUOT
+ * (over quota), or SQLite's SQLITE_FULL when the database or its WAL cannot
+ * grow. Deep code lets such errors rise; the store's operations turn them into
+ * one {@link NoSpaceError} that says which filesystem, how much is free and
+ * what ukb was doing, once they have put the store back as it was.
+ */
+import fs from "node:fs";
+import { UkbError } from "../errors/index.js";
+
+const NO_SPACE_CODES = new Set(["ENOSPC", "EDQUOT", "SQLITE_FULL"]);
+
+/** True when `err` (or an error it wraps) says the disk is full. */
+export function isNoSpace(err: unknown): boolean {
+  for (let e = err, depth = 0; e && typeof e === "object" && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof NoSpaceError) return true;
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && NO_SPACE_CODES.has(code)) return true;
+  }
+  return false;
+}
+
+/** Bytes an unprivileged writer may still use on the filesystem holding `dir`; undefined if it cannot be told. */
+export function freeBytes(dir: string): number | undefined {
+  try {
+    const s = fs.statfsSync(dir);
+    return s.bavail * s.bsize;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Below this, a failed build is likely to have failed for want of room. */
+const NEARLY_FULL = 1 << 20;
+
+/** True when the filesystem holding `dir` has (almost) no room left. */
+export function nearlyFull(dir: string): boolean {
+  const free = freeBytes(dir);
+  return free !== undefined && free < NEARLY_FULL;
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[u]}`;
+}
+
+export const NO_SPACE_HINT = "free some space ('ukb store gc' removes what no root reaches) and run the command again";
+
+/** The store's filesystem is full: what ukb was doing, where, and how much is free now. */
+export class NoSpaceError extends UkbError {
+  constructor(
+    readonly root: string,
+    doing: string,
+    cause?: unknown,
+    hint = NO_SPACE_HINT,
+  ) {
+    const free = freeBytes(root);
+    super("store", `no space left on the filesystem of the store ${root}${free === undefined ? "" : ` (${formatBytes(free)} free)`} while ${doing}`, {
+      hint,
+      ...(cause === undefined ? {} : { cause }),
+    });
+  }
+}
+
+/** `err` as a {@link NoSpaceError} when the disk is full, else unchanged. */
+export function explainNoSpace(err: unknown, root: string, doing: string): unknown {
+  return isNoSpace(err) && !(err instanceof NoSpaceError) ? new NoSpaceError(root, doing, err) : err;
+}
