@@ -6,8 +6,10 @@
  */
 import test from "ava";
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { startNginx } from "./helpers/servers.js";
 import { tempDir, UKB, writeRecipe, type RunResult } from "./helpers/ukb.js";
 
 const header = `import { derivation, hostTools } from "ukb";\nconst t = hostTools(["sh", "head", "cat"]);\n`;
@@ -85,7 +87,7 @@ test("an output that leaves no room to register it: the error says so, and the s
     `mount -o remount,size=256M "$M" && $UKB realise ${recipe} --no-out-link`,
   ]);
   t.is(failed!.code, 1, failed!.stderr);
-  t.regex(failed!.stderr, /no space left on the filesystem of the store \S+ \(\d[^)]* free\) while building 'filler'/);
+  t.regex(failed!.stderr, /no space left on the filesystem of the store \S+ while building 'filler' \(\d[^)]* free now\)/);
   t.regex(failed!.stderr, /hint: free some space/);
   toldInOneLine(t, failed!);
   t.regex(verify!.stdout, /all valid/, verify!.stdout);
@@ -113,7 +115,7 @@ test("a disk full before ukb starts: realise says so at once; gc opens the store
   t.is(Number(reserve!.stdout), 4 * MiB, "a new store on a roomy disk keeps a reserve");
   t.is(Number(fill!.stdout), 0, "the disk is full");
   t.is(refused!.code, 1);
-  t.regex(refused!.stderr, /no space left on the filesystem of the store \S+ \(0 B free\) while opening it\n\s+hint: free some space \('ukb store gc'/);
+  t.regex(refused!.stderr, /no space left on the filesystem of the store \S+ while opening it \(0 B free now\)\n\s+hint: free some space \('ukb store gc'/);
   toldInOneLine(t, refused!);
   t.is(gc!.code, 0, gc!.stderr);
   t.regex(gc!.stdout, /2 deleted/);
@@ -128,9 +130,26 @@ test("store add of more than the disk holds: one line, nothing left in the store
   fs.writeFileSync(blob, Buffer.alloc(80 * MiB, 7));
   const [added, verify, listing] = await onSmallDisk(t, 64, [`$UKB store add ${blob}`, "$UKB store verify", 'ls -A "$S/store" "$S/tmp"']);
   t.is(added!.code, 1, added!.stderr);
-  t.regex(added!.stderr, /no space left on the filesystem of the store \S+ \([^)]* free\) while adding \S+blob\.bin/);
+  t.regex(added!.stderr, /no space left on the filesystem of the store \S+ while adding \S+blob\.bin \([^)]* free now\)/);
   toldInOneLine(t, added!);
   t.regex(verify!.stdout, /all valid/);
   t.notRegex(listing!.stdout, /blob/);
   t.regex(listing!.stdout, /tmp:\n$/);
+});
+
+test("a download larger than the disk: one line with the right hint, nothing left behind", async (t) => {
+  const dir = tempDir();
+  const body = Buffer.alloc(80 * MiB, 3);
+  const nginx = await startNginx(path.join(dir, "nginx"));
+  t.teardown(() => nginx.stop());
+  fs.writeFileSync(path.join(nginx.root, "large.bin"), body);
+  const sha256 = createHash("sha256").update(body).digest("hex");
+  const recipe = writeRecipe(dir, "fetch.ts", `import { fetchurl } from "ukb";\nexport default fetchurl({ url: "${nginx.url}/large.bin", sha256: "${sha256}" });\n`);
+  const [fetched, verify, listing] = await onSmallDisk(t, 64, [`$UKB realise ${recipe} --no-out-link`, "$UKB store verify", 'ls -A "$S/store" "$S/tmp"']);
+  t.is(fetched!.code, 1, fetched!.stderr);
+  t.regex(fetched!.stderr, /no space left on the filesystem of the store \S+ while building 'large\.bin'/);
+  t.notRegex(fetched!.stderr, /store add FILE/, "not the hint for a missing file");
+  toldInOneLine(t, fetched!);
+  t.regex(verify!.stdout, /all valid/);
+  t.notRegex(listing!.stdout, /large/);
 });

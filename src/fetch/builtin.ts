@@ -10,7 +10,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { UkbError } from "../errors/index.js";
 import type { BuiltinContext } from "../build/builtins.js";
-import type { ContentKind } from "../store/index.js";
+import { isNoSpace, type ContentKind } from "../store/index.js";
 import { describeSource, fetchSource, type SourceDescriptor } from "./source.js";
 import { loadMirrors } from "./mirrors.js";
 import { unpackArchive } from "./unpack.js";
@@ -60,7 +60,8 @@ async function fetchFirst(ctx: BuiltinContext, dest: string, expect: { sha256?: 
       ctx.log(`fetched ${r.origin} (${r.size} bytes, sha256 ${r.sha256})`);
       return r.origin;
     } catch (err) {
-      if (ctx.signal.aborted) throw err;
+      // Another source would find the disk as full: the build layer says so (see store/space.ts).
+      if (ctx.signal.aborted || isNoSpace(err)) throw err;
       const message = err instanceof Error ? err.message : String(err);
       ctx.log(`${describeSource(source)}: ${message}`);
       failures.push(message);

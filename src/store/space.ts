@@ -62,7 +62,8 @@ export class NoSpaceError extends UkbError {
     hint = NO_SPACE_HINT,
   ) {
     const free = freeBytes(root);
-    super("store", `no space left on the filesystem of the store ${root}${free === undefined ? "" : ` (${formatBytes(free)} free)`} while ${doing}`, {
+    // "free now": what failed may have been cleaned up already, giving room back.
+    super("store", `no space left on the filesystem of the store ${root} while ${doing}${free === undefined ? "" : ` (${formatBytes(free)} free now)`}`, {
       hint,
       ...(cause === undefined ? {} : { cause }),
     });
