@@ -112,7 +112,18 @@ export async function benchCore(): Promise<void> {
 
   const sleepDir = path.join(WORK, "sleep");
   const sleepFile = writeUkbGraph(sleepDir, { n: 100, salt, sleep: true });
-  const sleep = ukbRealise(sleepDir, sleepFile).seconds;
+  // With --json, ukb's events say when its first builder started and its last ended (epoch ms).
+  const launchedAt = Date.now();
+  const sleepRun = ukbRealise(sleepDir, sleepFile, ["--json"]);
+  const sleep = sleepRun.seconds;
+  const endedAt = launchedAt + sleep * 1000;
+  const builds = sleepRun.stderr
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as { type: string; name?: string; time: number })
+    .filter((e) => (e.type === "start" || e.type === "done") && e.name?.startsWith("node-"));
+  const firstStart = Math.min(...builds.filter((e) => e.type === "start").map((e) => e.time));
+  const lastDone = Math.max(...builds.filter((e) => e.type === "done").map((e) => e.time));
   let nixSleep: number | undefined;
   if (nix) nixSleep = nixBuild(writeNixGraph(path.join(sleepDir, "nix"), { n: 100, salt, sleep: true })).seconds;
   const floor = sleepFloor(path.join(sleepDir, "floor"));
@@ -121,6 +132,10 @@ export async function benchCore(): Promise<void> {
   if (floor !== undefined) {
     console.log(`floor: the same 100 builder commands, no sandbox, no tool, two at a time by posix_spawn: ${fmt(floor)} s (+${fmt((floor / 10 - 1) * 100, 1)}%); ukb's own share ${fmt(sleep - floor)} s`);
   }
+  console.log(
+    `where ukb's time goes: ${fmt((firstStart - launchedAt) / 1000)} s before its first 'sleep' builder starts (Node, the recipe's evaluation, the store, sandboxes), ` +
+      `${fmt((lastDone - firstStart) / 1000)} s from there to the last one's registration, ${fmt((endedAt - lastDone) / 1000)} s after (the 'top' derivation, exit)`,
+  );
 
   const helloDir = path.join(WORK, "hello");
   fs.mkdirSync(helloDir, { recursive: true });
