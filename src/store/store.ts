@@ -126,7 +126,9 @@ export class Store {
    * (as Nix's gc-reserved-space): written once the disk has room for it
    * several times over; released when the disk is full (see {@link open})
    * and by gc before it starts. Best effort: a reserve that cannot be written
-   * is not.
+   * is not. Written in the background (a new store's first command need not
+   * wait for it; the process does not exit before it is done) under a name of
+   * its own, then renamed: never half a reserve.
    */
   keepReserve(): void {
     const file = path.join(this.root, RESERVE_NAME);
@@ -136,13 +138,13 @@ export class Store {
       // missing: make it
     }
     if ((freeBytes(this.root) ?? 0) < 4 * RESERVED_BYTES) return;
-    const tmp = `${file}.tmp-${process.pid}`;
-    try {
-      fs.writeFileSync(tmp, Buffer.alloc(RESERVED_BYTES));
-      fs.renameSync(tmp, file);
-    } catch {
-      fs.rmSync(tmp, { force: true });
-    }
+    removeDeadReserveTemps(this.root);
+    const tmp = `${file}.tmp-${process.pid}-${(tempCounter++).toString(36)}`;
+    const giveUp = () => fs.rm(tmp, { force: true }, () => undefined);
+    fs.writeFile(tmp, Buffer.alloc(RESERVED_BYTES), { flag: "wx" }, (err) => {
+      if (err) giveUp();
+      else fs.rename(tmp, file, (renameErr) => void (renameErr && giveUp()));
+    });
   }
 
   /** Frees the reserve (gc does, before it writes anything). */
@@ -376,8 +378,32 @@ let tempCounter = 0;
 
 /** The file that holds the reserve, in the store's root. */
 const RESERVE_NAME = "reserved";
-/** Room for SQLite's shared-memory file and WAL while gc deletes its first paths (4 MiB: a WAL's size at its default checkpoint). */
-export const RESERVED_BYTES = 4 << 20;
+/**
+ * Room for SQLite's shared-memory file (32 KiB) and the WAL frames of gc's
+ * first transactions (a few pages each; every path gc deletes then frees more).
+ */
+export const RESERVED_BYTES = 1 << 20;
+
+/** Reserves half written by a process that died (kill -9 while it wrote one). */
+function removeDeadReserveTemps(root: string): void {
+  try {
+    for (const name of fs.readdirSync(root)) {
+      const m = /^reserved\.tmp-(\d+)-/.exec(name);
+      if (m && !pidAlive(Number(m[1]))) fs.rmSync(path.join(root, name), { force: true });
+    }
+  } catch {
+    // best effort
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
 
 /** Removes the reserve of the store at `root`; true if there was one. */
 function releaseReserve(root: string): boolean {
