@@ -113,3 +113,33 @@ test("a tampered store path is reported by verify", async (t) => {
   t.is(v.code, 1);
   t.regex(v.stdout, /modified: .*-shout/);
 });
+
+test("a damaged database: every command says which file in one line; verify lists the damage; a restored copy works again", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  t.is((await ukb(["realise", "hello.ts"], { cwd: dir })).code, 0);
+  const db = path.join(dir, "cache/ukb.sqlite");
+  const good = fs.readFileSync(db);
+  // Garbage over the pages after the schema's: what a bad disk or a stray write leaves.
+  const damaged = Buffer.from(good);
+  for (let i = 8192; i < Math.min(damaged.length, 8192 + 3000); i++) damaged[i] = (i * 131) & 0xff;
+  fs.writeFileSync(db, damaged);
+  const file = db.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  for (const args of [["realise", "hello.ts"], ["store", "gc"], ["store", "info", "result"]]) {
+    const r = await ukb(args, { cwd: dir });
+    t.is(r.code, 1, `${args.join(" ")}: ${r.stderr}`);
+    t.regex(r.stderr, new RegExp(`^ukb: error: ${file} is damaged \\(SQLite: [^\\n]+\\)\\n  hint: `), args.join(" "));
+    t.notRegex(r.stderr, /internal error|\n\s+at /);
+  }
+  const verify = await ukb(["store", "verify"], { cwd: dir });
+  t.is(verify.code, 1);
+  t.regex(verify.stdout, /^database: ukb\.sqlite: damaged: [^\n]+\n/);
+  t.notRegex(verify.stderr, /internal error/);
+  fs.writeFileSync(path.join(dir, "cache/ukb.sqlite"), "not a database at all, not even its header");
+  const notDb = await ukb(["realise", "hello.ts"], { cwd: dir });
+  t.regex(notDb.stderr, /is damaged \(SQLite: file is not a database\)/);
+  fs.writeFileSync(db, good);
+  const again = await ukb(["store", "verify"], { cwd: dir });
+  t.is(again.code, 0, again.stdout);
+  t.regex(again.stdout, /all valid/);
+});

@@ -8,7 +8,7 @@ import path from "node:path";
 import { spawner, type Exit } from "./spawner.js";
 import { UkbError } from "../errors/index.js";
 import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
-import { explainNoSpace, formatBytes, freeBytes, hashTree, isSymlink, nearlyFull, NO_SPACE_HINT, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
+import { damagedDbError, explainNoSpace, formatBytes, isDamagedDb, freeBytes, hashTree, isSymlink, nearlyFull, NO_SPACE_HINT, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
 import { BUILD_TOP, findBwrap, sandboxArgs } from "./sandbox.js";
 import { getBuiltin } from "./builtins.js";
 import { sandboxPool } from "./sandbox-pool.js";
@@ -295,7 +295,8 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
     return { built: true, ms };
   } catch (err) {
     // Told before cleaning up, which frees room: the error says how full the disk was.
-    const told = err instanceof BuildFailedError ? withSpaceHint(err, store.root) : explainNoSpace(err, store.root, `building '${drv.name}'`);
+    const told =
+      err instanceof BuildFailedError ? withSpaceHint(err, store.root) : isDamagedDb(err) ? damagedDbError(err, store.root) : explainNoSpace(err, store.root, `building '${drv.name}'`);
     // Nothing unregistered stays in the store folder, where `ukb store verify` would find it.
     for (const b of moved) if (!store.isValid(b)) await removeTree(store.realPath(b)).catch(() => undefined);
     throw told;

@@ -4,6 +4,7 @@
  */
 import { ExitCode, isUkbError, UkbError } from "../errors/index.js";
 import { isNoSpace, NO_SPACE_HINT } from "../store/space.js";
+import { damagedDbError, isDamagedDb } from "../store/damage.js";
 import { renderError } from "../ui/index.js";
 
 const HELP = `ukb — declarative, content-addressed builds of unikernels
@@ -64,7 +65,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`ukb: error: ${err.message}\n`);
       return ExitCode.badInput;
     }
-    process.stderr.write(`${renderError(isUkbError(err) || !isNoSpace(err) ? err : noSpace(err))}\n`);
+    process.stderr.write(`${renderError(isUkbError(err) ? err : isNoSpace(err) ? noSpace(err) : isDamagedDb(err) ? damagedDbError(err) : err)}\n`);
     return isUkbError(err) ? err.exitCode : ExitCode.buildFailed;
   }
 }

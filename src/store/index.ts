@@ -7,3 +7,4 @@ export { SELF, ownerAlive } from "./lock.js";
 export { fileDigest, contentKeys } from "./digest.js";
 export { addToStore, type AddedPath } from "./add.js";
 export { explainNoSpace, formatBytes, freeBytes, isNoSpace, nearlyFull, NoSpaceError, NO_SPACE_HINT } from "./space.js";
+export { damagedDbError, isDamagedDb } from "./damage.js";

@@ -11,6 +11,7 @@ import { openDb, type Db } from "./db.js";
 import { Locks, SELF, ownerAlive } from "./lock.js";
 import { removeTree } from "./fsutil.js";
 import { freeBytes, isNoSpace, nearlyFull, NoSpaceError } from "./space.js";
+import { damagedDbError, isDamagedDb, noteOpened } from "./damage.js";
 
 /** What the store knows about a valid path. */
 export interface PathInfo {
@@ -115,8 +116,10 @@ export class Store {
       if (full && options.useReserve && releaseReserve(abs)) return Store.open(abs);
       if (full && !options.useReserve && fs.existsSync(path.join(abs, RESERVE_NAME))) throw new NoSpaceError(abs, "opening it", err);
       if (full) throw new NoSpaceError(abs, "opening it", err, "free some space on that filesystem outside the store: ukb cannot open the store, nor collect its garbage, until there is some");
+      if (isDamagedDb(err)) throw damagedDbError(err, abs);
       throw new UkbError("store", `cannot open the store at ${abs}: ${(err as Error).message}`, { cause: err });
     }
+    noteOpened(abs);
     store.keepReserve();
     return store;
   }

@@ -1,16 +1,19 @@
 /**
  * `ukb store verify`: recompute every valid path's hash, check that its
  * references are valid, and list leftovers in the store folder that are not
- * valid paths (what a crash between rename and registration leaves).
+ * valid paths (what a crash between rename and registration leaves). The
+ * database itself is checked first (SQLite's quick_check); a damaged one is
+ * a problem like the others, read as far as it can be.
  */
 import fs from "node:fs";
 import { hashTree } from "./archive.js";
 import { isSymlink } from "./fsutil.js";
+import { isDamagedDb } from "./damage.js";
 import type { Store } from "./store.js";
 
 export interface VerifyProblem {
   readonly base: string;
-  readonly problem: "missing" | "modified" | "dangling-reference" | "not-registered";
+  readonly problem: "missing" | "modified" | "dangling-reference" | "not-registered" | "database";
   readonly detail: string;
 }
 
@@ -21,10 +24,36 @@ export interface VerifyReport {
 
 export async function verifyStore(store: Store): Promise<VerifyReport> {
   const problems: VerifyProblem[] = [];
-  const valid = store.allValid();
+  // The database first: SQLite's own check of its pages and indexes (what a bad disk or an overwrite breaks).
+  const database = "ukb.sqlite";
+  let integrity: string[];
+  try {
+    integrity = (store.db.pragma("quick_check") as { quick_check: string }[]).map((r) => r.quick_check.replace(/\s*\n\s*/g, " "));
+  } catch (err) {
+    if (!isDamagedDb(err)) throw err;
+    integrity = [(err as Error).message];
+  }
+  if (integrity.join() !== "ok") problems.push({ base: database, problem: "database", detail: `damaged: ${integrity.slice(0, 3).join("; ")}${integrity.length > 3 ? `; and ${integrity.length - 3} more` : ""}` });
+  let valid: string[];
+  try {
+    valid = store.allValid();
+  } catch (err) {
+    if (!isDamagedDb(err)) throw err;
+    problems.push({ base: database, problem: "database", detail: `cannot list the valid paths: ${(err as Error).message}` });
+    return { checked: 0, problems };
+  }
   const validSet = new Set(valid);
+  let checked = 0;
   for (const base of valid) {
-    const info = store.info(base)!;
+    let info;
+    try {
+      info = store.info(base)!;
+    } catch (err) {
+      if (!isDamagedDb(err)) throw err;
+      problems.push({ base, problem: "database", detail: `cannot read what is registered: ${(err as Error).message}` });
+      continue;
+    }
+    checked++;
     const real = store.realPath(base);
     if (!fs.existsSync(real) && !isSymlink(real)) {
       problems.push({ base, problem: "missing", detail: `registered but ${real} does not exist` });
@@ -41,5 +70,5 @@ export async function verifyStore(store: Store): Promise<VerifyReport> {
   for (const name of fs.readdirSync(store.storeDir)) {
     if (!validSet.has(name)) problems.push({ base: name, problem: "not-registered", detail: "in the store folder but not valid (an interrupted build; gc removes it)" });
   }
-  return { checked: valid.length, problems };
+  return { checked, problems };
 }
