@@ -143,3 +143,31 @@ test("a damaged database: every command says which file in one line; verify list
   t.is(again.code, 0, again.stdout);
   t.regex(again.stdout, /all valid/);
 });
+
+test("two substitutions in one process that share a reference: fetched and registered once, nothing lost", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "shared.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "head", "cat"]);
+export const lib = derivation({ name: "lib", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/head -c 3000000 /dev/urandom > $out\`] });
+export const top1 = derivation({ name: "top1", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${lib} > $out\`] });
+export const top2 = derivation({ name: "top2", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${lib} > $out\`] });
+export default derivation({ name: "both", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/cat \${top1} \${top2} > $out\`] });
+`,
+  );
+  const cache = `file://${path.join(dir, "bincache")}`;
+  for (const attr of ["top1", "top2"]) {
+    t.is((await ukb(["realise", "shared.ts", "-A", attr, "--no-out-link", "--store", "A"], { cwd: dir })).code, 0);
+    const up = await ukb(["copy", "--to", cache, "shared.ts", "-A", attr, "--store", "A"], { cwd: dir });
+    t.is(up.code, 0, up.stderr);
+  }
+  // Store B substitutes top1 and top2 at once, each with lib in its closure.
+  const r = await ukb(["realise", "shared.ts", "--no-out-link", "--store", "B", "--substituters", cache, "--no-verify", "--json"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  t.notRegex(r.stderr, /cache-warning|UNIQUE/, "no substitution fell back to a build");
+  const verify = await ukb(["store", "verify", "--store", "B"], { cwd: dir });
+  t.is(verify.code, 0, verify.stdout);
+  t.regex(verify.stdout, /all valid/);
+});

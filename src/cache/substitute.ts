@@ -374,8 +374,18 @@ export async function substitute(store: Store, set: CacheSet, hits: readonly Cac
     moved.length = 0;
     return todo.map((h) => h.base);
   } finally {
-    for (const b of moved) await removeTree(store.realPath(b)).catch(() => undefined);
+    // What this run moved in and did not register; never a path that is valid (registered by another holder).
+    for (const b of moved) if (!validOr(store, b, true)) await removeTree(store.realPath(b)).catch(() => undefined);
     if (tmp) await removeTree(tmp).catch(() => undefined);
     release();
+  }
+}
+
+/** Whether `base` is valid, or `fallback` when the store cannot tell (a damaged database). */
+function validOr(store: Store, base: string, fallback: boolean): boolean {
+  try {
+    return store.isValid(base);
+  } catch {
+    return fallback;
   }
 }

@@ -37,6 +37,20 @@ export function ownerAlive(owner: string): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Resolves when `done` does, or rejects with the signal's reason when it aborts first. */
+function untilReleased(done: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return done;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    void done.then(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    });
+  });
+}
+
 export class Locks {
   private readonly tryTake: (name: string) => boolean;
   private readonly deleteRow: (name: string) => void;
@@ -46,6 +60,13 @@ export class Locks {
    * processes wait for this one, and once it exits they take the row over.
    */
   private readonly undropped = new Set<string>();
+  /**
+   * Locks held in this process, each with what resolves at its release. A row
+   * names its owner by process, so it cannot tell two holders in one process
+   * apart: without this, two substitutions sharing a reference would both
+   * "take" it, and one would remove the other's copy.
+   */
+  private readonly held = new Map<string, { released: Promise<void>; release: () => void }>();
 
   constructor(db: Db) {
     const select = db.prepare<[string], { owner: string }>("SELECT owner FROM locks WHERE name = ?");
@@ -87,27 +108,53 @@ export class Locks {
     let waited = false;
     try {
       this.retryDrops();
+      const wait = () => {
+        if (!waited) {
+          waited = true;
+          onWait?.();
+        }
+        if (signal?.aborted) throw signal.reason;
+      };
       for (const name of sorted) {
         let delay = 5;
-        while (!this.tryTake(name)) {
-          if (!waited) {
-            waited = true;
-            onWait?.();
+        for (;;) {
+          // Checked and taken in one synchronous step: no other acquire here runs in between.
+          const holder = this.held.get(name);
+          if (holder) {
+            wait();
+            await untilReleased(holder.released, signal);
+            continue;
           }
-          if (signal?.aborted) throw signal.reason;
+          if (this.tryTake(name)) break;
+          wait();
           await sleep(delay);
           delay = Math.min(delay * 2, 100);
         }
+        let release!: () => void;
+        const released = new Promise<void>((r) => (release = r));
+        this.held.set(name, { released, release });
         // Held anew: its row is ours again, for the release of this acquire to delete.
         this.undropped.delete(name);
         taken.push(name);
       }
     } catch (err) {
-      for (const name of taken) this.drop(name);
+      this.releaseAll(taken);
       throw err;
     }
+    let done = false;
+    // Once only: a second call must not drop rows another acquire has taken since.
     return () => {
-      for (const name of taken) this.drop(name);
+      if (!done) this.releaseAll(taken);
+      done = true;
     };
+  }
+
+  private releaseAll(names: readonly string[]): void {
+    for (const name of names) {
+      this.drop(name);
+      const holder = this.held.get(name);
+      this.held.delete(name);
+      holder?.release();
+    }
   }
 }
