@@ -153,3 +153,43 @@ test("a download larger than the disk: one line with the right hint, nothing lef
   t.regex(verify!.stdout, /all valid/);
   t.notRegex(listing!.stdout, /large/);
 });
+
+test("substitution onto a full disk: fails at once with the same line, no local build after it", async (t) => {
+  const dir = tempDir();
+  const recipe = writeRecipe(dir, "zeros.ts", `${header}export default ${sh("zeros", `\${t}/bin/head -c ${80 * MiB} /dev/zero > $out`)};\n`);
+  const storeA = path.join(dir, "A");
+  const cache = `file://${path.join(dir, "bincache")}`;
+  const built = await new Promise<number>((resolve) => execFile(process.execPath, [UKB, "realise", recipe, "--no-out-link", "--store", storeA], (err) => resolve(err ? 1 : 0)));
+  t.is(built, 0);
+  const pushed = await new Promise<number>((resolve) => execFile(process.execPath, [UKB, "copy", "--to", cache, recipe, "--store", storeA], (err) => resolve(err ? 1 : 0)));
+  t.is(pushed, 0);
+  const [realised, copied, verify] = await onSmallDisk(t, 64, [
+    `$UKB realise ${recipe} --no-out-link --substituters ${cache} --no-verify`,
+    `$UKB copy --from ${cache} --no-verify ${recipe}`,
+    "$UKB store verify",
+  ]);
+  t.is(realised!.code, 1, realised!.stderr);
+  t.regex(realised!.stderr, /no space left on the filesystem of the store \S+ while fetching 'zeros' from file:\/\//);
+  t.notRegex(realised!.stderr, /locally|^building zeros/m, "no local build after a full disk");
+  toldInOneLine(t, realised!);
+  t.is(copied!.code, 1);
+  t.regex(copied!.stderr, /no space left on the filesystem of the store \S+ while fetching from file:\/\//);
+  toldInOneLine(t, copied!);
+  t.regex(verify!.stdout, /all valid/);
+});
+
+test("ukb check with too little room for the rebuild: says so, never 'differs'", async (t) => {
+  const dir = tempDir();
+  const recipe = writeRecipe(dir, "twenty.ts", `${header}export default ${sh("twenty", `\${t}/bin/head -c ${20 * MiB} /dev/zero > $out; exit 0`)};\n`);
+  const [built, , checked] = await onSmallDisk(t, 64, [
+    `$UKB realise ${recipe} --no-out-link`,
+    // Leave 8 MiB: the rebuild's output is cut short at that.
+    `head -c 300000000 /dev/zero > "$M/fill"; truncate -s -${8 * 1024}K "$M/fill"`,
+    `$UKB check ${recipe}`,
+  ]);
+  t.is(built!.code, 0, built!.stderr);
+  t.is(checked!.code, 1, checked!.stdout + checked!.stderr);
+  t.regex(checked!.stderr, /no space left on the filesystem of the store \S+ while checking 'twenty'/);
+  t.notRegex(checked!.stdout + checked!.stderr, /differ/);
+  toldInOneLine(t, checked!);
+});

@@ -33,7 +33,7 @@ const NO_SPACE_MESSAGES = /No space left on device|Disk quota exceeded/;
  * A failed build on a full disk says so: the builder's own message is in its
  * log, but "exit status 1" alone would send the user looking in the recipe.
  */
-function withSpaceHint(err: BuildFailedError, root: string): BuildFailedError {
+export function withSpaceHint(err: BuildFailedError, root: string): BuildFailedError {
   if (err.hint !== undefined || !(nearlyFull(root) || err.logTail.some((l) => NO_SPACE_MESSAGES.test(l)))) return err;
   const free = freeBytes(root);
   const hint = `the store's filesystem${free === undefined ? "" : ` has ${formatBytes(free)} free`}: ${NO_SPACE_HINT}`;

@@ -6,8 +6,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { baseName, type DrvRecord } from "../graph/index.js";
-import { removeTree, type Store } from "../store/index.js";
-import { buildInto, type BuildOptions } from "./build.js";
+import { explainNoSpace, nearlyFull, NoSpaceError, removeTree, type Store } from "../store/index.js";
+import { BuildFailedError, buildInto, withSpaceHint, type BuildOptions } from "./build.js";
 
 export type Difference = { file: string; offset?: number; detail: string };
 
@@ -77,7 +77,12 @@ export async function checkDerivation(store: Store, drv: DrvRecord, opts: BuildO
     const { infos } = await buildInto(store, drv, tmp, logFile, opts);
     const differences: Record<string, Difference | undefined> = {};
     for (const i of infos) differences[i.output] = await compareTrees(store.realPath(i.base), i.staged);
+    // A rebuild cut short by a full disk differs for want of room, not of reproducibility.
+    if (Object.values(differences).some((d) => d !== undefined) && nearlyFull(store.root)) throw new NoSpaceError(store.root, `checking '${drv.name}' (its rebuild may be cut short)`);
     return { drv, differences, ms: Math.round(performance.now() - started) };
+  } catch (err) {
+    if (err instanceof BuildFailedError) throw withSpaceHint(err, store.root);
+    throw explainNoSpace(err, store.root, `checking '${drv.name}'`);
   } finally {
     await removeTree(tmp);
   }

@@ -13,7 +13,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { baseName, type DrvRecord } from "../graph/index.js";
 import { isUkbError, UkbError } from "../errors/index.js";
-import { hashTree, normaliseTree, removeTree, type ContentKind, type Store } from "../store/index.js";
+import { hashTree, isNoSpace, normaliseTree, removeTree, type ContentKind, type Store } from "../store/index.js";
 import type { CacheBackend } from "./backend.js";
 import { decompress } from "./compress.js";
 import { cacheError, describe } from "./errors.js";
@@ -299,6 +299,8 @@ export async function fetchTree(backend: CacheBackend, hit: CacheHit, dest: stri
     }
   } catch (err) {
     if (options.signal?.aborted) throw options.signal.reason;
+    // A full disk here is not the cache's fault: it rises as it is, for the caller to say so (store/space.ts).
+    for (const e of [err, controller.signal.reason]) if (isNoSpace(e)) throw e;
     if (isUkbError(err) && (err.kind === "cache" || err.kind === "store")) {
       throw err.kind === "cache" ? err : cacheError(`${what}: ${err.message}`);
     }

@@ -6,7 +6,7 @@
 import { parseArgs } from "node:util";
 import { ExitCode, UkbError, UsageError } from "../errors/index.js";
 import { baseName } from "../graph/index.js";
-import type { Store } from "../store/index.js";
+import { explainNoSpace, type Store } from "../store/index.js";
 import { loadWithCache, openStore, pick, realiseExport } from "./context.js";
 
 export const usage = `ukb copy --to URL [--sign-key FILE] <recipe.ts [-A attr] | PATH...>
@@ -109,7 +109,7 @@ export async function copyCommand(argv: string[]): Promise<number> {
     }
     const results = await Promise.allSettled(done.values());
     const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failure) throw failure.reason;
+    if (failure) throw explainNoSpace(failure.reason, store.root, `fetching from ${values.from}`);
     if (values.json) process.stdout.write(`${JSON.stringify({ fetched: hits.map((h) => h.base), bytes })}\n`);
     else process.stdout.write(`${hits.length} paths fetched from ${values.from} (${megabytes(bytes)}), ${bases.length - bases.filter((b) => hits.some((h) => h.base === b)).length} already valid\n`);
     return ExitCode.ok;

@@ -4,7 +4,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { ExitCode, UsageError } from "../errors/index.js";
 import { download, loadMirrors, unpackArchive } from "../fetch/index.js";
-import { addToStore, removeTree } from "../store/index.js";
+import { addToStore, explainNoSpace, removeTree } from "../store/index.js";
 import { openStore } from "./context.js";
 
 export async function prefetchCommand(argv: string[]): Promise<number> {
@@ -37,6 +37,8 @@ export async function prefetchCommand(argv: string[]): Promise<number> {
       if (result.hash) process.stdout.write(`${result.treePath}\n  fetchzip hash: "${result.hash}"\n`);
     }
     return ExitCode.ok;
+  } catch (err) {
+    throw explainNoSpace(err, store.root, `prefetching ${url}`);
   } finally {
     await removeTree(tmp);
     fs.rmSync(tmp, { recursive: true, force: true });

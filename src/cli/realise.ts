@@ -110,8 +110,10 @@ export async function realiseCommand(argv: string[]): Promise<number> {
 
     const result = realiseResult(store, target, values);
     if (result.link) {
-      makeOutLink(result.link, result.linkTarget);
+      // The root first (as the server does): a link that exists but is no root would let gc delete
+      // what it points at; a root whose link could not be made is forgotten by the next gc.
       store.addRoot(result.link);
+      makeOutLink(result.link, result.linkTarget);
     }
     writeStdout(result.stdout);
     return ExitCode.ok;

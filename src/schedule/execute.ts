@@ -12,7 +12,7 @@ import { setMaxListeners } from "node:events";
 import { baseName, type DrvRecord } from "../graph/index.js";
 import { buildCleanups, buildDerivation, BuildCancelledError, BuildFailedError } from "../build/index.js";
 import { isUkbError, UkbError } from "../errors/index.js";
-import type { Store } from "../store/index.js";
+import { explainNoSpace, isNoSpace, type Store } from "../store/index.js";
 import type { CacheSet } from "../cache/index.js";
 import type { Plan, PlannedSubstitution } from "./plan.js";
 import type { Listener } from "./events.js";
@@ -152,6 +152,32 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
     return ok;
   };
 
+  /** A job that failed (or was cancelled): reported, its users skipped, the run stopped unless --keep-going. */
+  const fail = (job: Job, error: UkbError): void => {
+    const d = job.drv;
+    if (error instanceof BuildCancelledError) {
+      job.state = "skipped";
+      skipped.push(d);
+      emit({ type: "skipped", name: d.name, drv: d.hash, reason: "cancelled" });
+    } else {
+      job.state = "failed";
+      failed.push({ drv: d, error });
+      emit({
+        type: "failed",
+        name: d.name,
+        drv: d.hash,
+        message: error.message,
+        ...(error.hint ? { hint: error.hint } : {}),
+        ...(error instanceof BuildFailedError && error.logFile ? { logFile: error.logFile, logTail: error.logTail } : {}),
+      });
+    }
+    skipUsers(job, `its input '${d.name}' failed`);
+    if (!opts.keepGoing && !stopping) {
+      stopping = true;
+      cancel.abort(new UkbError("build", "cancelled after a failure"));
+    }
+  };
+
   const runSubstitution = async (job: Job, sub: PlannedSubstitution): Promise<{ bytes: number }> => {
     const d = job.drv;
     const outputs = new Set(Object.values(d.outputs).map(baseName));
@@ -205,6 +231,8 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
                 skipUsers(job, `its input '${d.name}' was cancelled`);
                 return;
               }
+              // A full disk is no fault of the cache, and a local build would find it as full.
+              if (isNoSpace(err)) return fail(job, explainNoSpace(err, store.root, `fetching '${d.name}' from ${cache}`) as UkbError);
               const message = isUkbError(err) ? err.message : `${(err as Error)?.message ?? String(err)}`;
               emit({ type: "cache-warning", cache, message: `${message}; building '${d.name}' locally`, name: d.name, drv: d.hash });
               job.state = "waiting";
@@ -233,30 +261,7 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
               emit({ type: "done", name: d.name, drv: d.hash, path, ms: result.ms, builtHere: result.built });
               finished(job);
             },
-            (err: unknown) => {
-              const error = err instanceof UkbError ? err : new UkbError("internal", `building '${d.name}': ${(err as Error)?.stack ?? String(err)}`);
-              if (error instanceof BuildCancelledError) {
-                job.state = "skipped";
-                skipped.push(d);
-                emit({ type: "skipped", name: d.name, drv: d.hash, reason: "cancelled" });
-              } else {
-                job.state = "failed";
-                failed.push({ drv: d, error });
-                emit({
-                  type: "failed",
-                  name: d.name,
-                  drv: d.hash,
-                  message: error.message,
-                  ...(error.hint ? { hint: error.hint } : {}),
-                  ...(error instanceof BuildFailedError && error.logFile ? { logFile: error.logFile, logTail: error.logTail } : {}),
-                });
-              }
-              skipUsers(job, `its input '${d.name}' failed`);
-              if (!opts.keepGoing && !stopping) {
-                stopping = true;
-                cancel.abort(new UkbError("build", "cancelled after a failure"));
-              }
-            },
+            (err: unknown) => fail(job, err instanceof UkbError ? err : new UkbError("internal", `building '${d.name}': ${(err as Error)?.stack ?? String(err)}`)),
           );
         }
         work.finally(() => {

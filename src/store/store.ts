@@ -328,8 +328,9 @@ export class Store {
     }
   }
 
-  /** Removes temp dirs whose owning process is gone. */
+  /** Removes temp dirs whose owning process is gone (and reserves such a process left half written). */
   async cleanDeadTemps(): Promise<number> {
+    removeDeadReserveTemps(this.root);
     let n = 0;
     for (const name of fs.readdirSync(this.tmpDir)) {
       const [host, pid, start] = name.split("_");
