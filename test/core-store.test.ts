@@ -171,3 +171,36 @@ export default derivation({ name: "both", builder: \`\${t}/bin/sh\`, args: ["-c"
   t.is(verify.code, 0, verify.stdout);
   t.regex(verify.stdout, /all valid/);
 });
+
+test("a build and a substitution that share a derivation's outputs, one job slot: no deadlock, each output registered once", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "multi.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "cat"]);
+export const p = derivation({ name: "p", builder: \`\${t}/bin/sh\`, outputs: ["out", "dev"], args: ["-c", "echo lib > $out; echo dev > $dev"] });
+export const a = derivation({ name: "a", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${p} > $out\`] });
+export const tools = t;
+export default derivation({ name: "top", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/cat \${a} > $out; echo \${p.output("dev")} >> $out\`] });
+`,
+  );
+  const cache = `file://${path.join(dir, "bincache")}`;
+  const run = (args: string[]) => ukb([...args, "--no-out-link"], { cwd: dir });
+  t.is((await run(["realise", "multi.ts", "-A", "a", "--store", "A"])).code, 0);
+  // The cache gets a and p's out, not p's dev: top needs p built here, and a (with p.out) fetched.
+  t.is((await ukb(["copy", "--to", cache, "multi.ts", "-A", "a", "--store", "A"], { cwd: dir })).code, 0);
+  t.is((await run(["realise", "multi.ts", "-A", "tools", "--store", "B"])).code, 0);
+  const child = ukbSpawn(["realise", "multi.ts", "--no-out-link", "--store", "B", "--substituters", cache, "--no-verify", "-j", "1"], { cwd: dir });
+  const hung = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  const both = await collect(child);
+  clearTimeout(hung);
+  t.not(both.code, null, "realise did not finish within 60 s (a build and a substitution waiting for each other)");
+  t.is(both.code, 0, both.stderr);
+  t.regex((await ukb(["store", "verify", "--store", "B"], { cwd: dir })).stdout, /all valid/);
+  // p's out already valid (fetched with a's closure) when p is built for its dev output.
+  t.is((await run(["realise", "multi.ts", "-A", "a", "--store", "C", "--substituters", cache, "--no-verify"])).code, 0);
+  const rest = await run(["realise", "multi.ts", "--store", "C"]);
+  t.is(rest.code, 0, rest.stderr);
+  t.regex((await ukb(["store", "verify", "--store", "C"], { cwd: dir })).stdout, /all valid/);
+});

@@ -273,13 +273,16 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
         content.set(i.base, await contentKeys(i.staged, i.contentHash));
       }
     }
-    for (const i of infos) {
+    // An output already valid (fetched from a cache with another output's closure) stays as it is:
+    // the same path means the same derivation output.
+    const fresh = infos.filter((i) => !store.isValid(i.base));
+    for (const i of fresh) {
       await moveIntoStore(i.staged, store.realPath(i.base));
       moved.push(i.base);
     }
     const ms = Math.round(performance.now() - started);
     store.register(
-      infos.map((i) => ({
+      fresh.map((i) => ({
         base: i.base,
         contentHash: i.contentHash,
         size: i.size,

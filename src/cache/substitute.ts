@@ -318,6 +318,12 @@ export interface SubstituteOptions extends CacheOptions {
   readonly check?: (base: string, staged: string, contentHash: string) => Promise<readonly { kind: ContentKind; hash: string }[]>;
   readonly onWait?: () => void;
   readonly progress?: FetchProgress;
+  /**
+   * Waits for a job slot and resolves with its release; asked once the locks
+   * are held and something is to be fetched (the order a build keeps: a job
+   * holding a slot never waits for a lock, so none waits for the other).
+   */
+  readonly slot?: (signal?: AbortSignal) => Promise<() => void>;
 }
 
 /**
@@ -330,10 +336,12 @@ export async function substitute(store: Store, set: CacheSet, hits: readonly Cac
   const bases = hits.map((h) => h.base);
   const release = await store.locks.acquire(bases, options.onWait, options.signal);
   let tmp: string | undefined;
+  let releaseSlot: (() => void) | undefined;
   const moved: string[] = [];
   try {
     const todo = hits.filter((h) => !store.isValid(h.base));
     if (todo.length === 0) return [];
+    releaseSlot = await options.slot?.(options.signal);
     const inRun = new Set(todo.map((h) => h.base));
     for (const h of todo) {
       for (const r of h.entry.references) {
@@ -379,6 +387,7 @@ export async function substitute(store: Store, set: CacheSet, hits: readonly Cac
     // What this run moved in and did not register; never a path that is valid (registered by another holder).
     for (const b of moved) if (!validOr(store, b, true)) await removeTree(store.realPath(b)).catch(() => undefined);
     if (tmp) await removeTree(tmp).catch(() => undefined);
+    releaseSlot?.();
     release();
   }
 }

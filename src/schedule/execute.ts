@@ -39,6 +39,9 @@ export interface ExecuteResult {
 
 type State = "waiting" | "ready" | "running" | "done" | "failed" | "skipped";
 
+/** Why a job waits for its lock: another build or fetch of the same paths, in this process or another. */
+const LOCK_HELD = "another build or fetch of its outputs holds their lock";
+
 interface Job {
   readonly drv: DrvRecord;
   sub: PlannedSubstitution | undefined;
@@ -182,24 +185,21 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
     const d = job.drv;
     const outputs = new Set(Object.values(d.outputs).map(baseName));
     const progress = { bytes: 0 };
-    const release = await slots.acquire(cancel.signal);
-    try {
-      await substitution!.substitute(store, opts.caches!, sub.hits, {
-        ...opts.caches!.options,
-        drv: d,
-        signal: cancel.signal,
-        progress,
-        onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: "another ukb process is realising it" }),
-        check: async (base, staged, contentHash) => {
-          if (!d.fixed || !outputs.has(base)) return [];
-          const { checkFixedOutput, contentKeys } = await import("../build/fixed.js");
-          await checkFixedOutput(d, staged, contentHash);
-          return contentKeys(staged, contentHash);
-        },
-      });
-    } finally {
-      release();
-    }
+    await substitution!.substitute(store, opts.caches!, sub.hits, {
+      ...opts.caches!.options,
+      drv: d,
+      signal: cancel.signal,
+      progress,
+      // Locks first, then a slot, as for a build: a job that holds a slot never waits for a lock.
+      slot: (signal) => slots.acquire(signal),
+      onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: LOCK_HELD }),
+      check: async (base, staged, contentHash) => {
+        if (!d.fixed || !outputs.has(base)) return [];
+        const { checkFixedOutput, contentKeys } = await import("../build/fixed.js");
+        await checkFixedOutput(d, staged, contentHash);
+        return contentKeys(staged, contentHash);
+      },
+    });
     return progress;
   };
 
@@ -253,7 +253,7 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
             signal: cancel.signal,
             slot: (signal) => slots.acquire(signal),
             onStart: () => emit({ type: "start", name: d.name, drv: d.hash, path }),
-            onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: "another ukb process is building it" }),
+            onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: LOCK_HELD }),
             ...(opts.builtinOptions ? { builtinOptions: opts.builtinOptions } : {}),
           }).then(
             (result) => {

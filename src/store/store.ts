@@ -112,11 +112,11 @@ export class Store {
       if (err instanceof UkbError) throw err;
       // A full disk: SQLite cannot even make its shared-memory file ("disk I/O error"). The
       // reserve makes room for it, so that `ukb store gc` can run and free some.
+      if (isDamagedDb(err)) throw damagedDbError(err, abs);
       const full = isNoSpace(err) || nearlyFull(abs);
       if (full && options.useReserve && releaseReserve(abs)) return Store.open(abs);
       if (full && !options.useReserve && fs.existsSync(path.join(abs, RESERVE_NAME))) throw new NoSpaceError(abs, "opening it", err);
       if (full) throw new NoSpaceError(abs, "opening it", err, "free some space on that filesystem outside the store: ukb cannot open the store, nor collect its garbage, until there is some");
-      if (isDamagedDb(err)) throw damagedDbError(err, abs);
       throw new UkbError("store", `cannot open the store at ${abs}: ${(err as Error).message}`, { cause: err });
     }
     noteOpened(abs);
