@@ -204,3 +204,49 @@ export default derivation({ name: "top", builder: \`\${t}/bin/sh\`, args: ["-c",
   t.is(rest.code, 0, rest.stderr);
   t.regex((await ukb(["store", "verify", "--store", "C"], { cwd: dir })).stdout, /all valid/);
 });
+
+test("kill -9 of gc while it deletes a large path: verify stays clean, and the next gc removes the remains", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "many.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "seq", "touch", "mkdir", "xargs"]);
+export default derivation({ name: "many", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/mkdir $out && cd $out && \${t}/bin/seq 1 20000 | \${t}/bin/xargs \${t}/bin/touch\`] });
+`,
+  );
+  const built = await ukb(["realise", "many.ts", "--no-out-link"], { cwd: dir });
+  t.is(built.code, 0, built.stderr);
+  const gc = ukbSpawn(["store", "gc"], { cwd: dir });
+  const output = collect(gc);
+  // Killed while it deletes the 20000 files (once the path has left the store folder).
+  const many = built.stdout.trim();
+  for (let i = 0; i < 400 && fs.existsSync(many); i++) await new Promise((r) => setTimeout(r, 5));
+  gc.kill("SIGKILL");
+  await output;
+  const left = fs.readdirSync(path.join(dir, "cache/tmp"));
+  t.true(left.length > 0, "the kill came while gc was deleting");
+  const verify = await ukb(["store", "verify"], { cwd: dir });
+  t.is(verify.code, 0, verify.stdout);
+  t.regex(verify.stdout, /all valid/);
+  t.notRegex(verify.stdout, /-many/, "no half-deleted path in the store folder");
+  t.is((await ukb(["store", "gc"], { cwd: dir })).code, 0);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/tmp")), [], "the killed gc's remains are gone");
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")), []);
+});
+
+test("verify notes a leftover of an interrupted build without failing; gc removes it", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  t.is((await ukb(["realise", "hello.ts"], { cwd: dir })).code, 0);
+  // What a kill between moving an output in and registering it leaves.
+  const leftover = "0123456789abcdfghijklmnpqrsvwxyz-half";
+  fs.writeFileSync(path.join(dir, "cache/store", leftover), "never registered\n");
+  const verify = await ukb(["store", "verify"], { cwd: dir });
+  t.is(verify.code, 0, verify.stdout);
+  t.regex(verify.stdout, new RegExp(`^leftover: ${leftover}: in the store folder but not valid`, "m"));
+  t.regex(verify.stdout, /checked 3 paths: all valid \(1 leftover for gc\)\n$/);
+  const gc = await ukb(["store", "gc"], { cwd: dir });
+  t.regex(gc.stdout, new RegExp(`deleted \\S+${leftover}`));
+  t.false(fs.existsSync(path.join(dir, "cache/store", leftover)));
+});

@@ -262,7 +262,7 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
   try {
     if (outputBases.every((b) => store.isValid(b))) return { built: false, ms: 0 };
     // Leftovers of a build that died between rename and registration.
-    for (const b of outputBases) if (!store.isValid(b)) await removeTree(store.realPath(b));
+    for (const b of outputBases) if (!store.isValid(b)) await store.discard(b);
     tmp = store.makeTempDir(drv.hash.slice(0, 12));
     const { infos } = await buildInto(store, drv, tmp, logFile, { ...opts, onStart });
     const content = new Map<string, { kind: ContentKind; hash: string }[]>();
@@ -301,7 +301,7 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
     const told =
       err instanceof BuildFailedError ? withSpaceHint(err, store.root) : isDamagedDb(err) ? damagedDbError(err, store.root) : explainNoSpace(err, store.root, `building '${drv.name}'`);
     // Nothing unregistered stays in the store folder, where `ukb store verify` would find it.
-    for (const b of moved) if (!store.isValid(b)) await removeTree(store.realPath(b)).catch(() => undefined);
+    for (const b of moved) if (!store.isValid(b)) await store.discard(b).catch(() => undefined);
     throw told;
   } finally {
     // Scratch folders go in the background: what depends on this build need not wait for them.

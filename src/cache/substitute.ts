@@ -348,7 +348,7 @@ export async function substitute(store: Store, set: CacheSet, hits: readonly Cac
         if (!inRun.has(r) && !store.isValid(r)) throw cacheError(`${h.base} from ${h.cache} refers to ${r}, which is neither valid here nor fetched with it`);
       }
     }
-    for (const h of todo) await removeTree(store.realPath(h.base));
+    for (const h of todo) await store.discard(h.base);
     tmp = store.makeTempDir("substitute");
     const epoch = options.drv ? Number(options.drv.env.SOURCE_DATE_EPOCH ?? 1) : 1;
     const content = new Map<string, readonly { kind: ContentKind; hash: string }[]>();
@@ -385,7 +385,7 @@ export async function substitute(store: Store, set: CacheSet, hits: readonly Cac
     return todo.map((h) => h.base);
   } finally {
     // What this run moved in and did not register; never a path that is valid (registered by another holder).
-    for (const b of moved) if (!validOr(store, b, true)) await removeTree(store.realPath(b)).catch(() => undefined);
+    for (const b of moved) if (!validOr(store, b, true)) await store.discard(b).catch(() => undefined);
     if (tmp) await removeTree(tmp).catch(() => undefined);
     releaseSlot?.();
     release();

@@ -38,7 +38,9 @@ export async function storeCommand(argv: string[]): Promise<number> {
       case "verify": {
         const report = await verifyStore(store);
         for (const p of report.problems) process.stdout.write(`${p.problem}: ${p.base}: ${p.detail}\n`);
-        process.stdout.write(`checked ${report.checked} paths: ${report.problems.length === 0 ? "all valid" : `${report.problems.length} problems`}\n`);
+        for (const l of report.leftovers) process.stdout.write(`leftover: ${l}: in the store folder but not valid (an interrupted build; its next build or gc removes it)\n`);
+        const leftovers = report.leftovers.length > 0 ? ` (${report.leftovers.length} leftover${report.leftovers.length === 1 ? "" : "s"} for gc)` : "";
+        process.stdout.write(`checked ${report.checked} paths: ${report.problems.length === 0 ? "all valid" : `${report.problems.length} problems`}${leftovers}\n`);
         return report.problems.length === 0 ? ExitCode.ok : ExitCode.buildFailed;
       }
       case "gc": {

@@ -47,7 +47,7 @@ export async function addToStore(store: Store, source: string, options: { name?:
     const release = await store.locks.acquire([target]);
     try {
       if (!store.isValid(target)) {
-        await removeTree(store.realPath(target));
+        await store.discard(target);
         if (fs.statSync(staged).isDirectory()) fs.chmodSync(staged, 0o755);
         fs.renameSync(staged, store.realPath(target));
         try {
@@ -55,7 +55,7 @@ export async function addToStore(store: Store, source: string, options: { name?:
           store.register([{ base: target, contentHash: tree.blake3, size: tree.size, references: [], ca: `${fixed.algo}:${fixed.hash}`, content: keys }]);
         } catch (err) {
           // Not registered: not left in the store folder either.
-          await removeTree(store.realPath(target)).catch(() => undefined);
+          await store.discard(target).catch(() => undefined);
           throw err;
         }
       }

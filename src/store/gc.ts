@@ -5,9 +5,7 @@
  * temp dirs go too.
  */
 import fs from "node:fs";
-import path from "node:path";
 import type { Store } from "./store.js";
-import { removeTree } from "./fsutil.js";
 import { ownerAlive } from "./lock.js";
 
 export interface GcReport {
@@ -48,15 +46,22 @@ export async function collectGarbage(store: Store, options: { dryRun?: boolean }
     deleted.push(b);
     if (options.dryRun) continue;
     store.invalidate([b]);
-    await removeTree(store.realPath(b));
+    await store.discard(b);
   }
   if (!options.dryRun) {
-    const validNow = new Set(store.allValid());
-    const lockedNames = new Set(locked);
+    // Leftovers of interrupted builds: each under its lock, so that a build of another process
+    // (which holds it from before it moves its output in until it is registered) keeps its output.
     for (const name of fs.readdirSync(store.storeDir)) {
-      if (validNow.has(name) || lockedNames.has(name)) continue;
-      await removeTree(path.join(store.storeDir, name));
-      deleted.push(name);
+      if (store.isValid(name)) continue;
+      const release = store.locks.tryAcquire(name);
+      if (!release) continue;
+      try {
+        if (store.isValid(name)) continue;
+        await store.discard(name);
+        deleted.push(name);
+      } finally {
+        release();
+      }
     }
     await store.cleanDeadTemps();
     store.keepReserve();

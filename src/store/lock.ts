@@ -149,6 +149,21 @@ export class Locks {
     };
   }
 
+  /** Takes the lock of `name` if no one (here or in a live process) holds it; undefined otherwise. */
+  tryAcquire(name: string): (() => void) | undefined {
+    this.retryDrops();
+    if (this.held.has(name) || !this.tryTake(name)) return undefined;
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    this.held.set(name, { released, release });
+    this.undropped.delete(name);
+    let done = false;
+    return () => {
+      if (!done) this.releaseAll([name]);
+      done = true;
+    };
+  }
+
   private releaseAll(names: readonly string[]): void {
     for (const name of names) {
       this.drop(name);

@@ -328,6 +328,27 @@ export class Store {
     }
   }
 
+  /**
+   * Removes what the store folder holds under `base` (never a valid path's
+   * files: the caller invalidated it, or it never was valid). It is renamed
+   * into a temp folder of this process first, in one step, then deleted: a
+   * kill -9 meanwhile leaves a temp folder gc cleans, not half a path in
+   * the store folder.
+   */
+  async discard(base: string): Promise<void> {
+    const from = this.realPath(base);
+    const tmp = this.makeTempDir("discard");
+    try {
+      await fs.promises.rename(from, path.join(tmp, "x"));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
+        await removeTree(tmp);
+        throw err;
+      }
+    }
+    await removeTree(tmp);
+  }
+
   /** Removes temp dirs whose owning process is gone (and reserves such a process left half written). */
   async cleanDeadTemps(): Promise<number> {
     removeDeadReserveTemps(this.root);

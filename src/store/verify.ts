@@ -1,9 +1,10 @@
 /**
  * `ukb store verify`: recompute every valid path's hash, check that its
  * references are valid, and list leftovers in the store folder that are not
- * valid paths (what a crash between rename and registration leaves). The
- * database itself is checked first (SQLite's quick_check); a damaged one is
- * a problem like the others, read as far as it can be.
+ * valid paths (what a crash between rename and registration leaves: noted,
+ * not a problem). The database itself is checked first (SQLite's
+ * quick_check); a damaged one is a problem like the others, read as far as
+ * it can be.
  */
 import fs from "node:fs";
 import { hashTree } from "./archive.js";
@@ -13,13 +14,20 @@ import type { Store } from "./store.js";
 
 export interface VerifyProblem {
   readonly base: string;
-  readonly problem: "missing" | "modified" | "dangling-reference" | "not-registered" | "database";
+  readonly problem: "missing" | "modified" | "dangling-reference" | "database";
   readonly detail: string;
 }
 
 export interface VerifyReport {
   readonly checked: number;
   readonly problems: readonly VerifyProblem[];
+  /**
+   * Folders in the store folder that are not valid paths: what a process
+   * killed between moving an output in and registering it leaves. Not a
+   * problem (nothing valid refers to them, ukb never reads them, and the next
+   * build of the path or gc removes them), as Nix's invalid paths are not.
+   */
+  readonly leftovers: readonly string[];
 }
 
 export async function verifyStore(store: Store): Promise<VerifyReport> {
@@ -40,7 +48,7 @@ export async function verifyStore(store: Store): Promise<VerifyReport> {
   } catch (err) {
     if (!isDamagedDb(err)) throw err;
     problems.push({ base: database, problem: "database", detail: `cannot list the valid paths: ${(err as Error).message}` });
-    return { checked: 0, problems };
+    return { checked: 0, problems, leftovers: [] };
   }
   const validSet = new Set(valid);
   let checked = 0;
@@ -67,8 +75,6 @@ export async function verifyStore(store: Store): Promise<VerifyReport> {
       if (!validSet.has(r)) problems.push({ base, problem: "dangling-reference", detail: `refers to ${r}, which is not valid` });
     }
   }
-  for (const name of fs.readdirSync(store.storeDir)) {
-    if (!validSet.has(name)) problems.push({ base: name, problem: "not-registered", detail: "in the store folder but not valid (an interrupted build; gc removes it)" });
-  }
-  return { checked, problems };
+  const leftovers = fs.readdirSync(store.storeDir).filter((name) => !validSet.has(name));
+  return { checked, problems, leftovers };
 }
