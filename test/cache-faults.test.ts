@@ -152,7 +152,11 @@ for (const [fault, message] of fetchFaults) {
   test(`download fault ${fault}: a warning, then the derivation is built locally`, async (t) => {
     const host = `${fault}.cache.test`;
     faults.set(host, fault);
-    const { events, store } = await realiseFrom(fault, [host], { lookupTimeoutMs: 3000, idleTimeoutMs: 500 });
+    // Only the stall needs a short idle timeout; the others get a long one, since a loaded CI
+    // machine (every test file at once on 2 cores) can pause this event loop for half a second
+    // mid-download, which turned a garbage blob into "no data for 0.5 s".
+    const idleTimeoutMs = fault === "blob-stall" ? 500 : 20_000;
+    const { events, store } = await realiseFrom(fault, [host], { lookupTimeoutMs: 3000, idleTimeoutMs });
     const w = warnings(events);
     t.true(w.length >= 1, "a warning");
     t.true(w.some((m) => message.test(m)), w.join("\n"));
