@@ -170,8 +170,8 @@ test.serial("the server stops when its store is deleted or ukb's code changes; u
   await new Promise((r) => silent.once("connect", r));
   // A stop with a request behind it: the server still exits.
   const socket = path.join(store, "server.sock");
-  const stopRequest = ["ukb-server-1", "control", "stop", ""].join("\0");
-  const statusRequest = ["ukb-server-1", "control", "status", ""].join("\0");
+  const stopRequest = ["ukb-server-2", "control", "stop", ""].join("\0");
+  const statusRequest = ["ukb-server-2", "control", "status", ""].join("\0");
   await Promise.all([ask(socket, stopRequest), ask(socket, statusRequest).catch(() => "")]);
   t.true(await exits(third!.pid, 8000), "the server lingered after it was stopped");
   const stopped = await ukb(["server", "stop", "--store", store]);
@@ -193,7 +193,7 @@ test("a store whose path is too long for a socket address has a server too", asy
 });
 
 /** A launch request as the launcher writes it for this process, with `change` applied. */
-function launchRequest(dir: string, change: Partial<Record<"uid" | "gid" | "groups" | "mountNamespace" | "rootIdentity" | "cwdIdentity" | "packageRoot", string>> = {}): string {
+function launchRequest(dir: string, change: Partial<Record<"uid" | "gid" | "groups" | "mountNamespace" | "pidNamespace" | "pid" | "rootIdentity" | "cwdIdentity" | "packageRoot", string>> = {}, argv = ["realise", "hello.ts", "--no-out-link"]): string {
   const id = (p: string) => {
     const st = fs.statSync(p, { bigint: true });
     return `${st.dev}:${st.ino}`;
@@ -203,13 +203,15 @@ function launchRequest(dir: string, change: Partial<Record<"uid" | "gid" | "grou
     gid: String(process.getegid!()),
     groups: process.getgroups!().join(","),
     mountNamespace: fs.readlinkSync("/proc/self/ns/mnt"),
+    pidNamespace: fs.readlinkSync("/proc/self/ns/pid"),
+    pid: String(process.pid),
     rootIdentity: id("/"),
     cwdIdentity: id(dir),
     packageRoot: ROOT,
     ...change,
   };
-  return ["ukb-server-1", "launch", fields.uid, fields.gid, fields.groups, fields.mountNamespace, fields.rootIdentity, fields.cwdIdentity, fields.packageRoot, dir]
-    .concat(["1", `PATH=${process.env.PATH}`, "3", "realise", "hello.ts", "--no-out-link"])
+  return ["ukb-server-2", "launch", fields.uid, fields.gid, fields.groups, fields.mountNamespace, fields.pidNamespace, fields.pid, fields.rootIdentity, fields.cwdIdentity, fields.packageRoot, dir]
+    .concat(["1", `PATH=${process.env.PATH}`, String(argv.length), ...argv])
     .map((f) => `${f}\0`)
     .join("");
 }
@@ -230,14 +232,38 @@ test("the server answers only a launcher that is, and sees, what it is and sees;
     { gid: String(process.getgid!() + 1) },
     { groups: [...process.getgroups!(), 4242].join(",") },
     { mountNamespace: "mnt:[1]" },
+    { pidNamespace: "pid:[1]" },
     { rootIdentity: "1:2" },
     { cwdIdentity: "1:2" },
   ]) {
     t.is(await ask(socket, launchRequest(dir, change)), "fallback\n", JSON.stringify(change));
   }
   t.is(await ask(socket, "garbage"), "fallback\n");
-  t.is(await ask(socket, ["ukb-server-1", "launch", "0", "0", "", "-", "-", "-", ROOT, dir, "999", ""].join("\0")), "fallback\n");
+  t.is(await ask(socket, ["ukb-server-2", "launch", "0", "0", "", "-", "-", "1", "-", "-", ROOT, dir, "999", ""].join("\0")), "fallback\n");
   t.is((await status())!.answered, 1);
+});
+
+test("what the server answers with stays out of gc's reach while the launcher lives (it makes the out-link after the answer)", async (t) => {
+  const { dir, store, out } = await realisedHello(t);
+  fs.rmSync(path.join(dir, "result")); // no root any more: only the launcher's temp root keeps it
+  const status = await startServer(t, store);
+  const launcher = spawn("sleep", ["60"], { stdio: "ignore" });
+  t.teardown(() => void launcher.kill("SIGKILL"));
+  const socket = path.join(store, "server.sock");
+  t.is(await ask(socket, launchRequest(dir, { pid: String(launcher.pid) })), `ok\n\0${out}\0${out}\n`);
+  t.is((await status())!.answered, 1);
+
+  const kept = await ukb(["store", "gc", "--store", store]);
+  t.is(kept.code, 0, kept.stderr);
+  t.true(fs.existsSync(out), "gc deleted what the server answered with while its launcher lived");
+  t.is((await ukb(["store", "info", out, "--store", store])).code, 0);
+
+  launcher.kill("SIGKILL");
+  t.true(await exits(launcher.pid!, 5000));
+  const collected = await ukb(["store", "gc", "--store", store]);
+  t.is(collected.code, 0, collected.stderr);
+  t.false(fs.existsSync(out), "once the launcher has exited, its temp root is gone");
+  t.is((await ukb(["store", "verify", "--store", store])).code, 0);
 });
 
 test("the launcher asks only a server of its own user, and sends it nothing but PATH and UKB_STORE", async (t) => {
@@ -421,7 +447,7 @@ test("the launcher sends a server nothing of its environment but PATH and UKB_ST
   t.teardown(() => listener.close());
   const r = await launch(["realise", "hello.ts"], dir, { SECRET_TOKEN: "hunter2", UKB_STORE: "cache" });
   t.is(r.stdout, `${out}\n`);
-  t.regex(heard, /^ukb-server-1\0launch\0/);
+  t.regex(heard, /^ukb-server-2\0launch\0/);
   const env = heard.split("\0").filter((f) => /^[A-Z_]+=/.test(f)).map((f) => f.split("=")[0]);
   t.deepEqual(env.sort(), ["PATH", "UKB_STORE"]);
   t.false(heard.includes("hunter2"));

@@ -24,6 +24,21 @@ function collect(child: ReturnType<typeof ukbSpawn>): Promise<{ code: number | n
   return new Promise((resolve) => child.on("close", (code) => resolve({ code, stdout, stderr })));
 }
 
+/** Resolves once what the child wrote to stderr matches. */
+function stderrMatches(child: ReturnType<typeof ukbSpawn>, pattern: RegExp): Promise<void> {
+  let text = "";
+  return new Promise((resolve) => {
+    const onData = (d: Buffer) => {
+      text += d;
+      if (pattern.test(text)) {
+        child.stderr!.off("data", onData);
+        resolve();
+      }
+    };
+    child.stderr!.on("data", onData);
+  });
+}
+
 test("two concurrent realise processes on one store build each derivation once", async (t) => {
   const dir = tempDir();
   writeRecipe(dir, "slow.ts", SLOW);
@@ -65,6 +80,49 @@ test("kill -9 of ukb mid-build leaves the store consistent and the next realise 
   const gc = await ukb(["store", "gc"], { cwd: dir });
   t.is(gc.code, 0, gc.stderr);
   t.deepEqual(fs.readdirSync(path.join(dir, "cache/tmp")), [], "no temp dir of the killed process remains");
+});
+
+/**
+ * 'b' takes a while and reads 'a' only at its end: a gc meanwhile must keep
+ * 'a' and the tools. (Eight seconds: a gc started on a loaded machine must
+ * be done before 'b' is, which the test checks.)
+ */
+const GATED = `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "sleep", "cat"]);
+const a = derivation({ name: "a", builder: \`\${t}/bin/sh\`, args: ["-c", "echo a > $out"] });
+export default derivation({ name: "b", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/sleep 8; echo b > $out; \${t}/bin/cat \${a} >> $out\`] });
+`;
+
+test("gc during a realise keeps what the realise uses and has built (temp roots); once it exits, or dies, they go", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "gated.ts", GATED);
+  const child = ukbSpawn(["realise", "gated.ts", "--json", "--no-out-link", "--jobs", "1"], { cwd: dir });
+  const done = collect(child);
+  // Once 'b' has started, 'a' and the tools are valid, unrooted and unlocked, and 'b' will read them.
+  await stderrMatches(child, /"type":"start","name":"b"/);
+  const gc = await ukb(["store", "gc"], { cwd: dir });
+  t.is(gc.code, 0, gc.stderr);
+  const gcDone = Date.now();
+  const r = await done;
+  const bDone = events(r.stderr).find((e) => e.type === "done" && e.name === "b");
+  t.true(bDone !== undefined && (bDone.time as number) > gcDone, "gc ran while 'b' was being built");
+  t.is(r.code, 0, r.stderr);
+  t.is(fs.readFileSync(r.stdout.trim(), "utf8"), "b\na\n");
+  const v = await ukb(["store", "verify"], { cwd: dir });
+  t.is(v.code, 0, v.stdout);
+
+  // The realise has exited: nothing keeps its paths any more.
+  t.is((await ukb(["store", "gc"], { cwd: dir })).code, 0);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")), []);
+
+  // A realise killed mid-build leaves temp-root rows that name a dead process: gc ignores them.
+  const killed = ukbSpawn(["realise", "gated.ts", "--json", "--no-out-link", "--jobs", "1"], { cwd: dir });
+  await stderrMatches(killed, /"type":"start","name":"b"/);
+  killed.kill("SIGKILL");
+  await new Promise((res) => killed.on("close", res));
+  t.is((await ukb(["store", "gc"], { cwd: dir })).code, 0);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")), []);
+  t.is((await ukb(["store", "verify"], { cwd: dir })).code, 0);
 });
 
 test("gc keeps what roots reach and deletes the rest", async (t) => {

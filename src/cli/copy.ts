@@ -34,6 +34,8 @@ async function pathsOf(store: Store, args: string[], attr: string | undefined, m
     // A path in this store, a virtual /ukb/store path, a basename, or a path in another store (its basename).
     const base = store.parse(a) ?? (BASE.test(baseName(a)) ? baseName(a) : undefined);
     if (!base || !BASE.test(base)) throw new UsageError(`${a} is not a store path`);
+    // Protected before it is checked: a concurrent gc cannot delete it mid-upload.
+    if (mustBeValid) store.protect([base]);
     if (mustBeValid && !store.isValid(base)) throw new UkbError("store", `${a} is not valid in the store at ${store.root}`, { exitCode: ExitCode.badInput });
     return base;
   });
@@ -79,7 +81,11 @@ export async function copyCommand(argv: string[]): Promise<number> {
     const settings = cache.cacheSettings({ substituters: [values.from!], trustedKeys: values["trusted-keys"], noVerify: values["no-verify"] });
     const set = await cache.openSubstituters(settings, { onWarning: (_c, m) => process.stderr.write(`ukb: warning: ${m}\n`) });
     const bases = await pathsOf(store, positionals, values.attr, false);
-    const { hits, missing } = await set.closure(bases, (b) => store.isValid(b));
+    const { hits, missing } = await set.closure(bases, (b) => {
+      // Kept from here on if valid now: what is fetched will refer to it.
+      store.protect([b]);
+      return store.isValid(b);
+    });
     if (missing.length > 0) {
       throw new UkbError("cache", `${values.from} cannot provide ${missing.length === 1 ? missing[0] : `${missing.length} paths (${missing.slice(0, 3).join(", ")}${missing.length > 3 ? ", …" : ""})`}`);
     }

@@ -75,6 +75,8 @@ export async function realiseCommand(argv: string[]): Promise<number> {
     const target = pick(recipe, values.attr);
     // A valid target needs nothing else (a valid path's closure is valid): the no-op realise stops here,
     // without reading the rest of the graph.
+    // Protected (a temp root) before it is checked: a concurrent gc cannot delete it before the out-link is made.
+    store.protect(Object.values(target.outputs));
     const targetValid = Object.values(target.outputs).every((p) => store.isValid(p));
     let plan: Plan = targetValid ? { targets: [target], valid: [target], toBuild: [], toSubstitute: [], graph: recipe.graph } : makePlan(store, recipe.graph, [target]);
 

@@ -35,7 +35,7 @@
 
 extern char **environ;
 
-#define MAGIC "ukb-server-1"
+#define MAGIC "ukb-server-2"
 /* A server answers in milliseconds; one that hangs must not hang the user. */
 #define ANSWER_TIMEOUT_SECONDS 10
 /* Output paths and a link: kilobytes. Anything near this is not a ukb server. */
@@ -218,14 +218,19 @@ static char *ask_server(int argc, char **argv, size_t *len) {
   }
 
   /* Who we are and what we see: the server answers only if it is the same (see answer.ts). */
-  char mount_ns[64] = "-", root_id[48], cwd_id[48];
+  char mount_ns[64] = "-", pid_ns[64] = "-", root_id[48], cwd_id[48];
   ssize_t ns_len = readlink("/proc/self/ns/mnt", mount_ns, sizeof mount_ns - 1);
   mount_ns[ns_len > 0 ? ns_len : 1] = '\0';
+  /* Our PID, as the server sees it only in the same PID namespace: it keeps the paths it answers
+     with from gc while this process lives (until the out-link is made). */
+  ssize_t pid_ns_len = readlink("/proc/self/ns/pid", pid_ns, sizeof pid_ns - 1);
+  pid_ns[pid_ns_len > 0 ? pid_ns_len : 1] = '\0';
   identity_of("/", root_id, sizeof root_id);
   identity_of(cwd, cwd_id, sizeof cwd_id);
   struct buf request = {0};
   int bad = buf_field(&request, MAGIC) || buf_field(&request, "launch") || buf_count(&request, (long)geteuid()) ||
             buf_count(&request, (long)getegid()) || groups_field(&request) || buf_field(&request, mount_ns) ||
+            buf_field(&request, pid_ns) || buf_count(&request, (long)getpid()) ||
             buf_field(&request, root_id) || buf_field(&request, cwd_id) || buf_field(&request, package_root) ||
             buf_field(&request, cwd) || env_fields(&request);
   bad = bad || buf_count(&request, argc - 1);

@@ -30,6 +30,9 @@ async function copyContent(from: string, dest: string): Promise<void> {
 async function fromStore(ctx: BuiltinContext, kind: ContentKind, hash: string): Promise<boolean> {
   const base = ctx.store.findContent(kind, hash);
   if (!base) return false;
+  // Kept while it is copied (a concurrent gc may have invalidated it since it was found).
+  ctx.store.protect([base]);
+  if (!ctx.store.isValid(base)) return fromStore(ctx, kind, hash);
   ctx.log(`using ${base} from the store (same ${kind} content)`);
   await copyContent(ctx.store.realPath(base), ctx.outputs.out!);
   return true;

@@ -40,6 +40,9 @@ const isValidDrv = (store: Store, d: DrvRecord) => Object.values(d.outputs).ever
 export function makePlan(store: Store, graph: Graph, targets: readonly DrvRecord[]): Plan {
   // topoOrder also rejects cycles and dangling inputs, whatever the graph's source.
   const order = topoOrder(graph, targets.map((t) => t.hash));
+  // Temp roots first, then the checks: whatever is valid now stays valid (gc leaves it) while this
+  // process runs, and what it is about to build is kept once built.
+  store.protect(order.flatMap((d) => Object.values(d.outputs)));
   const needed = new Set<string>();
   const valid: DrvRecord[] = [];
   const todo = targets.map((t) => t.hash);
@@ -88,7 +91,11 @@ export async function planSubstitutions(store: Store, plan: Plan, caches: CacheS
     if (own.every((h) => h !== undefined)) {
       // What the outputs refer to is fetched with them, as paths; what no cache has comes from its derivation.
       const refs = [...new Set(own.flatMap((h) => h!.entry.references))].filter((r) => !outs.includes(r));
-      const { hits: closure, missing } = await caches.closure(refs, (b) => store.isValid(b));
+      const { hits: closure, missing } = await caches.closure(refs, (b) => {
+        // Kept from here on if valid now: the fetched outputs will refer to it.
+        store.protect([b]);
+        return store.isValid(b);
+      });
       const after = new Set<string>();
       let ok = true;
       for (const m of missing) {

@@ -8,7 +8,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { Store } from "../store/index.js";
+import { Store, processOwner } from "../store/index.js";
 import { parseRealiseArgs, realiseResult, type RealiseArgs, type RealiseResult } from "../cli/realise.js";
 import { loadWithCache, pick, storeRoot } from "../cli/context.js";
 import { fileIdentity, type Request } from "./protocol.js";
@@ -50,6 +50,14 @@ export async function answerLaunch(request: Extract<Request, { kind: "launch" }>
       env: request.env,
     });
     const target = pick(recipe, args.values.attr);
+    // Protected before it is checked, for as long as the launcher lives: it makes the out-link
+    // after this answer, and until then the root registered below points at nothing gc can see.
+    const launcher = processOwner(request.pid);
+    store.protect(Object.values(target.outputs), launcher);
+    const launchers = launchersOf(root);
+    launchers.add(launcher);
+    const alive = new Set(store.dropDeadTempRoots(launchers));
+    for (const owner of launchers) if (!alive.has(owner)) launchers.delete(owner);
     if (!Object.values(target.outputs).every((p) => store.isValid(p))) return undefined;
     // The root is registered here; the launcher makes the link itself, with its own rights, in its
     // own view (a root whose link never comes is forgotten by gc).
@@ -64,12 +72,21 @@ export async function answerLaunch(request: Extract<Request, { kind: "launch" }>
   }
 }
 
+/** Launchers whose temp roots this server registered, by store: each answer forgets those that have exited. */
+const launcherOwners = new Map<string, Set<string>>();
+function launchersOf(root: string): Set<string> {
+  let set = launcherOwners.get(root);
+  if (!set) launcherOwners.set(root, (set = new Set()));
+  return set;
+}
+
 /**
  * Whether the server may act for this client as the client itself would:
  * the same user, group and supplementary groups (out-links are made with the
  * server's credentials; root may connect to any socket), and the same view
  * of the files (the same mount namespace, `/` and working folder: a client
- * in a container or a chroot sees other recipes, tools and folders).
+ * in a container or a chroot sees other recipes, tools and folders), in
+ * the same PID namespace (its PID keeps its paths from gc).
  */
 function sameAsServer(request: Extract<Request, { kind: "launch" }>): boolean {
   const sorted = (ids: number[]) => [...new Set(ids)].sort((a, b) => a - b).join(",");
@@ -77,12 +94,15 @@ function sameAsServer(request: Extract<Request, { kind: "launch" }>): boolean {
   // Node's getgroups() adds the effective group, which getgroups(2) may leave out: both sets get it.
   if (sorted([...request.groups, request.gid]) !== sorted([...process.getgroups!(), process.getegid!()])) return false;
   let mountNamespace: string;
+  let pidNamespace: string;
   try {
     mountNamespace = fs.readlinkSync("/proc/self/ns/mnt");
+    pidNamespace = fs.readlinkSync("/proc/self/ns/pid");
   } catch {
     return false;
   }
-  return request.mountNamespace === mountNamespace && request.rootIdentity === fileIdentity("/") && request.cwdIdentity === fileIdentity(request.cwd);
+  // The PID names the launcher only in our PID namespace (it protects the answer's paths from gc).
+  return request.mountNamespace === mountNamespace && request.pidNamespace === pidNamespace && request.rootIdentity === fileIdentity("/") && request.cwdIdentity === fileIdentity(request.cwd);
 }
 
 function realpathOr(p: string): string {

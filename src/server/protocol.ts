@@ -6,8 +6,9 @@
  * A request is NUL-terminated fields, ended by the client shutting down its
  * side: a magic, then `launch` fields or one `control` field (`status`,
  * `stop`). Launch fields: who the launcher is (uid, gid, supplementary
- * groups), what it sees (its mount namespace, and dev:ino of `/` and of its
- * working folder), its ukb folder, its working folder, the number of
+ * groups), what it sees (its mount namespace), its PID namespace and PID
+ * (the server keeps the paths it answers with from gc while that process
+ * lives), dev:ino of `/` and of its working folder, its ukb folder, its working folder, the number of
  * environment entries and the entries (PATH and UKB_STORE only), the number
  * of arguments and the arguments.
  * An answer is `ok\n`, the out-link to make (empty for none), NUL, the path
@@ -19,7 +20,7 @@
 import fs from "node:fs";
 
 export const SOCKET_NAME = "server.sock";
-export const MAGIC = "ukb-server-1";
+export const MAGIC = "ukb-server-2";
 /** Requests are a few kilobytes; anything past this is not a launcher. */
 export const MAX_REQUEST = 1 << 20;
 
@@ -30,6 +31,8 @@ export type Request =
       gid: number;
       groups: number[];
       mountNamespace: string;
+      pidNamespace: string;
+      pid: number;
       rootIdentity: string;
       cwdIdentity: string;
       packageRoot: string;
@@ -60,13 +63,15 @@ export function parseRequest(bytes: Buffer): Request | string {
   const gid = count();
   const groupsText = next();
   const mountNamespace = next();
+  const pidNamespace = next();
+  const pid = count();
   const rootIdentity = next();
   const cwdIdentity = next();
   const packageRoot = next();
   const cwd = next();
   const envCount = count();
   if (uid === undefined || gid === undefined || groupsText === undefined || !/^(\d+(,\d+)*)?$/.test(groupsText)) return "malformed credentials";
-  if (mountNamespace === undefined || rootIdentity === undefined || cwdIdentity === undefined || packageRoot === undefined || cwd === undefined || envCount === undefined) {
+  if (mountNamespace === undefined || pidNamespace === undefined || pid === undefined || rootIdentity === undefined || cwdIdentity === undefined || packageRoot === undefined || cwd === undefined || envCount === undefined) {
     return "malformed launch request";
   }
   const groups = groupsText === "" ? [] : groupsText.split(",").map(Number);
@@ -80,7 +85,7 @@ export function parseRequest(bytes: Buffer): Request | string {
   }
   const argc = count();
   if (argc === undefined || at + argc !== fields.length) return "malformed arguments";
-  return { kind, uid, gid, groups, mountNamespace, rootIdentity, cwdIdentity, packageRoot, cwd, env, argv: fields.slice(at) };
+  return { kind, uid, gid, groups, mountNamespace, pidNamespace, pid, rootIdentity, cwdIdentity, packageRoot, cwd, env, argv: fields.slice(at) };
 }
 
 /** A control request, as `ukb server stop|status` sends it. */

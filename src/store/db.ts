@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS locks (
   owner TEXT NOT NULL,                  -- host:pid:start-time
   since INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS temp_roots (
+  owner TEXT NOT NULL,                  -- host:pid:start-time of the process using the path
+  base  TEXT NOT NULL,                  -- <hash>-<name>, valid or still to be made
+  PRIMARY KEY (owner, base)
+);
 CREATE TABLE IF NOT EXISTS content (
   kind TEXT NOT NULL,                   -- file-sha256 | file-blake3 | tree-blake3
   hash TEXT NOT NULL,                   -- lowercase hex
@@ -63,7 +68,7 @@ CREATE TABLE IF NOT EXISTS eval_cache (
 `;
 
 /** Bumped whenever SCHEMA changes; a store at this version skips the schema on open. */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 let addonFile: string | null | undefined;
 /**

@@ -18,37 +18,59 @@ export interface GcReport {
 export async function collectGarbage(store: Store, options: { dryRun?: boolean } = {}): Promise<GcReport> {
   // On a full disk, the database needs room to forget the first paths gc deletes (each frees more).
   if (!options.dryRun) store.releaseReserve();
-  const roots = [...store.rootPaths().values()];
-  const locked = store.db
-    .prepare<[], { name: string; owner: string }>("SELECT name, owner FROM locks")
-    .all()
-    .filter((l) => ownerAlive(l.owner))
-    .map((l) => l.name)
-    .filter((b) => store.isValid(b));
-  const live = new Set(store.closure([...roots, ...locked]));
-  const valid = store.allValid();
-  const dead = valid.filter((b) => !live.has(b));
-  // Delete referrers before what they refer to, so the database never holds a dangling reference.
-  const order: string[] = [];
-  const deadSet = new Set(dead);
-  const visited = new Set<string>();
-  const visit = (b: string): void => {
-    if (visited.has(b)) return;
-    visited.add(b);
-    for (const r of store.referrers(b)) if (deadSet.has(r) && r !== b) visit(r);
-    order.push(b);
-  };
-  for (const b of dead) visit(b);
-  let freed = 0;
-  const deleted: string[] = [];
-  for (const b of order) {
-    freed += store.info(b)?.size ?? 0;
-    deleted.push(b);
-    if (options.dryRun) continue;
-    store.invalidate([b]);
-    await store.discard(b);
+  // What is live and what goes is decided, and what goes made invalid and locked, in one write
+  // transaction: a process that protects a path (a temp root) and then finds it valid either
+  // committed its temp root before (gc keeps the path) or sees it invalid after (and makes it
+  // again, once gc has removed the files and released the lock).
+  const releases: (() => void)[] = [];
+  let decided: { roots: number; kept: number; order: string[]; freed: number };
+  try {
+    decided = store.db.transaction(() => {
+      const roots = [...store.rootPaths().values()];
+      const temp = store.liveTempRoots().filter((b) => store.isValid(b));
+      const locked = store.db
+        .prepare<[], { name: string; owner: string }>("SELECT name, owner FROM locks")
+        .all()
+        .filter((l) => ownerAlive(l.owner))
+        .map((l) => l.name)
+        .filter((b) => store.isValid(b));
+      const live = new Set(store.closure([...roots, ...temp, ...locked]));
+      const dead = store.allValid().filter((b) => !live.has(b));
+      // Referrers before what they refer to, so the database never holds a dangling reference.
+      const order: string[] = [];
+      const deadSet = new Set(dead);
+      const visited = new Set<string>();
+      const visit = (b: string): void => {
+        if (visited.has(b)) return;
+        visited.add(b);
+        for (const r of store.referrers(b)) if (deadSet.has(r) && r !== b) visit(r);
+        order.push(b);
+      };
+      for (const b of dead) visit(b);
+      const freed = order.reduce((n, b) => n + (store.info(b)?.size ?? 0), 0);
+      if (!options.dryRun) {
+        // Locked until its files are gone: a process that wants the path again waits, then makes it anew.
+        for (const b of order) {
+          const release = store.locks.tryAcquire(b);
+          // Cannot happen: a path whose lock a live process holds is a root above.
+          if (!release) throw new Error(`gc: ${b} is locked by a live process but was not kept`);
+          releases.push(release);
+        }
+        store.invalidate(order);
+      }
+      return { roots: roots.length, kept: live.size, order, freed };
+    }).immediate();
+  } catch (err) {
+    for (const release of releases) release();
+    throw err;
   }
+  const deleted = [...decided.order];
   if (!options.dryRun) {
+    try {
+      for (const b of decided.order) await store.discard(b);
+    } finally {
+      for (const release of releases) release();
+    }
     // Leftovers of interrupted builds: each under its lock, so that a build of another process
     // (which holds it from before it moves its output in until it is registered) keeps its output.
     for (const name of fs.readdirSync(store.storeDir)) {
@@ -66,5 +88,5 @@ export async function collectGarbage(store: Store, options: { dryRun?: boolean }
     await store.cleanDeadTemps();
     store.keepReserve();
   }
-  return { roots: roots.length, kept: live.size, deleted, freedBytes: freed };
+  return { roots: decided.roots, kept: decided.kept, deleted, freedBytes: decided.freed };
 }

@@ -22,6 +22,11 @@ const host = os.hostname();
 /** This process, as lock rows and temp directories name it. */
 export const SELF = `${host}:${process.pid}:${startTime(process.pid)}`;
 
+/** Another process of this machine (in this PID namespace), as lock and temp-root rows name it. */
+export function processOwner(pid: number): string {
+  return `${host}:${pid}:${startTime(pid)}`;
+}
+
 /** Whether the process an owner string names is still running. */
 export function ownerAlive(owner: string): boolean {
   const [ownerHost, pidText, start] = owner.split(":");

@@ -94,6 +94,9 @@ export class Store {
       addContent: () => db.prepare("INSERT OR IGNORE INTO content (kind, hash, base) VALUES (?, ?, ?)"),
       findContent: () => db.prepare<[string, string], { base: string }>("SELECT c.base FROM content c JOIN paths p ON p.base = c.base WHERE c.kind = ? AND c.hash = ? LIMIT 1"),
       setSignatures: () => db.prepare("UPDATE paths SET signatures = ? WHERE base = ?"),
+      addTempRoot: () => db.prepare("INSERT OR IGNORE INTO temp_roots (owner, base) VALUES (?, ?)"),
+      tempRoots: () => db.prepare<[], { owner: string; base: string }>("SELECT owner, base FROM temp_roots"),
+      dropTempRoots: () => db.prepare("DELETE FROM temp_roots WHERE owner = ?"),
     });
   }
 
@@ -155,7 +158,67 @@ export class Store {
     releaseReserve(this.root);
   }
 
+  /** Paths this handle has protected for this process (see {@link protect}). */
+  private readonly protectedHere = new Set<string>();
+  /**
+   * This handle's temp-root owner: the process (which is what {@link ownerAlive}
+   * reads), then the handle, so that closing one handle leaves another's rows.
+   */
+  private readonly tempRootOwner = `${SELF}:${handleCounter++}`;
+
+  /**
+   * Makes paths temporary gc roots for as long as their owner process lives
+   * (this one by default), as Nix's temp roots: what a realise is about to
+   * use or make, before it checks what is valid. gc reads them in the same
+   * transaction in which it invalidates what it deletes, so a path valid
+   * when checked after this call stays valid (with its closure) until the
+   * owner exits or this handle closes. Paths need not be valid yet: once
+   * made, they are kept.
+   */
+  protect(storePaths: readonly string[], owner: string = this.tempRootOwner): void {
+    const own = owner === this.tempRootOwner;
+    const bases = [...new Set(storePaths.map(baseName))].filter((b) => !(own && this.protectedHere.has(b)));
+    if (bases.length === 0) return;
+    this.db.transaction(() => {
+      for (const b of bases) this.stmts.addTempRoot.run(owner, b);
+    })();
+    if (own) for (const b of bases) this.protectedHere.add(b);
+  }
+
+  /**
+   * The temp roots of live processes; the rows of dead ones are deleted
+   * (gc calls this inside its transaction).
+   */
+  liveTempRoots(): string[] {
+    const alive = new Map<string, boolean>();
+    const live = new Set<string>();
+    for (const { owner, base } of this.stmts.tempRoots.all()) {
+      let ok = alive.get(owner);
+      if (ok === undefined) alive.set(owner, (ok = ownerAlive(owner)));
+      if (ok) live.add(base);
+    }
+    for (const [owner, ok] of alive) if (!ok) this.stmts.dropTempRoots.run(owner);
+    return [...live];
+  }
+
+  /** Deletes the temp roots of owners that have exited among `owners` (the server's launchers); returns those still alive. */
+  dropDeadTempRoots(owners: Iterable<string>): string[] {
+    const alive: string[] = [];
+    for (const owner of owners) {
+      if (ownerAlive(owner)) alive.push(owner);
+      else this.stmts.dropTempRoots.run(owner);
+    }
+    return alive;
+  }
+
   close(): void {
+    if (this.protectedHere.size > 0) {
+      try {
+        this.stmts.dropTempRoots.run(this.tempRootOwner);
+      } catch {
+        // Rows of an exited process are ignored and deleted by the next gc.
+      }
+    }
     this.db.close();
   }
 
@@ -400,6 +463,7 @@ export class Store {
 }
 
 let tempCounter = 0;
+let handleCounter = 0;
 
 /** The file that holds the reserve, in the store's root. */
 const RESERVE_NAME = "reserved";
