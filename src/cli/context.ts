@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { UsageError } from "../errors/index.js";
 import type { DrvRecord } from "../graph/index.js";
-import { Store } from "../store/index.js";
+import { SELF, Store } from "../store/index.js";
 import { loadRecipe, selectExport, type LoadedRecipe } from "../recipe/load.js";
 import { PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "../recipe/location.js";
 
@@ -93,6 +93,8 @@ export async function imageLayout(source: string, attr: string | undefined, stor
   const store = openStore(storeFlag);
   try {
     const { path: dir } = await realiseExport(store, source, attr);
+    // The caller reads the image after the store is closed: kept from gc until this process exits.
+    store.protect([dir], SELF);
     if (!fs.existsSync(path.join(dir, "oci-layout"))) throw new UsageError(`${source}${attr ? ` -A ${attr}` : ""} is not an OCI image (no oci-layout in ${dir}); pick the image with -A`);
     return dir;
   } finally {

@@ -173,7 +173,8 @@ export class Store {
    * transaction in which it invalidates what it deletes, so a path valid
    * when checked after this call stays valid (with its closure) until the
    * owner exits or this handle closes. Paths need not be valid yet: once
-   * made, they are kept.
+   * made, they are kept. `owner` SELF keeps them until this process exits,
+   * whatever handles close; another process's owner string, until it exits.
    */
   protect(storePaths: readonly string[], owner: string = this.tempRootOwner): void {
     const own = owner === this.tempRootOwner;
