@@ -100,6 +100,10 @@ test("gc during a realise keeps what the realise uses and has built (temp roots)
   const done = collect(child);
   // Once 'b' has started, 'a' and the tools are valid, unrooted and unlocked, and 'b' will read them.
   await stderrMatches(child, /"type":"start","name":"b"/);
+  // (store repair must not replace the database under a running build.)
+  const repair = await ukb(["store", "repair"], { cwd: dir });
+  t.is(repair.code, 1);
+  t.regex(repair.stderr, /^ukb: error: another ukb process \(\S+ pid \d+\) is using the store at .*\n  hint: run 'ukb store repair' once it has finished\n$/);
   const gc = await ukb(["store", "gc"], { cwd: dir });
   t.is(gc.code, 0, gc.stderr);
   const gcDone = Date.now();
@@ -200,6 +204,71 @@ test("a damaged database: every command says which file in one line; verify list
   const again = await ukb(["store", "verify"], { cwd: dir });
   t.is(again.code, 0, again.stdout);
   t.regex(again.stdout, /all valid/);
+});
+
+/** Garbage over the pages after the schema's: what a bad disk or a stray write leaves. */
+function damage(db: string): void {
+  const bytes = fs.readFileSync(db);
+  for (let i = 8192; i < Math.min(bytes.length, 8192 + 3000); i++) bytes[i] = (i * 131) & 0xff;
+  fs.writeFileSync(db, bytes);
+}
+
+test("store repair: a new database from the store folder and what the damaged one still lets be read; nothing rebuilt, nothing lost", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "refs.ts", REFS);
+  const first = await ukb(["realise", "refs.ts"], { cwd: dir });
+  t.is(first.code, 0, first.stderr);
+  const app = first.stdout.trim();
+  const lib = fs.readFileSync(app, "utf8").trim().split("/").pop()!;
+  const db = path.join(dir, "cache/ukb.sqlite");
+
+  // Damaged pages: what is still readable is kept, the rest comes from the files.
+  damage(db);
+  t.is((await ukb(["store", "verify"], { cwd: dir })).code, 1);
+  const repaired = await ukb(["store", "repair"], { cwd: dir });
+  t.is(repaired.code, 0, repaired.stderr);
+  t.regex(repaired.stdout, /^repaired the database of the store .*:\n  3 paths registered: /);
+  const kept = /the old database is kept as (\S+)/.exec(repaired.stdout)?.[1];
+  t.truthy(kept && fs.existsSync(kept), repaired.stdout);
+  const verify = await ukb(["store", "verify"], { cwd: dir });
+  t.is(verify.code, 0, verify.stdout);
+  t.regex(verify.stdout, /checked 3 paths: all valid/);
+  const again = await ukb(["realise", "refs.ts", "--json"], { cwd: dir });
+  t.is(again.code, 0, again.stderr);
+  t.is(again.stdout.trim(), app);
+  t.false(events(again.stderr).some((e) => e.type === "start"), "nothing is built again");
+  t.regex((await ukb(["store", "info", "result"], { cwd: dir })).stdout, new RegExp(`references +.*${lib}`));
+  t.is((await ukb(["store", "gc"], { cwd: dir })).code, 0);
+  t.true(fs.existsSync(path.join(dir, "cache/store", lib)), "gc keeps the root's closure, references included");
+
+  // A path whose content differs from its readable record is not registered; the next realise makes it anew.
+  fs.chmodSync(app, 0o644);
+  fs.writeFileSync(app, "tampered\n");
+  damage(db);
+  const refused = await ukb(["store", "repair"], { cwd: dir });
+  t.is(refused.code, 0, refused.stderr);
+  t.regex(refused.stdout, new RegExp(`not registered: ${path.basename(app)}: its content \\(blake3 \\w+\\) differs from the recorded \\w+`));
+  t.is((await ukb(["store", "verify"], { cwd: dir })).code, 0);
+  const rebuilt = await ukb(["realise", "refs.ts", "--json"], { cwd: dir });
+  t.is(rebuilt.code, 0, rebuilt.stderr);
+  // 'app' again (and the tools gc removed above, which only its build needs), never 'lib'.
+  t.deepEqual(events(rebuilt.stderr).filter((e) => e.type === "start").map((e) => e.name), ["host-tools", "app"]);
+  t.regex(fs.readFileSync(app, "utf8"), /^uses /);
+
+  // Not a database at all: every path from its files alone, said so; references found by a scan.
+  fs.writeFileSync(db, "not a database at all, not even its header");
+  fs.rmSync(`${db}-wal`, { force: true });
+  fs.rmSync(`${db}-shm`, { force: true });
+  const fromFiles = await ukb(["store", "repair", "--json"], { cwd: dir });
+  t.is(fromFiles.code, 0, fromFiles.stderr);
+  const report = JSON.parse(fromFiles.stdout) as { registered: number; fromFilesOnly: string[]; salvaged: { roots: { whole: boolean } } };
+  t.is(report.registered, 3);
+  t.is(report.fromFilesOnly.length, 3);
+  t.false(report.salvaged.roots.whole);
+  t.is((await ukb(["store", "verify"], { cwd: dir })).code, 0);
+  const noop = await ukb(["realise", "refs.ts", "--json"], { cwd: dir });
+  t.false(events(noop.stderr).some((e) => e.type === "start"));
+  t.regex((await ukb(["store", "info", "result"], { cwd: dir })).stdout, new RegExp(`references +.*${lib}`));
 });
 
 test("two substitutions in one process that share a reference: fetched and registered once, nothing lost", async (t) => {

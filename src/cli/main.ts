@@ -19,7 +19,7 @@ usage:
   ukb report <recipe.ts>... [--boot N] [--json | --html F]   compare images: sizes, builds, boot times
   ukb prefetch URL [--unpack]         download, add to the store, print the hash to pin
   ukb store add FILE|DIR [--name N]   put content in the store (fetches with its hash use it)
-  ukb store verify | gc | info PATH   check the store, collect garbage, describe a path
+  ukb store verify | gc | info PATH | repair   check the store, collect garbage, describe a path, remake a damaged database
   ukb copy --to URL [--sign-key F] <recipe.ts|PATH...>   upload paths and their closures to a binary cache
   ukb copy --from URL <recipe.ts|PATH...>                download them from one, verified
   ukb key generate --name N --out F   make a signing key; print the public key to trust

@@ -1,12 +1,13 @@
 /** `ukb store verify|gc|info`: look after the store. */
 import { parseArgs } from "node:util";
 import { ExitCode, UkbError, UsageError } from "../errors/index.js";
-import { addToStore, collectGarbage, verifyStore } from "../store/index.js";
-import { openStore } from "./context.js";
+import { addToStore, collectGarbage, repairStore, verifyStore, type RepairReport } from "../store/index.js";
+import { openStore, storeRoot } from "./context.js";
 
 export const usage = `ukb store add FILE|DIR [--name N] [--store DIR]
 ukb store verify [--store DIR]
 ukb store gc [--dry-run] [--store DIR]
+ukb store repair [--json] [--store DIR]
 ukb store info PATH [--json] [--store DIR]`;
 
 export async function storeCommand(argv: string[]): Promise<number> {
@@ -16,6 +17,14 @@ export async function storeCommand(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: { store: { type: "string" }, "dry-run": { type: "boolean" }, json: { type: "boolean" }, name: { type: "string" } },
   });
+  // repair works on the files: the database it replaces may not open at all.
+  if (sub === "repair") {
+    if (positionals.length > 0) throw new UsageError("usage: ukb store repair [--json] [--store DIR]");
+    const report = await repairStore(storeRoot(values.store));
+    if (values.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+    else process.stdout.write(describeRepair(report));
+    return ExitCode.ok;
+  }
   // gc is what frees room on a full disk: it may use the store's reserve to open it.
   const store = openStore(values.store, { useReserve: sub === "gc" && !values["dry-run"] });
   try {
@@ -76,4 +85,18 @@ export async function storeCommand(argv: string[]): Promise<number> {
   } finally {
     store.close();
   }
+}
+
+/** What `store repair` did, for people. */
+function describeRepair(r: RepairReport): string {
+  const lines = [`repaired the database of the store ${r.root}:`];
+  const files = r.fromFilesOnly.length;
+  lines.push(`  ${r.registered} paths registered: ${r.asRecorded} as the old database recorded them, ${files} from their files alone${files > 0 ? " (no readable record to check them against; 'ukb check' rebuilds one and compares)" : ""}`);
+  for (const s of r.skipped) lines.push(`  not registered: ${s.base}: ${s.reason} (gc removes it)`);
+  const partial = Object.entries(r.salvaged).filter(([, v]) => !v.whole);
+  const read = Object.entries(r.salvaged).map(([table, v]) => `${v.rows} ${table}`).join(", ");
+  lines.push(`  read from the old database: ${read}${partial.length > 0 ? `; damaged or unreadable: ${partial.map(([t]) => t).join(", ")}` : ""}`);
+  if (!r.salvaged.roots.whole) lines.push("  gc roots may be lost (their table could not be read whole): realise what you keep links to again before 'ukb store gc'");
+  if (r.damagedCopy) lines.push(`  the old database is kept as ${r.damagedCopy}`);
+  return `${lines.join("\n")}\n`;
 }

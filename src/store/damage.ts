@@ -22,7 +22,7 @@ export function isDamagedDb(err: unknown): boolean {
 }
 
 export const DAMAGED_HINT =
-  "'ukb store verify' lists what it can still read; restore ukb.sqlite from a backup, or move the store aside and realise again (outputs are rebuilt, or fetched from a binary cache)";
+  "'ukb store repair' makes a new one from the store folder and what the old one still lets be read (it keeps the old file); 'ukb store verify' lists the damage";
 
 /** The one-line report of a damaged database. */
 export function damagedDbError(err: unknown, root = lastOpened): UkbError {

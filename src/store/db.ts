@@ -89,6 +89,12 @@ function nativeBinding(): string | undefined {
   return addonFile ?? undefined;
 }
 
+/** The database file as it is: no pragmas, no schema (what `store repair` reads a damaged file with). */
+export function openRawDb(file: string, options: { readonly?: boolean } = {}): Db {
+  const addon = nativeBinding();
+  return new Database(file, { ...(addon ? { nativeBinding: addon } : {}), readonly: Boolean(options.readonly), fileMustExist: true });
+}
+
 export function openDb(file: string): Db {
   const addon = nativeBinding();
   const db = new Database(file, addon ? { nativeBinding: addon } : {});

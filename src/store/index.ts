@@ -8,3 +8,4 @@ export { fileDigest, contentKeys } from "./digest.js";
 export { addToStore, type AddedPath } from "./add.js";
 export { explainNoSpace, formatBytes, freeBytes, isNoSpace, nearlyFull, NoSpaceError, NO_SPACE_HINT } from "./space.js";
 export { damagedDbError, isDamagedDb } from "./damage.js";
+export { repairStore, type RepairReport } from "./repair.js";
