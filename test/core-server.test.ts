@@ -266,6 +266,29 @@ test("what the server answers with stays out of gc's reach while the launcher li
   t.is((await ukb(["store", "verify", "--store", store])).code, 0);
 });
 
+test("a gc between the server's answer and the launcher's out-link keeps the root: ./result still protects its target after the launcher exits", async (t) => {
+  const { dir, store, out } = await realisedHello(t);
+  fs.rmSync(path.join(dir, "result"));
+  await startServer(t, store);
+  const launcher = spawn("sleep", ["60"], { stdio: "ignore" });
+  t.teardown(() => void launcher.kill("SIGKILL"));
+  const socket = path.join(store, "server.sock");
+  t.is(await ask(socket, launchRequest(dir, { pid: String(launcher.pid) }, ["realise", "hello.ts"])), `ok\n${path.join(dir, "result")}\0${out}\0${out}\n`);
+  t.is((await ukb(["store", "gc", "--store", store])).code, 0); // before the link exists
+  t.true(fs.existsSync(out));
+  fs.symlinkSync(out, path.join(dir, "result")); // what the launcher does next, then it exits
+  launcher.kill("SIGKILL");
+  t.true(await exits(launcher.pid!, 5000));
+  t.is((await ukb(["store", "gc", "--store", store])).code, 0);
+  t.true(fs.existsSync(out), "gc forgot the root while its link was still to come");
+});
+
+test("a launch request naming PID 0 is refused (it would name a process that never exits)", async (t) => {
+  const { dir, store } = await realisedHello(t);
+  await startServer(t, store);
+  t.is(await ask(path.join(store, "server.sock"), launchRequest(dir, { pid: "0" })), "fallback\n");
+});
+
 test("the launcher asks only a server of its own user, and sends it nothing but PATH and UKB_STORE", async (t) => {
   if (process.getuid!() !== 0) return t.pass("needs root to run a server as another user");
   const { dir, out } = await realisedHello(t);

@@ -62,7 +62,7 @@ export async function answerLaunch(request: Extract<Request, { kind: "launch" }>
     // The root is registered here; the launcher makes the link itself, with its own rights, in its
     // own view (a root whose link never comes is forgotten by gc).
     const result = realiseResult(store, target, args.values, request.cwd);
-    if (result.link) store.addRoot(result.link);
+    if (result.link) store.addRoot(result.link, launcher);
     return result;
   } catch {
     // NeedsEvaluation, or an error the CLI will report in its own words.

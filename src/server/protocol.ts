@@ -71,7 +71,7 @@ export function parseRequest(bytes: Buffer): Request | string {
   const cwd = next();
   const envCount = count();
   if (uid === undefined || gid === undefined || groupsText === undefined || !/^(\d+(,\d+)*)?$/.test(groupsText)) return "malformed credentials";
-  if (mountNamespace === undefined || pidNamespace === undefined || pid === undefined || rootIdentity === undefined || cwdIdentity === undefined || packageRoot === undefined || cwd === undefined || envCount === undefined) {
+  if (mountNamespace === undefined || pidNamespace === undefined || pid === undefined || pid < 1 || rootIdentity === undefined || cwdIdentity === undefined || packageRoot === undefined || cwd === undefined || envCount === undefined) {
     return "malformed launch request";
   }
   const groups = groupsText === "" ? [] : groupsText.split(",").map(Number);

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS drv_outputs (
 );
 CREATE INDEX IF NOT EXISTS drv_outputs_base ON drv_outputs(base);
 CREATE TABLE IF NOT EXISTS roots (
-  link TEXT PRIMARY KEY                 -- absolute path of an out-link
+  link  TEXT PRIMARY KEY,               -- absolute path of an out-link
+  owner TEXT                            -- the process that makes the link: kept without it while that lives
 );
 CREATE TABLE IF NOT EXISTS locks (
   name  TEXT PRIMARY KEY,
@@ -68,7 +69,7 @@ CREATE TABLE IF NOT EXISTS eval_cache (
 `;
 
 /** Bumped whenever SCHEMA changes; a store at this version skips the schema on open. */
-const SCHEMA_VERSION = 3;
+const SCHEMA_VERSION = 4;
 
 let addonFile: string | null | undefined;
 /**
@@ -104,6 +105,8 @@ export function openDb(file: string): Db {
   if (db.pragma("user_version", { simple: true }) !== SCHEMA_VERSION) {
     db.pragma("journal_mode = WAL");
     db.exec(SCHEMA);
+    // Stores made before roots named the process that makes their link.
+    if (!(db.pragma("table_info(roots)") as { name: string }[]).some((c) => c.name === "owner")) db.exec("ALTER TABLE roots ADD COLUMN owner TEXT");
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }
   return db;

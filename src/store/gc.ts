@@ -66,8 +66,12 @@ export async function collectGarbage(store: Store, options: { dryRun?: boolean }
   }
   const deleted = [...decided.order];
   if (!options.dryRun) {
+    // Each lock goes as soon as its path is gone: a process that wants it again waits for that one only.
     try {
-      for (const b of decided.order) await store.discard(b);
+      for (const [i, b] of decided.order.entries()) {
+        await store.discard(b);
+        releases[i]!();
+      }
     } finally {
       for (const release of releases) release();
     }

@@ -32,6 +32,8 @@ export function ownerAlive(owner: string): boolean {
   const [ownerHost, pidText, start] = owner.split(":");
   if (ownerHost !== host) return true; // another machine: we cannot tell, so we wait
   const pid = Number(pidText);
+  // PID 0 (kill(0) signals our own group) and an unknown start time name no process we can watch.
+  if (!Number.isInteger(pid) || pid < 1 || start === "?") return false;
   try {
     process.kill(pid, 0);
   } catch (err) {

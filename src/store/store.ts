@@ -88,8 +88,8 @@ export class Store {
       deletePath: () => db.prepare("DELETE FROM paths WHERE base = ?"),
       evalGet: () => db.prepare<[string], { value: string }>("SELECT value FROM eval_cache WHERE key = ?"),
       evalPut: () => db.prepare("INSERT OR REPLACE INTO eval_cache (key, value) VALUES (?, ?)"),
-      addRoot: () => db.prepare("INSERT OR IGNORE INTO roots (link) VALUES (?)"),
-      roots: () => db.prepare<[], { link: string }>("SELECT link FROM roots ORDER BY link"),
+      addRoot: () => db.prepare("INSERT OR REPLACE INTO roots (link, owner) VALUES (?, ?)"),
+      roots: () => db.prepare<[], { link: string; owner: string | null }>("SELECT link, owner FROM roots ORDER BY link"),
       deleteRoot: () => db.prepare("DELETE FROM roots WHERE link = ?"),
       addContent: () => db.prepare("INSERT OR IGNORE INTO content (kind, hash, base) VALUES (?, ?, ?)"),
       findContent: () => db.prepare<[string, string], { base: string }>("SELECT c.base FROM content c JOIN paths p ON p.base = c.base WHERE c.kind = ? AND c.hash = ? LIMIT 1"),
@@ -427,14 +427,19 @@ export class Store {
   }
 
   /** An out-link (`./result`) is a gc root while it points into this store. */
-  addRoot(link: string): void {
-    this.stmts.addRoot.run(path.resolve(link));
+  /**
+   * `owner` is the process that makes the link (this one by default; the
+   * launcher, for the server): until it exits, a root whose link is not
+   * there yet is kept, not dropped as stale.
+   */
+  addRoot(link: string, owner: string = SELF): void {
+    this.stmts.addRoot.run(path.resolve(link), owner);
   }
 
   /** Valid paths the roots point at (stale roots are forgotten). */
   rootPaths(): Map<string, string> {
     const live = new Map<string, string>();
-    for (const { link } of this.stmts.roots.all()) {
+    for (const { link, owner } of this.stmts.roots.all()) {
       let target: string | undefined;
       try {
         target = fs.readlinkSync(link);
@@ -443,6 +448,7 @@ export class Store {
       }
       const base = target && path.dirname(path.resolve(path.dirname(link), target)) === this.storeDir ? path.basename(target) : undefined;
       if (base && this.isValid(base)) live.set(link, base);
+      else if (target === undefined && owner && ownerAlive(owner)) continue; // its link is still to come
       else this.stmts.deleteRoot.run(link);
     }
     return live;
