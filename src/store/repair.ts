@@ -30,6 +30,7 @@ import { openDb, openRawDb } from "./db.js";
 import { contentKeys } from "./digest.js";
 import { scanReferences } from "./fsutil.js";
 import { SELF, ownerAlive } from "./lock.js";
+import type { PathRow } from "./store.js";
 
 export interface RepairReport {
   /** Where the store's root is. */
@@ -52,17 +53,8 @@ const BASE = /^[0-9a-df-np-sv-z]{32}-[^/]+$/;
 
 type SalvagedTable = "paths" | "refs" | "drvs" | "drv_outputs" | "roots" | "content";
 
-interface OldPath {
-  base: string;
-  content_hash: string;
-  size: number;
-  deriver: string | null;
-  ca: string | null;
-  registered_at: number;
-  build_ms: number | null;
-  log: string | null;
-  signatures: string;
-}
+/** What the old database recorded of a path (its id means nothing in the new one). */
+type OldPath = Omit<PathRow, "id">;
 
 /**
  * Every row of `query`'s table that SQLite can still read. A damaged page

@@ -34,7 +34,8 @@ export interface PathInfo {
   readonly signatures: readonly string[];
 }
 
-interface PathRow {
+/** A row of the paths table, as SQLite returns it. */
+export interface PathRow {
   id: number;
   base: string;
   content_hash: string;
