@@ -40,13 +40,24 @@ export async function collectGarbage(store: Store, options: { dryRun?: boolean }
       const order: string[] = [];
       const deadSet = new Set(dead);
       const visited = new Set<string>();
-      const visit = (b: string): void => {
-        if (visited.has(b)) return;
-        visited.add(b);
-        for (const r of store.referrers(b)) if (deadSet.has(r) && r !== b) visit(r);
-        order.push(b);
-      };
-      for (const b of dead) visit(b);
+      // A post-order walk with a stack of its own: a chain of references deeper than the call
+      // stack (tens of thousands of paths) would overflow a recursive one.
+      for (const start of dead) {
+        if (visited.has(start)) continue;
+        visited.add(start);
+        const stack: { base: string; pending: string[] }[] = [{ base: start, pending: store.referrers(start) }];
+        while (stack.length > 0) {
+          const top = stack[stack.length - 1]!;
+          const next = top.pending.pop();
+          if (next === undefined) {
+            order.push(top.base);
+            stack.pop();
+          } else if (deadSet.has(next) && next !== top.base && !visited.has(next)) {
+            visited.add(next);
+            stack.push({ base: next, pending: store.referrers(next) });
+          }
+        }
+      }
       const freed = order.reduce((n, b) => n + (store.info(b)?.size ?? 0), 0);
       if (!options.dryRun) {
         // Locked until its files are gone: a process that wants the path again waits, then makes it anew.
