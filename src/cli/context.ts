@@ -5,7 +5,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { UsageError } from "../errors/index.js";
+import { ExitCode, UkbError, UsageError } from "../errors/index.js";
 import type { DrvRecord } from "../graph/index.js";
 import { SELF, Store } from "../store/index.js";
 import { loadRecipe, selectExport, type LoadedRecipe } from "../recipe/load.js";
@@ -86,9 +86,37 @@ export async function realiseExport(store: Store, recipeFile: string, attr: stri
   return { drv, path: store.realPath(drv.outputs.out ?? Object.values(drv.outputs)[0]!), recipe };
 }
 
+/**
+ * A layout directory named by path (`./result`, say): when it is a path of
+ * the store, protected from gc until this process exits, then checked to be
+ * valid (in that order, as a realise does), so that a gc meanwhile cannot
+ * delete the image under `ukb run` or `ukb push`.
+ */
+function protectLayoutDir(source: string, storeFlag: string | undefined): string {
+  const dir = path.resolve(source);
+  const storeDir = path.join(storeRoot(storeFlag), "store");
+  let real = dir;
+  try {
+    real = fs.realpathSync(dir);
+  } catch {
+    // checked by the caller's own read
+  }
+  if (!real.startsWith(storeDir + path.sep)) return dir;
+  const store = openStore(storeFlag);
+  try {
+    const base = store.parse(real);
+    if (!base) return dir;
+    store.protect([base], SELF);
+    if (!store.isValid(base)) throw new UkbError("store", `${source} is in the store at ${store.root} but not a valid path there (deleted by gc, or never registered)`, { exitCode: ExitCode.badInput });
+    return dir;
+  } finally {
+    store.close();
+  }
+}
+
 /** An OCI layout directory given as is, or the image a recipe's export builds. */
 export async function imageLayout(source: string, attr: string | undefined, storeFlag: string | undefined): Promise<string> {
-  if (fs.existsSync(path.join(source, "oci-layout"))) return path.resolve(source);
+  if (fs.existsSync(path.join(source, "oci-layout"))) return protectLayoutDir(source, storeFlag);
   if (!/\.[cm]?ts$/.test(source)) throw new UsageError(`${source} is neither an OCI layout directory nor a recipe (.ts)`);
   const store = openStore(storeFlag);
   try {

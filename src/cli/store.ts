@@ -53,8 +53,16 @@ export async function storeCommand(argv: string[]): Promise<number> {
         return report.problems.length === 0 ? ExitCode.ok : ExitCode.buildFailed;
       }
       case "gc": {
-        const report = await collectGarbage(store, { dryRun: Boolean(values["dry-run"]) });
-        for (const b of report.deleted) process.stdout.write(`${values["dry-run"] ? "would delete" : "deleted"} ${store.realPath(b)}\n`);
+        // Each batch is printed once gone: what an interrupted gc deleted is on the screen.
+        let printed = 0;
+        const report = await collectGarbage(store, {
+          dryRun: Boolean(values["dry-run"]),
+          onProgress: (batch) => {
+            for (const b of batch) process.stdout.write(`deleted ${store.realPath(b)}\n`);
+            printed += batch.length;
+          },
+        });
+        for (const b of report.deleted.slice(printed)) process.stdout.write(`${values["dry-run"] ? "would delete" : "deleted"} ${store.realPath(b)}\n`);
         process.stdout.write(`${report.roots} roots keep ${report.kept} paths; ${report.deleted.length} ${values["dry-run"] ? "would be " : ""}deleted, ${(report.freedBytes / 1e6).toFixed(2)} MB\n`);
         return ExitCode.ok;
       }
