@@ -10,14 +10,19 @@ import { UkbError } from "../errors/index.js";
 
 const NO_SPACE_CODES = new Set(["ENOSPC", "EDQUOT", "SQLITE_FULL"]);
 
+/** The no-space code `err` (or an error it wraps) carries, if any. */
+function noSpaceCode(err: unknown): string | undefined {
+  for (let e = err, depth = 0; e && typeof e === "object" && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof NoSpaceError) return e.overQuota ? "EDQUOT" : "ENOSPC";
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && NO_SPACE_CODES.has(code)) return code;
+  }
+  return undefined;
+}
+
 /** True when `err` (or an error it wraps) says the disk is full. */
 export function isNoSpace(err: unknown): boolean {
-  for (let e = err, depth = 0; e && typeof e === "object" && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    if (e instanceof NoSpaceError) return true;
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === "string" && NO_SPACE_CODES.has(code)) return true;
-  }
-  return false;
+  return noSpaceCode(err) !== undefined;
 }
 
 /** Bytes an unprivileged writer may still use on the filesystem holding `dir`; undefined if it cannot be told. */
@@ -53,20 +58,32 @@ export function formatBytes(n: number): string {
 
 export const NO_SPACE_HINT = "free some space ('ukb store gc' removes what no root reaches) and run the command again";
 
-/** The store's filesystem is full: what ukb was doing, where, and how much is free now. */
+export const OVER_QUOTA_HINT = "free some space ('ukb store gc' removes what no root reaches) or ask for a larger disk quota, and run the command again";
+
+/**
+ * The store's filesystem is full, or the user's quota on it used up: what
+ * ukb was doing, where, and (for a full filesystem) how much is free now.
+ */
 export class NoSpaceError extends UkbError {
+  /** EDQUOT: the filesystem may have room; this user may not use it. */
+  readonly overQuota: boolean;
+
   constructor(
     readonly root: string,
     doing: string,
     cause?: unknown,
-    hint = NO_SPACE_HINT,
+    hint?: string,
   ) {
-    const free = freeBytes(root);
+    const overQuota = noSpaceCode(cause) === "EDQUOT";
+    // statfs does not see quotas: over quota, its free figure would say there is room.
+    const free = overQuota ? undefined : freeBytes(root);
     // "free now": what failed may have been cleaned up already, giving room back.
-    super("store", `no space left on the filesystem of the store ${root} while ${doing}${free === undefined ? "" : ` (${formatBytes(free)} free now)`}`, {
-      hint,
+    const what = overQuota ? `disk quota exceeded on the filesystem of the store ${root}` : `no space left on the filesystem of the store ${root}`;
+    super("store", `${what} while ${doing}${free === undefined ? "" : ` (${formatBytes(free)} free now)`}`, {
+      hint: hint ?? (overQuota ? OVER_QUOTA_HINT : NO_SPACE_HINT),
       ...(cause === undefined ? {} : { cause }),
     });
+    this.overQuota = overQuota;
   }
 }
 
