@@ -120,3 +120,54 @@ test("what only a module loader gives still works: a recipe library requiring 'u
     t.notRegex(r.stdout, /fallback|wrong/, file);
   }
 });
+
+const CYCLE_A = `import { derivation, hostTools } from "ukb";
+import { b } from "./cb.ts";
+const t = hostTools(["sh"]);
+export const a = derivation({ name: "a", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${b} > $out\`] });
+`;
+const CYCLE_B = `import { derivation, hostTools } from "ukb";
+import { a } from "./ca.ts";
+const t = hostTools(["sh"]);
+export const b = derivation({ name: "b", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${a} > $out\`] });
+`;
+
+for (const esm of [false, true]) {
+  test(`recipe files that import each other in a cycle: the reading line, exit 2, nothing built (${esm ? "ES module" : "CommonJS"} folder)`, async (t) => {
+    const dir = tempDir();
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+    if (esm) fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
+    writeRecipe(dir, "ca.ts", CYCLE_A);
+    writeRecipe(dir, "cb.ts", CYCLE_B);
+    const r = await ukb(["realise", "ca.ts", "--store", "s", "--no-out-link"], { cwd: dir });
+    t.is(r.code, 2, r.stderr);
+    t.is(r.stdout, "");
+    t.regex(r.stderr, /^ukb: error: cb\.ts:4: Cannot access 'a' before initialization \(recipe files import each other in a cycle/m);
+    t.false(fs.existsSync(path.join(dir, "s", "store")) && fs.readdirSync(path.join(dir, "s", "store")).length > 0);
+  });
+
+  test(`a name imported that no module exports: its line, exit 2 (${esm ? "ES module" : "CommonJS"} folder)`, async (t) => {
+    const dir = tempDir();
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+    if (esm) fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
+    writeRecipe(dir, "lib.ts", `export const word = "x";\n`);
+    writeRecipe(dir, "api.ts", `import { derivation, hostTools, nosuch } from "ukb";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "m", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${nosuch} > $out\`] });\n`);
+    writeRecipe(dir, "own.ts", `import { derivation, hostTools } from "ukb";\nimport { wrod } from "./lib.ts";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "m", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${wrod} > $out\`] });\n`);
+    const api = await ukb(["realise", "api.ts", "--store", "s", "--no-out-link"], { cwd: dir });
+    t.is(api.code, 2, api.stderr);
+    t.regex(api.stderr, /^ukb: error: api\.ts:1: "ukb" has no export named 'nosuch'$/m);
+    const own = await ukb(["realise", "own.ts", "--store", "s", "--no-out-link"], { cwd: dir });
+    t.is(own.code, 2, own.stderr);
+    t.regex(own.stderr, /^ukb: error: own\.ts:2: "lib\.ts" has no export named 'wrod'$/m);
+  });
+}
+
+test("files that import each other without reading early (functions) still evaluate", async (t) => {
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  writeRecipe(dir, "main.ts", `import { derivation, hostTools } from "ukb";\nimport { shout } from "./util.ts";\nexport const t = hostTools(["sh"]);\nexport const name = "greeting";\nexport default derivation({ name: shout(), builder: \`\${t}/bin/sh\`, args: ["-c", "echo hi > $out"] });\n`);
+  writeRecipe(dir, "util.ts", `import { name } from "./main.ts";\nexport function shout(): string { return name.toUpperCase(); }\n`);
+  const r = await ukb(["realise", "main.ts", "--store", "s", "--no-out-link"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /-GREETING\n$/);
+});

@@ -194,16 +194,30 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
       sourcemap: "inline",
       sourcesContent: false,
       logLevel: "silent",
+      plugins: [ukbApiPlugin],
     });
-  } catch {
+  } catch (err) {
+    // A name imported that no module exports: undefined at run time in a CommonJS recipe (Node's
+    // own semantics for a .ts file outside "type": "module"), so said here, with its line.
+    const missing = (err as { errors?: { text: string; location?: { file: string; line: number } | null }[] }).errors?.find((e) => /^No matching export in/.test(e.text));
+    if (missing) {
+      const name = /for import "([^"]+)"/.exec(missing.text)?.[1] ?? "?";
+      const from = /No matching export in "(?:ukb-api:)?([^"]+)"/.exec(missing.text)?.[1] ?? "?";
+      throw new RecipeError(`"${from}" has no export named '${name}'`, missing.location ? { file: path.relative(process.cwd(), path.resolve(dir, missing.location.file)), line: missing.location.line } : { file });
+    }
     return undefined;
   } finally {
     // The service would otherwise live as long as ukb does; evaluations in one process may overlap.
     if (--bundling === 0) void esbuild.stop();
   }
-  if (result.warnings.some((w) => w.text.includes("import.meta"))) return undefined;
+  // A name imported that no module exports would be undefined in a bundle, where Node's loader
+  // throws: tsx then reports it, with its line.
+  if (result.warnings.some((w) => w.text.includes("import.meta") || /no matching export/i.test(w.text))) return undefined;
+  // Files that import each other: a bundle hoists their bindings (a `const` read before its
+  // line is undefined there), Node's loader throws ("Cannot access 'a' before initialization").
+  if (hasImportCycle(result.metafile!)) return undefined;
   const metaInputs = Object.entries(result.metafile!.inputs);
-  const inputs = metaInputs.map(([input]) => path.resolve(dir, input));
+  const inputs = metaInputs.filter(([input]) => !input.startsWith("ukb-api:")).map(([input]) => path.resolve(dir, input));
   // In one bundle, every file would see the recipe's own module: its folder, its require.
   const ownModule = /\b__(dirname|filename)\b|\brequire\.resolve\b|\bmodule\.(filename|path|paths|id|require)\b|\brequire\(\s*[^'"`\s)]/;
   if (inputs.some((input) => input !== file && ownModule.test(fs.readFileSync(input, "utf8")))) return undefined;
@@ -242,6 +256,52 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
   }
   if (needsLoader) return undefined;
   return mod.exports as Record<string, unknown>;
+}
+
+/**
+ * `import … from "ukb"` as an ES module whose exports esbuild knows (the API's
+ * own names, read from the loaded API): a name the API lacks is then reported
+ * at bundling, not undefined at run time. The module itself requires the API.
+ */
+const ukbApiPlugin: import("esbuild").Plugin = {
+  name: "ukb-api",
+  setup(build) {
+    build.onResolve({ filter: /^ukb$/ }, (args) => (args.namespace === "ukb-api" ? { path: "ukb", external: true } : { path: "ukb", namespace: "ukb-api" }));
+    build.onLoad({ filter: /.*/, namespace: "ukb-api" }, () => {
+      const names = Object.keys(nodeRequire(apiCjs) as object).filter((n) => /^[A-Za-z_$][\w$]*$/.test(n) && n !== "default");
+      return { contents: `const api = require("ukb");\n${names.map((n) => `export const ${n} = api.${n};`).join("\n")}\n`, loader: "js" };
+    });
+  },
+};
+
+/** Whether the recipe's own files (what esbuild bundled) import each other in a cycle. */
+function hasImportCycle(metafile: import("esbuild").Metafile): boolean {
+  const edges = new Map<string, string[]>();
+  for (const [input, meta] of Object.entries(metafile.inputs)) edges.set(input, meta.imports.filter((i) => !i.external && i.path in metafile.inputs).map((i) => i.path));
+  const state = new Map<string, "open" | "done">();
+  for (const start of edges.keys()) {
+    if (state.has(start)) continue;
+    // Depth first with a stack of its own; a node still open when reached again closes a cycle.
+    const stack: { node: string; next: number }[] = [{ node: start, next: 0 }];
+    state.set(start, "open");
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const out = edges.get(top.node) ?? [];
+      if (top.next >= out.length) {
+        state.set(top.node, "done");
+        stack.pop();
+        continue;
+      }
+      const to = out[top.next++]!;
+      const seen = state.get(to);
+      if (seen === "open") return true;
+      if (seen === undefined) {
+        state.set(to, "open");
+        stack.push({ node: to, next: 0 });
+      }
+    }
+  }
+  return false;
 }
 
 /** Where `id` resolves from `mod`, or "" when it does not. */
@@ -352,7 +412,11 @@ async function depUnchanged(dep: DepStamp): Promise<DepStamp | undefined> {
  * recipe itself.
  */
 function locate(err: unknown, file: string): { file: string; line?: number } {
-  const text = err instanceof Error ? `${err.message}\n${err.stack ?? ""}` : String(err);
+  let text = err instanceof Error ? `${err.message}\n${err.stack ?? ""}` : String(err);
+  // A binding read before its definition ran (files that import each other): the first frames
+  // are the transform's getters for it, in the defining file; the line to name is the reader's.
+  const early = /Cannot access '([\w$]+)' before initialization/.exec(text)?.[1];
+  if (early) text = text.split("\n").filter((l) => !l.includes(`Object.${early} (`) && !l.includes(`[as ${early}] (`)).join("\n");
   for (const m of text.matchAll(/((?:file:\/\/)?\/[^\s():?]+)(?:\?[^\s():]*)?:(\d+)(?::\d+)?/g)) {
     const found = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
     if (isRecipeFile(found) && fs.existsSync(found)) return { file: path.relative(process.cwd(), found) || found, line: Number(m[2]) };
@@ -381,7 +445,10 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
     mod = (await importBundled(file, imported)) ?? (registerAlias(), await importRecipe(file, imported));
   } catch (err) {
     if (isUkbError(err)) throw err;
-    throw new RecipeError(firstLine(err), locate(err, file), err);
+    const where = locate(err, file);
+    // What a reader of "Cannot access 'a' before initialization" needs to know to fix it.
+    const cycle = /before initialization/.test(firstLine(err)) ? " (recipe files import each other in a cycle, and one reads it before the other has defined it)" : "";
+    throw new RecipeError(firstLine(err) + cycle, where, err);
   }
   const readFiles = stopRecording();
   // Packages the recipe required (a library of recipes in node_modules, say) are its files too.
