@@ -92,6 +92,7 @@ test("bad recipes: one line naming the file (and line), exit 2, nothing built", 
     ["notdrv.ts", `${header}export default derivation({ name: "n", builder: \`\${t}/bin/sh\`, args: [{ not: "a derivation" } as any] });\n`, /notdrv\.ts:3: derivation 'n': args\[0\] must be a string or a derivation/],
     ["throws.ts", `${header}const x: any = undefined;\nexport default x.nope;\n`, /throws\.ts:4: Cannot read properties of undefined/],
     ["noexport.ts", `${header}export const only = ${sh("only", "echo > $out")};\n`, /noexport\.ts: has no default export \(exports: only\)/],
+    ["hostbuilder.ts", `${header}export default derivation({ name: "h", builder: "/usr/bin/python3", args: ["-c", "pass"] });\n`, /hostbuilder\.ts:3: derivation 'h': builder '\/usr\/bin\/python3' is not in the store; host programs reach a build through hostTools/],
   ];
   for (const [file, source, pattern] of cases) {
     writeRecipe(dir, file, source);
@@ -103,6 +104,14 @@ test("bad recipes: one line naming the file (and line), exit 2, nothing built", 
   const missingAttr = await ukb(["realise", "noexport.ts", "-A", "other"], { cwd: dir });
   t.is(missingAttr.code, 2);
   t.regex(missingAttr.stderr, /has no derivation export 'other' \(exports: only\)/);
+  // Names every object has are no exports of a recipe.
+  for (const attr of ["constructor", "toString", "__proto__", "hasOwnProperty"]) {
+    for (const command of ["realise", "show", "log"]) {
+      const r = await ukb([command, "noexport.ts", "-A", attr], { cwd: dir });
+      t.is(r.code, 2, `${command} -A ${attr}: ${r.stderr}`);
+      t.regex(r.stderr, new RegExp(`has no derivation export '${attr}' \\(exports: only\\)`), `${command} -A ${attr}`);
+    }
+  }
   const missingFile = await ukb(["realise", "nope.ts"], { cwd: dir });
   t.is(missingFile.code, 2);
   t.regex(missingFile.stderr, /nope\.ts: no such recipe file/);

@@ -127,3 +127,37 @@ test("store info names hash, size, references and deriver", async (t) => {
   t.regex(info.references[0], /-lib$/);
   t.regex(info.deriver, /^app \([0-9a-f]{64}\)$/);
 });
+
+test("-A naming one output of a derivation prints and links that output; a derivation's link goes where ${drv} does ('out')", async (t) => {
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  writeRecipe(
+    dir,
+    "multi.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh"]);
+const m = derivation({ name: "multi", builder: \`\${t}/bin/sh\`, outputs: ["bin", "out", "dev"],
+  args: ["-c", "echo bin > $bin; echo out > $out; echo dev > $dev"] });
+export default m;
+export const dev = m.output("dev");
+export const uses = derivation({ name: "uses", builder: \`\${t}/bin/sh\`, args: ["-c", \`read x < \${m}; echo $x > $out\`] });
+`,
+  );
+  const dev = await ukb(["realise", "multi.ts", "-A", "dev", "--out-link", "dev-link"], { cwd: dir });
+  t.is(dev.code, 0, dev.stderr);
+  const devPath = dev.stdout.trim();
+  t.notRegex(devPath, /\n/, "one path: the output named");
+  t.regex(devPath, /-multi-dev$/);
+  t.is(fs.readFileSync(path.join(dir, "dev-link"), "utf8"), "dev\n");
+  // The link is a root of that output: gc keeps it.
+  const gc = await ukb(["store", "gc", "--dry-run"], { cwd: dir });
+  t.false(gc.stdout.includes(devPath), gc.stdout);
+
+  const all = await ukb(["realise", "multi.ts"], { cwd: dir });
+  t.is(all.code, 0, all.stderr);
+  t.is(all.stdout.trim().split("\n").length, 3);
+  t.is(fs.readFileSync(path.join(dir, "result"), "utf8"), "out\n", "./result is the 'out' output, as ${m} is");
+  const uses = await ukb(["realise", "multi.ts", "-A", "uses", "--no-out-link"], { cwd: dir });
+  t.is(uses.code, 0, uses.stderr);
+  t.is(fs.readFileSync(uses.stdout.trim(), "utf8"), "out\n");
+});

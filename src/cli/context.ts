@@ -8,7 +8,7 @@ import path from "node:path";
 import { ExitCode, UkbError, UsageError } from "../errors/index.js";
 import type { DrvRecord } from "../graph/index.js";
 import { SELF, Store } from "../store/index.js";
-import { loadRecipe, selectExport, type LoadedRecipe } from "../recipe/load.js";
+import { loadRecipe, mainOutputPath, selectExport, selectExportOutputs, type LoadedRecipe } from "../recipe/load.js";
 import { PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "../recipe/location.js";
 
 /** Where the store is: `--store`, else $UKB_STORE, else ./cache (relative to `cwd`). */
@@ -23,7 +23,7 @@ export function openStore(flag: string | undefined, options: { useReserve?: bool
 /** Changes to ukb itself or to the host PATH invalidate cached evaluations. */
 function evalSalt(hostPath: string | undefined): string {
   const own = path.join(PACKAGE_ROOT, RUNNING_FROM_SOURCE ? "src/cli" : "dist/cli");
-  const stamps = ["../graph/derivation", "../recipe/derivation", "../recipe/host-tools", "../recipe/fetchers", "../recipe/artifacts"].map((f) => {
+  const stamps = ["../graph/derivation", "../recipe/derivation", "../recipe/load", "../recipe/host-tools", "../recipe/fetchers", "../recipe/artifacts"].map((f) => {
     for (const ext of [".js", ".ts"]) {
       try {
         const st = fs.statSync(path.join(own, f + ext));
@@ -57,6 +57,11 @@ export function pick(recipe: LoadedRecipe, attr: string | undefined): DrvRecord 
   return selectExport(recipe, attr);
 }
 
+/** The export's derivation and the outputs it names (one, for `m.output("dev")`). */
+export function pickOutputs(recipe: LoadedRecipe, attr: string | undefined): { drv: DrvRecord; outputs: Readonly<Record<string, string>> } {
+  return selectExportOutputs(recipe, attr);
+}
+
 export function parseCount(value: string | undefined, flag: string, fallback: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
@@ -70,11 +75,11 @@ export const defaultJobs = () => Math.max(1, os.availableParallelism());
  * Realises a recipe's export (building what is missing, with a progress
  * display on stderr) and returns its record and main output's real path.
  */
-export async function realiseExport(store: Store, recipeFile: string, attr: string | undefined, options: { jobs?: number; cores?: number } = {}): Promise<{ drv: DrvRecord; path: string; recipe: LoadedRecipe }> {
+export async function realiseExport(store: Store, recipeFile: string, attr: string | undefined, options: { jobs?: number; cores?: number } = {}): Promise<{ drv: DrvRecord; outputs: Readonly<Record<string, string>>; path: string; recipe: LoadedRecipe }> {
   const { makePlan, execute } = await import("../schedule/index.js");
   const { chooseMode, makeListener } = await import("../ui/index.js");
   const recipe = await loadWithCache(store, recipeFile);
-  const drv = pick(recipe, attr);
+  const { drv, outputs } = pickOutputs(recipe, attr);
   const plan = makePlan(store, recipe.graph, [drv]);
   if (plan.toBuild.length > 0) {
     const listener = makeListener(chooseMode(process.stderr, false));
@@ -83,7 +88,7 @@ export async function realiseExport(store: Store, recipeFile: string, attr: stri
     listener.close();
     if (result.failed.length > 0) throw result.failed[0]!.error;
   }
-  return { drv, path: store.realPath(drv.outputs.out ?? Object.values(drv.outputs)[0]!), recipe };
+  return { drv, outputs, path: store.realPath(mainOutputPath(outputs)), recipe };
 }
 
 /**

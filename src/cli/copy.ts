@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { ExitCode, UkbError, UsageError } from "../errors/index.js";
 import { baseName } from "../graph/index.js";
 import { explainNoSpace, type Store } from "../store/index.js";
-import { loadWithCache, openStore, pick, realiseExport } from "./context.js";
+import { loadWithCache, openStore, pickOutputs, realiseExport } from "./context.js";
 
 export const usage = `ukb copy --to URL [--sign-key FILE] <recipe.ts [-A attr] | PATH...>
 ukb copy --from URL [--trusted-keys NAME:KEY...] [--no-verify] <recipe.ts [-A attr] | PATH...>
@@ -23,11 +23,11 @@ function megabytes(n: number): string {
 async function pathsOf(store: Store, args: string[], attr: string | undefined, mustBeValid: boolean): Promise<string[]> {
   if (args.length === 1 && /\.[cm]?ts$/.test(args[0]!)) {
     if (mustBeValid) {
-      const { drv } = await realiseExport(store, args[0]!, attr);
-      return Object.values(drv.outputs).map(baseName);
+      const { outputs } = await realiseExport(store, args[0]!, attr);
+      return Object.values(outputs).map(baseName);
     }
     const recipe = await loadWithCache(store, args[0]!);
-    return Object.values(pick(recipe, attr).outputs).map(baseName);
+    return Object.values(pickOutputs(recipe, attr).outputs).map(baseName);
   }
   if (attr !== undefined) throw new UsageError("-A selects an export of a recipe; give one recipe file");
   return args.map((a) => {

@@ -8,7 +8,8 @@ import { makePlan, planSubstitutions, type Plan } from "../schedule/plan.js";
 import { explainNoSpace, type Store } from "../store/index.js";
 import type { DrvRecord } from "../graph/index.js";
 import type { CacheFlags, CacheSet } from "../cache/index.js";
-import { defaultJobs, loadWithCache, openStore, parseCount, pick } from "./context.js";
+import { defaultJobs, loadWithCache, openStore, parseCount, pickOutputs } from "./context.js";
+import { mainOutputPath } from "../recipe/load.js";
 import { writeStdout } from "../ui/stdout.js";
 
 export const usage = `ukb realise <recipe.ts> [-A attr] [--out-link PATH | --no-out-link] [--jobs N] [--cores M]
@@ -57,9 +58,10 @@ export interface RealiseResult {
  * and registers it as a root; the ukb server registers the root and lets
  * its launcher make the link, with the launcher's own rights and view.
  */
-export function realiseResult(store: Store, target: DrvRecord, values: RealiseArgs["values"], cwd = process.cwd()): RealiseResult {
-  const outPaths = Object.values(target.outputs).map((p) => store.realPath(p));
-  const result: RealiseResult = { linkTarget: outPaths[0]!, stdout: outPaths.map((p) => `${p}\n`).join("") };
+export function realiseResult(store: Store, outputs: Readonly<Record<string, string>>, values: RealiseArgs["values"], cwd = process.cwd()): RealiseResult {
+  const outPaths = Object.values(outputs).map((p) => store.realPath(p));
+  // The link points where `${drv}` does: `out` when there is one.
+  const result: RealiseResult = { linkTarget: store.realPath(mainOutputPath(outputs)), stdout: outPaths.map((p) => `${p}\n`).join("") };
   if (!values["no-out-link"]) result.link = path.resolve(cwd, values["out-link"] ?? "result");
   return result;
 }
@@ -72,12 +74,12 @@ export async function realiseCommand(argv: string[]): Promise<number> {
     // An evaluation takes a few hundred ms of one core: sandboxes for the first builds start on the other meanwhile.
     const warm = values["dry-run"] ? undefined : () => void import("../build/sandbox-pool.js").then((m) => m.sandboxPool(store.root).warm(jobs));
     const recipe = await loadWithCache(store, recipeFile, { useCache: !values["no-eval-cache"], ...(warm ? { onEvaluate: warm } : {}) });
-    const target = pick(recipe, values.attr);
+    const { drv: target, outputs } = pickOutputs(recipe, values.attr);
     // A valid target needs nothing else (a valid path's closure is valid): the no-op realise stops here,
     // without reading the rest of the graph.
     // Protected (a temp root) before it is checked: a concurrent gc cannot delete it before the out-link is made.
-    store.protect(Object.values(target.outputs));
-    const targetValid = Object.values(target.outputs).every((p) => store.isValid(p));
+    store.protect(Object.values(outputs));
+    const targetValid = Object.values(outputs).every((p) => store.isValid(p));
     let plan: Plan = targetValid ? { targets: [target], valid: [target], toBuild: [], toSubstitute: [], graph: recipe.graph } : makePlan(store, recipe.graph, [target]);
 
     if (values["dry-run"]) {
@@ -110,7 +112,7 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       if (code !== ExitCode.ok) return code;
     }
 
-    const result = realiseResult(store, target, values);
+    const result = realiseResult(store, outputs, values);
     if (result.link) {
       // The root first (as the server does): a link that exists but is no root would let gc delete
       // what it points at; a root whose link could not be made is forgotten by the next gc.

@@ -2,7 +2,7 @@
 import { parseArgs } from "node:util";
 import { ExitCode, UkbError } from "../errors/index.js";
 import { canonicalForm, topoOrder } from "../graph/index.js";
-import { loadWithCache, openStore, pick } from "./context.js";
+import { loadWithCache, openStore, pickOutputs } from "./context.js";
 
 export async function showCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -14,12 +14,12 @@ export async function showCommand(argv: string[]): Promise<number> {
   const store = openStore(values.store);
   try {
     const recipe = await loadWithCache(store, positionals[0]!);
-    const target = pick(recipe, values.attr);
+    const { drv: target, outputs } = pickOutputs(recipe, values.attr);
     const derivations: Record<string, unknown> = {};
     for (const d of topoOrder(recipe.graph, [target.hash])) {
       derivations[d.hash] = { ...JSON.parse(canonicalForm(d)), outputs: d.outputs, inputDrvs: d.inputDrvs };
     }
-    process.stdout.write(`${JSON.stringify({ root: target.hash, outputs: target.outputs, derivations }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ root: target.hash, outputs, derivations }, null, 2)}\n`);
     return ExitCode.ok;
   } finally {
     store.close();

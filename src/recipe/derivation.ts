@@ -15,6 +15,7 @@ import {
   STORE_PATH_PATTERN,
   type DrvDraft,
   type DrvRecord,
+  VIRTUAL_STORE,
 } from "../graph/index.js";
 import { callerLocation } from "./location.js";
 
@@ -189,6 +190,11 @@ export function derivation(spec: DerivationSpec): Derivation {
   const what = `derivation '${name}'`;
   if (spec.builder === undefined) throw new RecipeError(`${what} has no builder`, callerLocation());
   const builder = stringify(spec.builder, `${what}: builder`);
+  // A host program named directly would run (the system folders are visible) without its
+  // contents in any hash: upgrading it would change no output's path.
+  if (!builder.startsWith(`${VIRTUAL_STORE}/`)) {
+    throw new RecipeError(`${what}: builder '${builder}' is not in the store; host programs reach a build through hostTools, e.g. builder: \`\${hostTools(["sh"])}/bin/sh\``, callerLocation());
+  }
   if (spec.args !== undefined && !Array.isArray(spec.args)) throw new RecipeError(`${what}: args must be an array`, callerLocation());
   const args = (spec.args ?? []).map((a, i) => stringify(a, `${what}: args[${i}]`));
   const outputNames = [...(spec.outputs ?? ["out"])];

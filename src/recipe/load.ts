@@ -461,7 +461,8 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
   for (const [name, value] of Object.entries(mod)) {
     const drv = isDerivation(value) ? value.drv : isOutputRef(value) ? value.derivation.drv : undefined;
     if (!drv) continue;
-    exports[name] = drv.hash;
+    // An output of a derivation (`m.output("dev")`) is exported as `hash#output`: -A picks that output.
+    exports[name] = isOutputRef(value) ? `${drv.hash}#${value.name}` : drv.hash;
     roots[drv.hash] = drv;
   }
   if (Object.keys(roots).length === 0) throw new RecipeError("exports no derivation", { file: path.relative(process.cwd(), file) || file });
@@ -516,10 +517,26 @@ function rootsTag(roots: Readonly<Record<string, DrvRecord>>): string {
   return Object.keys(roots).sort().join(",");
 }
 
+/**
+ * The export `attr` (default: `default`) of a loaded recipe: its derivation
+ * and the outputs it names (all of them, or the one of an output export).
+ */
+export function selectExportOutputs(recipe: LoadedRecipe, attr: string | undefined): { drv: DrvRecord; outputs: Readonly<Record<string, string>> } {
+  const drv = selectExport(recipe, attr);
+  const output = recipe.exports[attr ?? "default"]!.split("#")[1];
+  return { drv, outputs: output === undefined ? drv.outputs : { [output]: drv.outputs[output]! } };
+}
+
+/** The output a link to a derivation points at, as `${drv}` does: `out` when it has one, else its first. */
+export function mainOutputPath(outputs: Readonly<Record<string, string>>): string {
+  return outputs.out ?? Object.values(outputs)[0]!;
+}
+
 /** Picks the export `attr` (default: `default`) of a loaded recipe. */
 export function selectExport(recipe: LoadedRecipe, attr: string | undefined): DrvRecord {
   const name = attr ?? "default";
-  const hash = recipe.exports[name];
+  // Own exports only: `-A constructor` is not Object.prototype's.
+  const hash = Object.hasOwn(recipe.exports, name) ? recipe.exports[name]?.split("#")[0] : undefined;
   const rel = path.relative(process.cwd(), recipe.file) || recipe.file;
   if (!hash) {
     const names = Object.keys(recipe.exports);

@@ -10,7 +10,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { Store, processOwner } from "../store/index.js";
 import { parseRealiseArgs, realiseResult, type RealiseArgs, type RealiseResult } from "../cli/realise.js";
-import { loadWithCache, pick, storeRoot } from "../cli/context.js";
+import { loadWithCache, pickOutputs, storeRoot } from "../cli/context.js";
 import { fileIdentity, type Request } from "./protocol.js";
 
 /** Thrown from the eval cache's onEvaluate: the recipe changed, the CLI evaluates it. */
@@ -49,19 +49,19 @@ export async function answerLaunch(request: Extract<Request, { kind: "launch" }>
       },
       env: request.env,
     });
-    const target = pick(recipe, args.values.attr);
+    const { outputs } = pickOutputs(recipe, args.values.attr);
     // Protected before it is checked, for as long as the launcher lives: it makes the out-link
     // after this answer, and until then the root registered below points at nothing gc can see.
     const launcher = processOwner(request.pid);
-    store.protect(Object.values(target.outputs), launcher);
+    store.protect(Object.values(outputs), launcher);
     const launchers = launchersOf(root);
     launchers.add(launcher);
     const alive = new Set(store.dropDeadTempRoots(launchers));
     for (const owner of launchers) if (!alive.has(owner)) launchers.delete(owner);
-    if (!Object.values(target.outputs).every((p) => store.isValid(p))) return undefined;
+    if (!Object.values(outputs).every((p) => store.isValid(p))) return undefined;
     // The root is registered here; the launcher makes the link itself, with its own rights, in its
     // own view (a root whose link never comes is forgotten by gc).
-    const result = realiseResult(store, target, args.values, request.cwd);
+    const result = realiseResult(store, outputs, args.values, request.cwd);
     if (result.link) store.addRoot(result.link, launcher);
     return result;
   } catch {
