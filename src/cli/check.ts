@@ -8,6 +8,7 @@ import { ExitCode, UsageError } from "../errors/index.js";
 import { topoOrder } from "../graph/index.js";
 import { checkDerivation } from "../build/index.js";
 import { defaultJobs, openStore, parseCount, realiseExport } from "./context.js";
+import { writeStdout } from "../ui/stdout.js";
 
 export async function checkCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -27,12 +28,12 @@ export async function checkCommand(argv: string[]): Promise<number> {
       const result = await checkDerivation(store, drv, { cores });
       for (const [output, diff] of Object.entries(result.differences)) {
         const label = output === "out" ? drv.name : `${drv.name}.${output}`;
-        if (values.json) process.stdout.write(`${JSON.stringify({ name: label, drv: drv.hash, identical: !diff, ...(diff ? { difference: diff } : {}), ms: result.ms })}\n`);
-        else process.stdout.write(diff ? `differs    ${label}: ${diff.file}: ${diff.detail}\n` : `identical  ${label} (${(result.ms / 1000).toFixed(2)} s)\n`);
+        if (values.json) writeStdout(`${JSON.stringify({ name: label, drv: drv.hash, identical: !diff, ...(diff ? { difference: diff } : {}), ms: result.ms })}\n`);
+        else writeStdout(diff ? `differs    ${label}: ${diff.file}: ${diff.detail}\n` : `identical  ${label} (${(result.ms / 1000).toFixed(2)} s)\n`);
         if (diff) differing++;
       }
     }
-    if (!values.json) process.stdout.write(differing === 0 ? "every rebuilt output is bit-identical\n" : `${differing} outputs differ\n`);
+    if (!values.json) writeStdout(differing === 0 ? "every rebuilt output is bit-identical\n" : `${differing} outputs differ\n`);
     return differing === 0 ? ExitCode.ok : ExitCode.buildFailed;
   } finally {
     store.close();

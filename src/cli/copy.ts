@@ -8,6 +8,7 @@ import { ExitCode, UkbError, UsageError } from "../errors/index.js";
 import { baseName } from "../graph/index.js";
 import { explainNoSpace, type Store } from "../store/index.js";
 import { loadWithCache, openStore, pickOutputs, realiseExport } from "./context.js";
+import { writeStdout } from "../ui/stdout.js";
 
 export const usage = `ukb copy --to URL [--sign-key FILE] <recipe.ts [-A attr] | PATH...>
 ukb copy --from URL [--trusted-keys NAME:KEY...] [--no-verify] <recipe.ts [-A attr] | PATH...>
@@ -74,8 +75,8 @@ export async function copyCommand(argv: string[]): Promise<number> {
         },
       });
       const summary = `${report.uploaded.length} paths uploaded to ${backend.url} (${report.blobsUploaded} blobs, ${megabytes(report.bytesUploaded)}; ${report.blobsPresent} blobs already there), ${report.present.length} already there${signKey ? `, signed by ${signKey.name}` : ", unsigned (--sign-key FILE signs them)"}`;
-      if (values.json) process.stdout.write(`${JSON.stringify(report)}\n`);
-      else process.stdout.write(`${summary}\n`);
+      if (values.json) writeStdout(`${JSON.stringify(report)}\n`);
+      else writeStdout(`${summary}\n`);
       return ExitCode.ok;
     }
     const settings = cache.cacheSettings({ substituters: [values.from!], trustedKeys: values["trusted-keys"], noVerify: values["no-verify"] });
@@ -116,8 +117,8 @@ export async function copyCommand(argv: string[]): Promise<number> {
     const results = await Promise.allSettled(done.values());
     const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failure) throw explainNoSpace(failure.reason, store.root, `fetching from ${values.from}`);
-    if (values.json) process.stdout.write(`${JSON.stringify({ fetched: hits.map((h) => h.base), bytes })}\n`);
-    else process.stdout.write(`${hits.length} paths fetched from ${values.from} (${megabytes(bytes)}), ${bases.length - bases.filter((b) => hits.some((h) => h.base === b)).length} already valid\n`);
+    if (values.json) writeStdout(`${JSON.stringify({ fetched: hits.map((h) => h.base), bytes })}\n`);
+    else writeStdout(`${hits.length} paths fetched from ${values.from} (${megabytes(bytes)}), ${bases.length - bases.filter((b) => hits.some((h) => h.base === b)).length} already valid\n`);
     return ExitCode.ok;
   } finally {
     store.close();

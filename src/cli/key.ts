@@ -3,6 +3,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { ExitCode, UsageError } from "../errors/index.js";
+import { writeStdout } from "../ui/stdout.js";
 
 export const usage = `ukb key generate --name NAME --out FILE   write an ed25519 secret key (mode 0600), print its public key
 ukb key public FILE                        print the public key of a secret key file`;
@@ -22,13 +23,13 @@ export async function keyCommand(argv: string[]): Promise<number> {
         const code = (err as NodeJS.ErrnoException).code;
         throw new UsageError(code === "EEXIST" ? `${file} exists: not overwriting a key` : `cannot write ${file}: ${code ?? (err as Error).message}`);
       }
-      process.stdout.write(`${key.publicKey}\n`);
+      writeStdout(`${key.publicKey}\n`);
       process.stderr.write(`secret key written to ${file}; give the public key above to those who should trust what it signs (--trusted-keys)\n`);
       return ExitCode.ok;
     }
     case "public": {
       if (positionals.length !== 1) throw new UsageError(`usage: ${usage.split("\n")[1]}`);
-      process.stdout.write(`${readSecretKey(positionals[0]!).publicKey}\n`);
+      writeStdout(`${readSecretKey(positionals[0]!).publicKey}\n`);
       return ExitCode.ok;
     }
     default:

@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { ExitCode, UkbError, UsageError } from "../errors/index.js";
 import { baseName } from "../graph/index.js";
 import { loadWithCache, openStore, pick } from "./context.js";
+import { writeStdout } from "../ui/stdout.js";
 
 export async function logCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -27,7 +28,7 @@ export async function logCommand(argv: string[]): Promise<number> {
     const main = drv ? baseName(drv.outputs.out ?? Object.values(drv.outputs)[0]!) : base;
     const file = path.join(store.logDir, `${main}.log`);
     if (!fs.existsSync(file)) throw new UkbError("store", `no build log for ${base} in ${store.root} (it was never built here, or was substituted)`, { exitCode: ExitCode.buildFailed });
-    process.stdout.write(fs.readFileSync(file));
+    writeStdout(fs.readFileSync(file));
     return ExitCode.ok;
   } finally {
     store.close();

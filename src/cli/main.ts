@@ -6,6 +6,7 @@ import { ExitCode, isUkbError, UkbError } from "../errors/index.js";
 import { isNoSpace, NO_SPACE_HINT } from "../store/space.js";
 import { damagedDbError, isDamagedDb } from "../store/damage.js";
 import { renderError } from "../ui/index.js";
+import { writeStdout } from "../ui/stdout.js";
 
 const HELP = `ukb — declarative, content-addressed builds of unikernels
 
@@ -50,7 +51,7 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === "help" || name === "--help" || name === "-h") {
-    process.stdout.write(`${HELP}\n`);
+    writeStdout(`${HELP}\n`);
     return name ? ExitCode.ok : ExitCode.badInput;
   }
   const load = commands[name];

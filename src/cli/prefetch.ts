@@ -6,6 +6,7 @@ import { ExitCode, UsageError } from "../errors/index.js";
 import { download, loadMirrors, unpackArchive } from "../fetch/index.js";
 import { addToStore, explainNoSpace, removeTree } from "../store/index.js";
 import { openStore } from "./context.js";
+import { writeStdout } from "../ui/stdout.js";
 
 export async function prefetchCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -31,10 +32,10 @@ export async function prefetchCommand(argv: string[]): Promise<number> {
       result.hash = `blake3:${added.treeHash}`;
       result.treePath = added.path;
     }
-    if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+    if (values.json) writeStdout(`${JSON.stringify(result)}\n`);
     else {
-      process.stdout.write(`${result.path}\n  sha256 ${result.sha256}\n  blake3 ${result.blake3}\n`);
-      if (result.hash) process.stdout.write(`${result.treePath}\n  fetchzip hash: "${result.hash}"\n`);
+      writeStdout(`${result.path}\n  sha256 ${result.sha256}\n  blake3 ${result.blake3}\n`);
+      if (result.hash) writeStdout(`${result.treePath}\n  fetchzip hash: "${result.hash}"\n`);
     }
     return ExitCode.ok;
   } catch (err) {

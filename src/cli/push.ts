@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { ExitCode, UsageError } from "../errors/index.js";
 import { pushLayout, writeOciArchive } from "../artifacts/index.js";
 import { imageLayout } from "./context.js";
+import { writeStdout } from "../ui/stdout.js";
 
 export const usage = "ukb push <recipe.ts [-A attr] | oci-dir> <host[:port]/repo:tag | oci-archive:FILE> [--insecure] [--from REPO]";
 
@@ -19,7 +20,7 @@ export async function pushCommand(argv: string[]): Promise<number> {
   if (destination.startsWith("oci-archive:")) {
     const file = path.resolve(destination.slice("oci-archive:".length));
     const r = await writeOciArchive(layout, file);
-    process.stdout.write(`${file}\n  sha256 ${r.sha256} (${r.size} bytes)\n`);
+    writeStdout(`${file}\n  sha256 ${r.sha256} (${r.size} bytes)\n`);
     return ExitCode.ok;
   }
   const result = await pushLayout({
@@ -32,6 +33,6 @@ export async function pushCommand(argv: string[]): Promise<number> {
       else if (e.type === "blob") process.stderr.write(`${e.status.padEnd(8)} ${e.digest} (${e.size} bytes)\n`);
     },
   });
-  process.stdout.write(`${result.url}\n  ${result.manifestDigest} (uploaded ${result.uploaded.length} blobs, ${result.mounted.length} mounted, ${result.present.length} already there)\n`);
+  writeStdout(`${result.url}\n  ${result.manifestDigest} (uploaded ${result.uploaded.length} blobs, ${result.mounted.length} mounted, ${result.present.length} already there)\n`);
   return ExitCode.ok;
 }

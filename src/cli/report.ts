@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { ExitCode, UsageError } from "../errors/index.js";
 import { collectReport, renderHtml, renderText, type ImageReport } from "../report/index.js";
 import { openStore, parseCount, realiseExport } from "./context.js";
+import { writeStdout } from "../ui/stdout.js";
 
 export async function reportCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -33,9 +34,9 @@ export async function reportCommand(argv: string[]): Promise<number> {
     }
     if (values.html) {
       fs.writeFileSync(values.html, renderHtml(reports));
-      process.stdout.write(`${values.html}\n`);
-    } else if (values.json) process.stdout.write(`${JSON.stringify(reports, null, 2)}\n`);
-    else process.stdout.write(renderText(reports));
+      writeStdout(`${values.html}\n`);
+    } else if (values.json) writeStdout(`${JSON.stringify(reports, null, 2)}\n`);
+    else writeStdout(renderText(reports));
     return ExitCode.ok;
   } finally {
     store.close();

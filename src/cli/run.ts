@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { ExitCode, UsageError } from "../errors/index.js";
 import { boot, freePort, readBootableImage, waitForHttp } from "../run/index.js";
 import { imageLayout, parseCount } from "./context.js";
+import { writeStdout } from "../ui/stdout.js";
 
 export async function runCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -40,7 +41,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   process.once("SIGTERM", () => void stop().then(() => process.exit(143)));
   try {
     const ready = await waitForHttp(port, vm, parseCount(values.timeout, "--timeout", 120) * 1000);
-    process.stdout.write(`http://127.0.0.1:${port}/ answered 200 ${(ready.ms / 1000).toFixed(2)} s after QEMU started\n`);
+    writeStdout(`http://127.0.0.1:${port}/ answered 200 ${(ready.ms / 1000).toFixed(2)} s after QEMU started\n`);
     if (values["until-ready"]) return ExitCode.ok;
     const code = await vm.exited;
     return code === 0 ? ExitCode.ok : ExitCode.buildFailed;

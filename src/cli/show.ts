@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { ExitCode, UkbError } from "../errors/index.js";
 import { canonicalForm, topoOrder } from "../graph/index.js";
 import { loadWithCache, openStore, pickOutputs } from "./context.js";
+import { writeStdout } from "../ui/stdout.js";
 
 export async function showCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -19,7 +20,7 @@ export async function showCommand(argv: string[]): Promise<number> {
     for (const d of topoOrder(recipe.graph, [target.hash])) {
       derivations[d.hash] = { ...JSON.parse(canonicalForm(d)), outputs: d.outputs, inputDrvs: d.inputDrvs };
     }
-    process.stdout.write(`${JSON.stringify({ root: target.hash, outputs, derivations }, null, 2)}\n`);
+    writeStdout(`${JSON.stringify({ root: target.hash, outputs, derivations }, null, 2)}\n`);
     return ExitCode.ok;
   } finally {
     store.close();

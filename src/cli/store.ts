@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { ExitCode, UkbError, UsageError } from "../errors/index.js";
 import { addToStore, collectGarbage, repairStore, verifyStore, type RepairReport } from "../store/index.js";
 import { openStore, storeRoot } from "./context.js";
+import { writeStdout } from "../ui/stdout.js";
 
 export const usage = `ukb store add FILE|DIR [--name N] [--store DIR]
 ukb store verify [--store DIR]
@@ -21,8 +22,8 @@ export async function storeCommand(argv: string[]): Promise<number> {
   if (sub === "repair") {
     if (positionals.length > 0) throw new UsageError("usage: ukb store repair [--json] [--store DIR]");
     const report = await repairStore(storeRoot(values.store));
-    if (values.json) process.stdout.write(`${JSON.stringify(report)}\n`);
-    else process.stdout.write(describeRepair(report));
+    if (values.json) writeStdout(`${JSON.stringify(report)}\n`);
+    else writeStdout(describeRepair(report));
     return ExitCode.ok;
   }
   // gc is what frees room on a full disk: it may use the store's reserve to open it.
@@ -35,21 +36,21 @@ export async function storeCommand(argv: string[]): Promise<number> {
         for (const source of positionals) {
           const added = await addToStore(store, source, values.name ? { name: values.name } : {});
           if (values.json) {
-            process.stdout.write(`${JSON.stringify(added)}\n`);
+            writeStdout(`${JSON.stringify(added)}\n`);
           } else {
-            process.stdout.write(`${added.path}\n`);
-            if (added.sha256) process.stdout.write(`  sha256 ${added.sha256}\n  blake3 ${added.blake3}\n`);
-            else process.stdout.write(`  tree hash blake3:${added.treeHash}\n`);
+            writeStdout(`${added.path}\n`);
+            if (added.sha256) writeStdout(`  sha256 ${added.sha256}\n  blake3 ${added.blake3}\n`);
+            else writeStdout(`  tree hash blake3:${added.treeHash}\n`);
           }
         }
         return ExitCode.ok;
       }
       case "verify": {
         const report = await verifyStore(store);
-        for (const p of report.problems) process.stdout.write(`${p.problem}: ${p.base}: ${p.detail}\n`);
-        for (const l of report.leftovers) process.stdout.write(`leftover: ${l}: in the store folder but not valid (an interrupted build; its next build or gc removes it)\n`);
+        for (const p of report.problems) writeStdout(`${p.problem}: ${p.base}: ${p.detail}\n`);
+        for (const l of report.leftovers) writeStdout(`leftover: ${l}: in the store folder but not valid (an interrupted build; its next build or gc removes it)\n`);
         const leftovers = report.leftovers.length > 0 ? ` (${report.leftovers.length} leftover${report.leftovers.length === 1 ? "" : "s"} for gc)` : "";
-        process.stdout.write(`checked ${report.checked} paths: ${report.problems.length === 0 ? "all valid" : `${report.problems.length} problems`}${leftovers}\n`);
+        writeStdout(`checked ${report.checked} paths: ${report.problems.length === 0 ? "all valid" : `${report.problems.length} problems`}${leftovers}\n`);
         return report.problems.length === 0 ? ExitCode.ok : ExitCode.buildFailed;
       }
       case "gc": {
@@ -58,12 +59,12 @@ export async function storeCommand(argv: string[]): Promise<number> {
         const report = await collectGarbage(store, {
           dryRun: Boolean(values["dry-run"]),
           onProgress: (batch) => {
-            for (const b of batch) process.stdout.write(`deleted ${store.realPath(b)}\n`);
+            for (const b of batch) writeStdout(`deleted ${store.realPath(b)}\n`);
             printed += batch.length;
           },
         });
-        for (const b of report.deleted.slice(printed)) process.stdout.write(`${values["dry-run"] ? "would delete" : "deleted"} ${store.realPath(b)}\n`);
-        process.stdout.write(`${report.roots} roots keep ${report.kept} paths; ${report.deleted.length} ${values["dry-run"] ? "would be " : ""}deleted, ${(report.freedBytes / 1e6).toFixed(2)} MB\n`);
+        for (const b of report.deleted.slice(printed)) writeStdout(`${values["dry-run"] ? "would delete" : "deleted"} ${store.realPath(b)}\n`);
+        writeStdout(`${report.roots} roots keep ${report.kept} paths; ${report.deleted.length} ${values["dry-run"] ? "would be " : ""}deleted, ${(report.freedBytes / 1e6).toFixed(2)} MB\n`);
         return ExitCode.ok;
       }
       case "info": {
@@ -83,8 +84,8 @@ export async function storeCommand(argv: string[]): Promise<number> {
           registeredAt: new Date(info.registeredAt).toISOString(),
           signatures: info.signatures,
         };
-        if (values.json) process.stdout.write(`${JSON.stringify(view, null, 2)}\n`);
-        else for (const [k, v] of Object.entries(view)) process.stdout.write(`${k.padEnd(13)} ${Array.isArray(v) ? v.join("\n              ") || "(none)" : v ?? "-"}\n`);
+        if (values.json) writeStdout(`${JSON.stringify(view, null, 2)}\n`);
+        else for (const [k, v] of Object.entries(view)) writeStdout(`${k.padEnd(13)} ${Array.isArray(v) ? v.join("\n              ") || "(none)" : v ?? "-"}\n`);
         return ExitCode.ok;
       }
       default:
