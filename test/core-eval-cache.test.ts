@@ -92,3 +92,43 @@ test("a file touched but not changed is hashed once: the same result, and its st
     db.close();
   }
 });
+
+test("what the recipe's code reads of the host: an environment variable, a file, a folder, a file that is not there yet", async (t) => {
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  writeRecipe(
+    dir,
+    "host.ts",
+    `import { derivation, hostTools } from "ukb";
+import fs from "node:fs";
+import { readdirSync } from "node:fs";
+// Each evaluation leaves a mark (a write: not a dependency), so the test can count them.
+fs.appendFileSync("evaluations", "x");
+const t = hostTools(["sh"]);
+const words = [process.env.VERSION ?? "unset", fs.readFileSync("version.txt", "utf8").trim(), readdirSync("parts").sort().join("+"), fs.existsSync("flag") ? "flag" : "noflag"];
+export default derivation({ name: "host", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${words.join(" ")} > $out\`] });
+`,
+  );
+  fs.writeFileSync(path.join(dir, "version.txt"), "1\n");
+  fs.mkdirSync(path.join(dir, "parts"));
+  fs.writeFileSync(path.join(dir, "parts/a"), "");
+  const evaluations = () => fs.readFileSync(path.join(dir, "evaluations"), "utf8").length;
+  const realise = async (env: Record<string, string> = {}) => {
+    const r = await ukb(["realise", "host.ts", "--no-out-link"], { cwd: dir, env: { ...process.env, ...env } });
+    t.is(r.code, 0, r.stderr);
+    return fs.readFileSync(r.stdout.trim(), "utf8").trim();
+  };
+  t.is(await realise({ VERSION: "1" }), "1 1 a noflag");
+  t.is(await realise({ VERSION: "1", UNRELATED: "changed" }), "1 1 a noflag");
+  t.is(evaluations(), 1, "a variable the recipe does not read changes nothing");
+  t.is(await realise({ VERSION: "2" }), "2 1 a noflag");
+  fs.writeFileSync(path.join(dir, "version.txt"), "2\n");
+  t.is(await realise({ VERSION: "2" }), "2 2 a noflag");
+  fs.writeFileSync(path.join(dir, "parts/b"), "");
+  t.is(await realise({ VERSION: "2" }), "2 2 a+b noflag");
+  fs.writeFileSync(path.join(dir, "flag"), "");
+  t.is(await realise({ VERSION: "2" }), "2 2 a+b flag");
+  t.is(evaluations(), 5);
+  t.is(await realise({ VERSION: "2" }), "2 2 a+b flag");
+  t.is(evaluations(), 5, "nothing changed: the cached evaluation");
+});

@@ -50,7 +50,7 @@ export interface LoadOptions {
 /** Loads a recipe through the store's eval cache. */
 export async function loadWithCache(store: Store, recipe: string, options: LoadOptions = {}): Promise<LoadedRecipe> {
   const env = options.env ?? process.env;
-  return loadRecipe(recipe, options.useCache === false ? undefined : store.evalCache(), evalSalt(env.PATH), options.onEvaluate);
+  return loadRecipe(recipe, options.useCache === false ? undefined : store.evalCache(), evalSalt(env.PATH), options.onEvaluate, env);
 }
 
 export function pick(recipe: LoadedRecipe, attr: string | undefined): DrvRecord {

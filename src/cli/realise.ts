@@ -13,7 +13,7 @@ import { mainOutputPath } from "../recipe/load.js";
 import { writeStdout } from "../ui/stdout.js";
 
 export const usage = `ukb realise <recipe.ts> [-A attr] [--out-link PATH | --no-out-link] [--jobs N] [--cores M]
-             [--keep-going] [--dry-run] [--offline] [--json] [--store DIR]
+             [--keep-going] [--dry-run] [--offline] [--json] [--store DIR] [--no-eval-cache]
              [--substituters URL...] [--trusted-keys NAME:KEY...] [--no-verify]`;
 
 /** The options of `realise`, parsed (parse errors are Node's ERR_PARSE_ARGS TypeErrors). */

@@ -1,16 +1,112 @@
 /**
- * Files an evaluation depended on: recipe modules, host tools, local files.
- * The loader keys its cache of evaluated graphs on them, so a recipe is
- * evaluated again exactly when one of them changes.
+ * What an evaluation depended on: recipe modules, host tools, local files,
+ * and what the recipe's own code read of the host: files and folders through
+ * `node:fs`, environment variables through `process.env`. The loader keys its
+ * cache of evaluated graphs on them, so a recipe is evaluated again exactly
+ * when one of them changes (Nix forbids such reads in pure evaluation; ukb
+ * allows them and remembers them instead).
+ *
+ * Only reads made by the user's code count (the first frame of the stack
+ * outside Node and ukb): esbuild copying the whole environment to start its
+ * service, or the loader reading a recipe, would otherwise make every change
+ * of the shell's environment a new evaluation.
  */
+import fs from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { OWN_TREES, PACKAGE_ROOT } from "./location.js";
+
 const files: Set<string> = ((globalThis as Record<symbol, unknown>)[Symbol.for("ukb.evalDeps")] ??= new Set<string>()) as Set<string>;
 
 export function recordDependency(file: string): void {
   files.add(file);
 }
 
-/** Starts a new recording and returns a function that ends it with the files seen. */
-export function startRecording(): () => string[] {
+/** ukb's own code and its dependencies: their reads are not the recipe's. */
+const OWN = [...OWN_TREES, path.join(PACKAGE_ROOT, "node_modules") + path.sep, path.join(PACKAGE_ROOT, "bin") + path.sep];
+
+/**
+ * Whether the code that called `entry` (a wrapper of fs, a trap of
+ * process.env) is the user's: the first frame with a file below it.
+ */
+function calledByUser(entry: AnyFn): boolean {
+  const holder: { stack?: string } = {};
+  Error.captureStackTrace(holder, entry);
+  const stack = holder.stack?.split("\n").slice(1) ?? [];
+  for (const frame of stack) {
+    const m = /(?:\(|at )((?:file:\/\/)?\/[^():]+):\d+:\d+\)?\s*$/.exec(frame);
+    if (!m) continue; // node:internal frames, native frames
+    const file = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
+    return !OWN.some((t) => file.startsWith(t));
+  }
+  return false;
+}
+
+/** What a recording saw: files (sorted) and environment variables (value, or null when unset). */
+export interface Recorded {
+  readonly files: string[];
+  readonly env: Record<string, string | null>;
+}
+
+type AnyFn = (...args: unknown[]) => unknown;
+
+/**
+ * Starts a new recording and returns a function that ends it. Until then,
+ * `process.env` and the reading functions of `node:fs` note what the user's
+ * code reads.
+ */
+export function startRecording(): () => Recorded {
   files.clear();
-  return () => [...files].sort();
+  const env = new Map<string, string | null>();
+  const realEnv = process.env;
+  const noteEnv = (key: string | symbol, trap: AnyFn) => {
+    if (typeof key === "string" && !env.has(key) && calledByUser(trap)) env.set(key, realEnv[key] ?? null);
+  };
+  const traps: ProxyHandler<NodeJS.ProcessEnv> = {
+    get(target, key) {
+      noteEnv(key, traps.get as AnyFn);
+      return Reflect.get(target, key);
+    },
+    has(target, key) {
+      noteEnv(key, traps.has as AnyFn);
+      return Reflect.has(target, key);
+    },
+    getOwnPropertyDescriptor(target, key) {
+      noteEnv(key, traps.getOwnPropertyDescriptor as AnyFn);
+      return Reflect.getOwnPropertyDescriptor(target, key);
+    },
+    ownKeys(target) {
+      // Enumerated by the user (`{ ...process.env }`): every variable is read.
+      if (calledByUser(traps.ownKeys as AnyFn)) for (const key of Object.keys(target)) if (!env.has(key)) env.set(key, target[key] ?? null);
+      return Reflect.ownKeys(target);
+    },
+  };
+  process.env = new Proxy(realEnv, traps);
+
+  // The reading functions, each noting its first argument when it is a path the user's code passed.
+  const patched: [object, string, AnyFn][] = [];
+  const wrap = (owner: Record<string, unknown>, name: string) => {
+    const original = owner[name] as AnyFn | undefined;
+    if (typeof original !== "function") return;
+    patched.push([owner, name, original]);
+    const wrapper = function (this: unknown, ...args: unknown[]) {
+      const p = args[0];
+      if ((typeof p === "string" || p instanceof URL) && calledByUser(wrapper)) files.add(path.resolve(p instanceof URL ? fileURLToPath(p) : p));
+      return original.apply(this, args);
+    };
+    owner[name] = wrapper;
+  };
+  const fsObject = fs as unknown as Record<string, unknown>;
+  for (const name of ["readFileSync", "readFile", "readdirSync", "readdir", "existsSync", "statSync", "stat", "lstatSync", "lstat", "openSync", "open", "accessSync", "access", "readlinkSync", "readlink", "opendirSync", "opendir", "createReadStream"]) wrap(fsObject, name);
+  for (const name of ["readFile", "readdir", "stat", "lstat", "open", "access", "readlink", "opendir"]) wrap(fs.promises as unknown as Record<string, unknown>, name);
+  // `import { readFileSync } from "node:fs"` in an ES module recipe sees the wrapped functions too.
+  syncBuiltinESMExports();
+
+  return () => {
+    process.env = realEnv;
+    for (const [owner, name, original] of patched) (owner as Record<string, unknown>)[name] = original;
+    syncBuiltinESMExports();
+    return { files: [...files].sort(), env: Object.fromEntries([...env].sort(([a], [b]) => (a < b ? -1 : 1))) };
+  };
 }

@@ -22,7 +22,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { isUkbError, RecipeError } from "../errors/index.js";
 import type { DrvRecord, Graph } from "../graph/index.js";
 import { closureOf, isDerivation, isOutputRef } from "./derivation.js";
-import { startRecording } from "./eval-deps.js";
+import { startRecording, type Recorded } from "./eval-deps.js";
 import { OWN_TREES, PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "./location.js";
 
 /** A recipe, evaluated. */
@@ -36,6 +36,8 @@ export interface LoadedRecipe {
   readonly roots: Readonly<Record<string, DrvRecord>>;
   /** Files the evaluation depended on. */
   readonly deps: readonly string[];
+  /** Environment variables the recipe's code read, with their values (null: unset). */
+  readonly env: Readonly<Record<string, string | null>>;
   /** Whether this came from the cache. */
   readonly cached: boolean;
 }
@@ -49,12 +51,12 @@ export interface EvalCacheStorage {
 /**
  * What a file the evaluation read looked like. `kind` is what the path
  * leads to (`f` a file, `d` a folder, whose `blake3` is over its sorted
- * names, `l` a dangling link); `link` is its own target when the path itself
+ * names, `l` a dangling link, `m` nothing at all); `link` is its own target when the path itself
  * is a symlink; `mode` catches a changed executable bit, which local() hashes.
  */
 interface DepStamp {
   path: string;
-  kind: "f" | "d" | "l";
+  kind: "f" | "d" | "l" | "m";
   link?: string;
   mode?: number;
   size: number;
@@ -71,6 +73,8 @@ interface DepStamp {
  */
 interface CacheEntry {
   deps: DepStamp[];
+  /** Environment variables read, and their values then: a different value is a new evaluation. */
+  env?: Record<string, string | null>;
   exports: Record<string, string>;
   roots: Record<string, DrvRecord>;
 }
@@ -347,7 +351,13 @@ async function importRecipe(file: string, imported: Set<string>): Promise<Record
 }
 
 function stamp(file: string, blake3: (data: Uint8Array) => string): DepStamp {
-  const link = fs.lstatSync(file).isSymbolicLink() ? fs.readlinkSync(file) : undefined;
+  let link: string | undefined;
+  try {
+    link = fs.lstatSync(file).isSymbolicLink() ? fs.readlinkSync(file) : undefined;
+  } catch {
+    // Not there (a recipe checked that it is not): its coming is a change.
+    return { path: file, kind: "m", size: 0, mtimeMs: 0, ino: 0, blake3: "" };
+  }
   let st: fs.Stats;
   try {
     st = fs.statSync(file);
@@ -387,8 +397,9 @@ async function depUnchanged(dep: DepStamp): Promise<DepStamp | undefined> {
   try {
     link = fs.lstatSync(dep.path).isSymbolicLink() ? fs.readlinkSync(dep.path) : undefined;
   } catch {
-    return undefined;
+    return dep.kind === "m" ? dep : undefined;
   }
+  if (dep.kind === "m") return undefined;
   if (link !== dep.link) return undefined;
   let st: fs.Stats | undefined;
   try {
@@ -441,16 +452,18 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
   const stopRecording = startRecording();
   requiredFiles.clear();
   let mod: Record<string, unknown>;
+  let recorded: Recorded | undefined;
   try {
     mod = (await importBundled(file, imported)) ?? (registerAlias(), await importRecipe(file, imported));
   } catch (err) {
+    recorded = stopRecording();
     if (isUkbError(err)) throw err;
     const where = locate(err, file);
     // What a reader of "Cannot access 'a' before initialization" needs to know to fix it.
     const cycle = /before initialization/.test(firstLine(err)) ? " (recipe files import each other in a cycle, and one reads it before the other has defined it)" : "";
     throw new RecipeError(firstLine(err) + cycle, where, err);
   }
-  const readFiles = stopRecording();
+  const { files: readFiles, env } = recorded ?? stopRecording();
   // Packages the recipe required (a library of recipes in node_modules, say) are its files too.
   for (const f of requiredFiles) imported.add(f);
   // A recipe loaded as CommonJS arrives wrapped: its exports object is the namespace's default.
@@ -466,7 +479,7 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
     roots[drv.hash] = drv;
   }
   if (Object.keys(roots).length === 0) throw new RecipeError("exports no derivation", { file: path.relative(process.cwd(), file) || file });
-  return { file, exports, roots, graph: { drvs: closureOf(Object.values(roots)) }, deps: [...new Set([...imported, ...readFiles])].filter((f) => !OWN_TREES.some((t) => f.startsWith(t))).sort(), cached: false };
+  return { file, exports, roots, graph: { drvs: closureOf(Object.values(roots)) }, deps: [...new Set([...imported, ...readFiles])].filter((f) => !OWN_TREES.some((t) => f.startsWith(t))).sort(), env, cached: false };
 }
 
 /**
@@ -474,14 +487,15 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
  * has changed. `salt` goes into the key (ukb's version, the host PATH).
  * `onEvaluate` is called when the recipe must be evaluated (not cached), before.
  */
-export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, salt = "", onEvaluate?: () => void): Promise<LoadedRecipe> {
+export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, salt = "", onEvaluate?: () => void, env: NodeJS.ProcessEnv = process.env): Promise<LoadedRecipe> {
   const file = path.resolve(recipeFile);
   const key = `${file}\0${salt}`;
   const graphKey = `${key}\0graph`;
   const hit = cache?.get(key);
   if (hit) {
     const entry = JSON.parse(hit) as Partial<CacheEntry>;
-    const unchanged = entry.roots && entry.deps && entry.exports ? await depsUnchanged(entry.deps) : undefined;
+    const sameEnv = Object.entries(entry.env ?? {}).every(([k, v]) => (env[k] ?? null) === v);
+    const unchanged = sameEnv && entry.roots && entry.deps && entry.exports ? await depsUnchanged(entry.deps) : undefined;
     if (unchanged && entry.roots && entry.deps && entry.exports) {
       if (unchanged.renewed) cache!.put(key, JSON.stringify({ ...entry, deps: unchanged.deps }));
       let drvs: Record<string, DrvRecord> | undefined;
@@ -498,14 +512,14 @@ export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, s
           return (drvs = stored.drvs);
         },
       };
-      return { file, exports: entry.exports, roots: entry.roots, graph, deps: entry.deps.map((d) => d.path), cached: true };
+      return { file, exports: entry.exports, roots: entry.roots, graph, deps: entry.deps.map((d) => d.path), env: entry.env ?? {}, cached: true };
     }
   }
   onEvaluate?.();
   const loaded = await evaluateRecipe(file);
   if (cache) {
     const { blake3Hex } = await import("../graph/hash.js");
-    const entry: CacheEntry = { deps: loaded.deps.map((d) => stamp(d, blake3Hex)), exports: { ...loaded.exports }, roots: { ...loaded.roots } };
+    const entry: CacheEntry = { deps: loaded.deps.map((d) => stamp(d, blake3Hex)), env: { ...loaded.env }, exports: { ...loaded.exports }, roots: { ...loaded.roots } };
     cache.put(graphKey, JSON.stringify({ roots: rootsTag(loaded.roots).split(","), drvs: loaded.graph.drvs }));
     cache.put(key, JSON.stringify(entry));
   }
