@@ -37,6 +37,29 @@ test("a builder that writes nothing to $out fails clearly", async (t) => {
   await storeIsClean(t, dir);
 });
 
+test("an output the store cannot keep (a name that is not UTF-8, a named pipe) fails the build, named, with nothing registered", async (t) => {
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const tools = `const m = hostTools(["sh", "mkdir", "mkfifo", "printf"]);\n`;
+  writeRecipe(
+    dir,
+    "odd.ts",
+    `${header}${tools}export const names = derivation({ name: "names", builder: \`\${m}/bin/sh\`, args: ["-c", \`\${m}/bin/mkdir -p $out/sub; echo x > "$out/sub/$(\${m}/bin/printf 'a\\\\377')"\`] });
+export const fifo = derivation({ name: "fifo", builder: \`\${m}/bin/sh\`, args: ["-c", \`\${m}/bin/mkdir $out; \${m}/bin/mkfifo $out/p\`] });
+`,
+  );
+  const names = await ukb(["realise", "odd.ts", "-A", "names"], { cwd: dir });
+  t.is(names.code, 1, names.stderr);
+  t.regex(names.stderr, /^ukb: error: build of 'names' failed: its output 'out' holds a file name that is not UTF-8, 'a\\xff' in sub\/: the store keeps UTF-8 names only$/m);
+  t.notRegex(names.stderr, /\n\s+at /, "no stack trace");
+  const fifo = await ukb(["realise", "odd.ts", "-A", "fifo"], { cwd: dir });
+  t.is(fifo.code, 1, fifo.stderr);
+  t.regex(fifo.stderr, /^ukb: error: build of 'fifo' failed: its output 'out' holds a named pipe, p: the store keeps files, folders and symlinks only$/m);
+  await storeIsClean(t, dir);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")).filter((n) => !n.endsWith("-host-tools")), []);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/tmp")), []);
+});
+
 test("a killed builder is reported as killed", async (t) => {
   // Killed from outside, as the OOM killer would: the builder is PID 1 of its sandbox (as in
   // Nix's), which its own "kill -9 $$" cannot kill.

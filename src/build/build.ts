@@ -226,7 +226,13 @@ export async function buildInto(store: Store, drv: DrvRecord, tmp: string, logFi
     if (!fs.existsSync(staged) && !isSymlink(staged)) {
       throw new BuildFailedError(drv.name, `the builder succeeded but did not create its output '${output}' ($${output})`, logFile, tail(logFile));
     }
-    await normaliseTree(staged, epochOf(drv));
+    try {
+      await normaliseTree(staged, epochOf(drv));
+    } catch (err) {
+      // What the store cannot keep (a fifo, a name that is not UTF-8) is the build's failure, named.
+      if (err instanceof UkbError && err.kind === "build") throw new BuildFailedError(drv.name, `${err.message.replace(/^the output/, `its output '${output}'`)}`, logFile, tail(logFile));
+      throw err;
+    }
     const refs = await scanReferences(staged, [...candidates.keys()]);
     const { blake3, size } = await hashTree(staged);
     infos.push({ output, base, staged, contentHash: blake3, size, references: [...refs].map((h) => candidates.get(h)!).sort() });

@@ -6,6 +6,27 @@ import fs from "node:fs";
 import path from "node:path";
 import { UkbError } from "../errors/index.js";
 
+/** A file name as a person can read it: bytes that are not printable UTF-8 as \xNN. */
+function printableName(raw: Buffer): string {
+  return [...raw].map((b) => (b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, "0")}`)).join("");
+}
+
+/**
+ * The names in a folder. A name that is not UTF-8 is refused, with where it
+ * is: Node names files by strings, so such a file could be neither hashed nor
+ * copied (an lstat of the decoded name fails with ENOENT).
+ */
+export function namesIn(dir: string, root: string, what: string): string[] {
+  return fs.readdirSync(dir, { encoding: "buffer" }).map((raw) => {
+    const name = raw.toString("utf8");
+    if (!Buffer.from(name).equals(raw)) {
+      const where = path.relative(root, dir);
+      throw new UkbError("build", `${what} holds a file name that is not UTF-8, '${printableName(raw)}'${where ? ` in ${where}/` : ""}: the store keeps UTF-8 names only`);
+    }
+    return name;
+  });
+}
+
 // Tree walks use synchronous fs calls on purpose: on a local disk each async
 // call costs ~0.2 ms of promise machinery, which made a 50,000-file tree take
 // minutes; these walks only ever touch the store's own disk.
@@ -24,12 +45,14 @@ export async function normaliseTree(root: string, epoch: number): Promise<void> 
     }
     if (st.isDirectory()) {
       fs.chmodSync(p, 0o755);
-      for (const name of fs.readdirSync(p)) walk(path.join(p, name));
+      for (const name of namesIn(p, root, "the output")) walk(path.join(p, name));
       fs.chmodSync(p, 0o555);
     } else if (st.isFile()) {
       fs.chmodSync(p, st.mode & 0o100 ? 0o555 : 0o444);
     } else {
-      throw new UkbError("build", `output holds ${path.basename(p)}, which is neither a file, a directory nor a symlink`);
+      const kind = st.isFIFO() ? "a named pipe" : st.isSocket() ? "a socket" : "a device";
+      const what = p === root ? `the output is ${kind}` : `the output holds ${kind}, ${path.relative(root, p)}`;
+      throw new UkbError("build", `${what}: the store keeps files, folders and symlinks only`);
     }
     fs.utimesSync(p, epoch, epoch);
   };
@@ -49,7 +72,7 @@ export function importTree(src: string, dest: string, epoch: number): void {
   }
   if (st.isDirectory()) {
     fs.mkdirSync(dest, { mode: 0o755 });
-    for (const name of fs.readdirSync(src)) importTree(path.join(src, name), path.join(dest, name), epoch);
+    for (const name of namesIn(src, src, src)) importTree(path.join(src, name), path.join(dest, name), epoch);
     fs.chmodSync(dest, 0o555);
   } else if (st.isFile()) {
     fs.copyFileSync(src, dest);
