@@ -204,3 +204,44 @@ export default derivation({ name: "tree", builder: \`\${t}/bin/sh\`, args: ["-c"
   t.is(fs.lstatSync(path.join(out, "bin/link")).mtimeMs, 1000);
   t.is(fs.readlinkSync(path.join(out, "bin/link")), "../share/data");
 });
+
+test("a failing builder's log tail is fit for a terminal: long lines cut, escape sequences shown, not sent", async (t) => {
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  writeRecipe(dir, "noisy.ts", `${header}export default ${sh("noisy", "i=0; while [ $i -lt 500 ]; do printf 'xxxxxxxxxx'; i=$((i+1)); done; echo; printf '\\033]0;pwned\\007\\033[2Jcleared\\n'; exit 3")};\n`);
+  const r = await ukb(["realise", "noisy.ts"], { cwd: dir });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /build of 'noisy' failed: exit status 3/);
+  t.false(r.stderr.includes("\x1b"), "no raw escape reaches the terminal");
+  t.regex(r.stderr, /\\x1b\]0;pwned\\x07\\x1b\[2Jcleared/);
+  t.regex(r.stderr, /x{300}… \(4700 more characters\)/);
+  t.true(r.stderr.split("\n").every((l) => l.length < 400), "every line is short");
+});
+
+test("small mistakes of usage: one line, exit 2, nothing made", async (t) => {
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  writeRecipe(dir, "exits.ts", `import { derivation } from "ukb";\nconsole.log("evaluating");\nprocess.exit(0);\n`);
+  writeRecipe(dir, "ok.ts", `${header}export default ${sh("ok", "echo ok > $out")};\n`);
+  const exits = await ukb(["realise", "exits.ts"], { cwd: dir });
+  t.is(exits.code, 2, exits.stderr);
+  t.regex(exits.stderr, /^ukb: error: exits\.ts:3: called process\.exit\(0\) while being evaluated/m);
+  const both = await ukb(["realise", "ok.ts", "--out-link", "x", "--no-out-link"], { cwd: dir });
+  t.is(both.code, 2);
+  t.regex(both.stderr, /--out-link and --no-out-link contradict each other/);
+  // An out-link in the way is said before anything is built.
+  fs.mkdirSync(path.join(dir, "in-the-way"));
+  const blocked = await ukb(["realise", "ok.ts", "--out-link", "in-the-way"], { cwd: dir });
+  t.is(blocked.code, 2);
+  t.regex(blocked.stderr, /in-the-way exists and is not a symlink/);
+  t.notRegex(blocked.stderr, /building ok/);
+  const log = await ukb(["log", "not-a-path"], { cwd: dir });
+  t.is(log.code, 2);
+  t.regex(log.stderr, /not-a-path is neither a recipe \(\.ts\) nor a path of the store at /);
+  for (const sub of ["verify", "gc", "info"]) {
+    const r = await ukb(["store", sub, ...(sub === "info" ? ["x"] : []), "--store", path.join(dir, "typo")], { cwd: dir });
+    t.is(r.code, 2, `${sub}: ${r.stderr}`);
+    t.regex(r.stderr, /there is no store at .*typo \(no ukb\.sqlite\)/);
+  }
+  t.false(fs.existsSync(path.join(dir, "typo")));
+});

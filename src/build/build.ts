@@ -98,13 +98,42 @@ export function buildEnv(drv: DrvRecord, cores: number): Record<string, string> 
   return env;
 }
 
+/** The most of a log's end read for its tail: a log of gigabytes is not read whole. */
+const TAIL_BYTES = 64 * 1024;
+/** A line of the tail longer than this is cut (a minified file, a progress bar without newlines). */
+const TAIL_LINE_CHARS = 300;
+
+/**
+ * The last lines of a build's log, fit for a terminal: each cut to a length,
+ * control characters (escape sequences that would move the cursor, clear the
+ * screen or retitle the window) shown as \xNN.
+ */
 function tail(file: string): string[] {
+  let text: string;
   try {
-    const text = fs.readFileSync(file, "utf8");
-    return text.split("\n").filter((l, i, all) => !(i === all.length - 1 && l === "")).slice(-LOG_TAIL_LINES);
+    const fd = fs.openSync(file, "r");
+    try {
+      const size = fs.fstatSync(fd).size;
+      const start = Math.max(0, size - TAIL_BYTES);
+      const buf = Buffer.alloc(size - start);
+      fs.readSync(fd, buf, 0, buf.length, start);
+      text = buf.toString("utf8");
+      // Cut inside the log: the first line is partial.
+      if (start > 0) text = text.slice(text.indexOf("\n") + 1);
+    } finally {
+      fs.closeSync(fd);
+    }
   } catch {
     return [];
   }
+  return text
+    .split("\n")
+    .filter((l, i, all) => !(i === all.length - 1 && l === ""))
+    .slice(-LOG_TAIL_LINES)
+    .map((line) => {
+      const shown = line.replace(/\r$/, "").replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+      return shown.length > TAIL_LINE_CHARS ? `${shown.slice(0, TAIL_LINE_CHARS)}… (${shown.length - TAIL_LINE_CHARS} more characters)` : shown;
+    });
 }
 
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {

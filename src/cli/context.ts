@@ -16,8 +16,17 @@ export function storeRoot(flag: string | undefined, env: NodeJS.ProcessEnv = pro
   return path.resolve(cwd, flag ?? env.UKB_STORE ?? "cache");
 }
 
-export function openStore(flag: string | undefined, options: { useReserve?: boolean } = {}): Store {
-  return Store.open(storeRoot(flag), options);
+/**
+ * Opens the store (`--store`, UKB_STORE, ./cache). `existing`: a command that
+ * only reads it refuses a folder that holds no store, rather than making an
+ * empty one (`ukb store verify --store /typo` said "all valid").
+ */
+export function openStore(flag: string | undefined, options: { useReserve?: boolean; existing?: boolean } = {}): Store {
+  const root = storeRoot(flag);
+  if (options.existing && !fs.existsSync(path.join(root, "ukb.sqlite"))) {
+    throw new UkbError("usage", `there is no store at ${root} (no ukb.sqlite)`, { exitCode: ExitCode.badInput, hint: "name it with --store DIR or UKB_STORE; 'ukb realise' makes one" });
+  }
+  return Store.open(root, { ...(options.useReserve ? { useReserve: true } : {}) });
 }
 
 /** Changes to ukb itself or to the host PATH invalidate cached evaluations. */

@@ -14,10 +14,12 @@ export async function logCommand(argv: string[]): Promise<number> {
     options: { attr: { type: "string", short: "A" }, store: { type: "string" } },
   });
   if (positionals.length !== 1) throw new UsageError("usage: ukb log PATH | ukb log <recipe.ts> [-A attr]");
-  const store = openStore(values.store);
+  const store = openStore(values.store, { existing: true });
   try {
     const arg = positionals[0]!;
-    let base = /\.[cm]?[jt]s$/.test(arg) && fs.existsSync(arg) ? undefined : store.parse(arg);
+    const isRecipe = /\.[cm]?[jt]s$/.test(arg);
+    let base = isRecipe && fs.existsSync(arg) ? undefined : store.parse(arg);
+    if (!base && !isRecipe) throw new UkbError("usage", `${arg} is neither a recipe (.ts) nor a path of the store at ${store.root}`, { exitCode: ExitCode.badInput });
     if (!base) {
       const recipe = await loadWithCache(store, arg);
       const drv = pick(recipe, values.attr);

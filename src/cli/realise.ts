@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { ExitCode, UkbError } from "../errors/index.js";
+import { ExitCode, UkbError, UsageError } from "../errors/index.js";
 // Only the plan is needed when everything is valid; the executor and the UI load on demand.
 import { makePlan, planSubstitutions, type Plan } from "../schedule/plan.js";
 import { explainNoSpace, type Store } from "../store/index.js";
@@ -39,6 +39,7 @@ export function parseRealiseArgs(argv: string[]) {
     },
   });
   if (positionals.length !== 1) throw new UkbError("usage", `realise takes one recipe file\nusage: ${usage}`, { exitCode: ExitCode.badInput });
+  if (values["out-link"] !== undefined && values["no-out-link"]) throw new UsageError("--out-link and --no-out-link contradict each other: give one");
   return { values, recipe: positionals[0]!, jobs: parseCount(values.jobs, "--jobs", defaultJobs()), cores: parseCount(values.cores, "--cores", 1) };
 }
 export type RealiseArgs = ReturnType<typeof parseRealiseArgs>;
@@ -108,6 +109,9 @@ export async function realiseCommand(argv: string[]): Promise<number> {
     }
 
     if (plan.toBuild.length > 0) {
+      // An out-link that cannot be made is known now, not after a build of minutes.
+      const link = realiseResult(store, outputs, values).link;
+      if (link) checkOutLink(link);
       const code = await buildPlan(store, plan, { jobs, cores, keepGoing: Boolean(values["keep-going"]), json: Boolean(values.json), offline: Boolean(values.offline), cacheFlags });
       if (code !== ExitCode.ok) return code;
     }
@@ -128,21 +132,35 @@ export async function realiseCommand(argv: string[]): Promise<number> {
   }
 }
 
+/** Where the symlink `link` points now (undefined: there is none); refuses anything else of that name. */
+function currentLink(link: string): string | undefined {
+  try {
+    if (!fs.lstatSync(link).isSymbolicLink()) throw new UkbError("usage", `${link} exists and is not a symlink: not replacing it (use --out-link or --no-out-link)`, { exitCode: ExitCode.badInput });
+    return fs.readlinkSync(link);
+  } catch (err) {
+    if (err instanceof UkbError) throw err;
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw outLinkError(link, err as NodeJS.ErrnoException);
+    return undefined;
+  }
+}
+
+/** Refuses, before anything is built, an out-link that {@link makeOutLink} would refuse after. */
+function checkOutLink(link: string): void {
+  currentLink(link);
+  try {
+    fs.accessSync(path.dirname(link), fs.constants.W_OK);
+  } catch (err) {
+    throw outLinkError(link, err as NodeJS.ErrnoException);
+  }
+}
+
 /**
  * Points `link` at `target`, replacing an older link atomically; refuses to
  * replace anything but a symlink. (src/client/ukb.c does the same for a
  * no-op the server answers; a case it does not handle it leaves to this.)
  */
 function makeOutLink(link: string, target: string): void {
-  try {
-    const st = fs.lstatSync(link);
-    if (!st.isSymbolicLink()) throw new UkbError("usage", `${link} exists and is not a symlink: not replacing it (use --out-link or --no-out-link)`, { exitCode: ExitCode.badInput });
-    if (fs.readlinkSync(link) === target) return;
-  } catch (err) {
-    if (err instanceof UkbError) throw err;
-    const e = err as NodeJS.ErrnoException;
-    if (e.code !== "ENOENT") throw outLinkError(link, e);
-  }
+  if (currentLink(link) === target) return;
   const tmp = `${link}.tmp-${process.pid}`;
   let made = false;
   try {

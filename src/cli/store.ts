@@ -27,7 +27,8 @@ export async function storeCommand(argv: string[]): Promise<number> {
     return ExitCode.ok;
   }
   // gc is what frees room on a full disk: it may use the store's reserve to open it.
-  const store = openStore(values.store, { useReserve: sub === "gc" && !values["dry-run"] });
+  // Only add makes a store; the others read one (a typo in --store is not an empty store).
+  const store = openStore(values.store, { useReserve: sub === "gc" && !values["dry-run"], existing: sub === "verify" || sub === "gc" || sub === "info" });
   try {
     switch (sub) {
       case "add": {

@@ -23,7 +23,7 @@ import { isUkbError, RecipeError } from "../errors/index.js";
 import type { DrvRecord, Graph } from "../graph/index.js";
 import { closureOf, isDerivation, isOutputRef } from "./derivation.js";
 import { startRecording, type Recorded } from "./eval-deps.js";
-import { OWN_TREES, PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "./location.js";
+import { callerLocation, OWN_TREES, PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "./location.js";
 
 /** A recipe, evaluated. */
 export interface LoadedRecipe {
@@ -444,6 +444,12 @@ function firstLine(err: unknown): string {
   return err instanceof SyntaxError ? `syntax error: ${line}` : line;
 }
 
+/** Where a recipe called process.exit: its line, else the recipe. */
+function exitCaller(file: string): { file: string; line?: number } {
+  const at = callerLocation();
+  return at.file ? { file: at.file, ...(at.line ? { line: at.line } : {}) } : { file: path.relative(process.cwd(), file) || file };
+}
+
 /** Evaluates a recipe (no cache). */
 export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> {
   const file = path.resolve(recipeFile);
@@ -453,6 +459,11 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
   requiredFiles.clear();
   let mod: Record<string, unknown>;
   let recorded: Recorded | undefined;
+  // A recipe that exits would end ukb with its status (0 with nothing done, or anything): an error.
+  const exit = process.exit;
+  process.exit = ((code?: number | string | null) => {
+    throw new RecipeError(`called process.exit(${code ?? ""}) while being evaluated: a recipe only declares derivations`, exitCaller(file));
+  }) as typeof process.exit;
   try {
     mod = (await importBundled(file, imported)) ?? (registerAlias(), await importRecipe(file, imported));
   } catch (err) {
@@ -462,6 +473,8 @@ export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> 
     // What a reader of "Cannot access 'a' before initialization" needs to know to fix it.
     const cycle = /before initialization/.test(firstLine(err)) ? " (recipe files import each other in a cycle, and one reads it before the other has defined it)" : "";
     throw new RecipeError(firstLine(err) + cycle, where, err);
+  } finally {
+    process.exit = exit;
   }
   const { files: readFiles, env } = recorded ?? stopRecording();
   // Packages the recipe required (a library of recipes in node_modules, say) are its files too.

@@ -174,7 +174,7 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
         ...(error instanceof BuildFailedError && error.logFile ? { logFile: error.logFile, logTail: error.logTail } : {}),
       });
     }
-    skipUsers(job, `its input '${d.name}' failed`);
+    skipUsers(job, error instanceof BuildCancelledError ? `its input '${d.name}' was cancelled` : `its input '${d.name}' failed`);
     if (!opts.keepGoing && !stopping) {
       stopping = true;
       cancel.abort(new UkbError("build", "cancelled after a failure"));
