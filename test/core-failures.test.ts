@@ -226,6 +226,12 @@ test("small mistakes of usage: one line, exit 2, nothing made", async (t) => {
   const exits = await ukb(["realise", "exits.ts"], { cwd: dir });
   t.is(exits.code, 2, exits.stderr);
   t.regex(exits.stderr, /^ukb: error: exits\.ts:3: called process\.exit\(0\) while being evaluated/m);
+  // With --json every line of stderr is an event, the error that ends the command too.
+  const asJson = await ukb(["realise", "exits.ts", "--json"], { cwd: dir });
+  t.is(asJson.code, 2);
+  const lines = asJson.stderr.trim().split("\n");
+  t.is(lines.length, 1, asJson.stderr);
+  t.like(JSON.parse(lines[0]!), { type: "error", kind: "recipe", file: "exits.ts", line: 3, exitCode: 2 });
   const both = await ukb(["realise", "ok.ts", "--out-link", "x", "--no-out-link"], { cwd: dir });
   t.is(both.code, 2);
   t.regex(both.stderr, /--out-link and --no-out-link contradict each other/);

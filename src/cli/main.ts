@@ -2,7 +2,7 @@
  * The `ukb` command: parse, dispatch, print errors. Commands are loaded on
  * demand so that each pays only for the modules it uses.
  */
-import { ExitCode, isUkbError, UkbError } from "../errors/index.js";
+import { ExitCode, isUkbError, RecipeError, UkbError } from "../errors/index.js";
 import { isNoSpace, NO_SPACE_HINT } from "../store/space.js";
 import { damagedDbError, isDamagedDb } from "../store/damage.js";
 import { renderError } from "../ui/index.js";
@@ -66,9 +66,22 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`ukb: error: ${err.message}\n`);
       return ExitCode.badInput;
     }
-    process.stderr.write(`${renderError(isUkbError(err) ? err : isNoSpace(err) ? noSpace(err) : isDamagedDb(err) ? damagedDbError(err) : err)}\n`);
-    return isUkbError(err) ? err.exitCode : ExitCode.buildFailed;
+    const shown = isUkbError(err) ? err : isNoSpace(err) ? noSpace(err) : isDamagedDb(err) ? damagedDbError(err) : err;
+    const exitCode = isUkbError(err) ? err.exitCode : ExitCode.buildFailed;
+    // With --json, stderr is one JSON event a line: the error that ends the command is one too.
+    if (rest.includes("--json")) process.stderr.write(`${JSON.stringify(errorEvent(shown, exitCode))}\n`);
+    else process.stderr.write(`${renderError(shown)}\n`);
+    return exitCode;
   }
+}
+
+/** The error that ends a command, as a JSON event (`--json`). */
+function errorEvent(err: unknown, exitCode: number): Record<string, unknown> {
+  if (isUkbError(err)) {
+    const where = err instanceof RecipeError && err.file ? { file: err.file, ...(err.line ? { line: err.line } : {}) } : {};
+    return { type: "error", kind: err.kind, message: err.message, ...where, ...(err.hint ? { hint: err.hint } : {}), exitCode, time: Date.now() };
+  }
+  return { type: "error", kind: "internal", message: (err as Error)?.stack ?? String(err), exitCode, time: Date.now() };
 }
 
 /** A full disk that no store operation explained (a log, a report, an image written elsewhere): still one line, not a stack. */
