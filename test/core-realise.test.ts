@@ -161,3 +161,29 @@ export const uses = derivation({ name: "uses", builder: \`\${t}/bin/sh\`, args: 
   t.is(uses.code, 0, uses.stderr);
   t.is(fs.readFileSync(uses.stdout.trim(), "utf8"), "out\n");
 });
+
+test("--jobs 2: never more than two builders between 'start' and 'registering' (the status line's 'running')", async (t) => {
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  writeRecipe(
+    dir,
+    "wide.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "sleep"]);
+const leaves = Array.from({ length: 6 }, (_, i) => derivation({ name: "leaf" + i, builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/sleep 0.1; echo \${i} > $out\`] }));
+export default derivation({ name: "top", builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"], env: { leaves: leaves.join(" ") } });
+`,
+  );
+  const r = await ukb(["realise", "wide.ts", "--jobs", "2", "--json", "--no-out-link"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  const evs = events(r.stderr);
+  let running = 0;
+  let most = 0;
+  for (const e of evs) {
+    if (e.type === "start") most = Math.max(most, ++running);
+    if (e.type === "registering") running--;
+  }
+  t.is(evs.filter((e) => e.type === "registering").length, 8, "one per build (host-tools, six leaves, top)");
+  t.true(most <= 2, `at most 2 builders at once, saw ${most}`);
+  t.is(running, 0);
+});

@@ -5,6 +5,8 @@
 export type ScheduleEvent =
   | { type: "plan"; valid: number; toBuild: { name: string; path: string }[]; toSubstitute?: { name: string; path: string; cache: string }[] }
   | { type: "start"; name: string; drv: string; path: string }
+  /** The builder has exited (its job slot is free); its outputs are being hashed and registered. */
+  | { type: "registering"; name: string; drv: string }
   | { type: "waiting"; name: string; drv: string; reason: string }
   | { type: "done"; name: string; drv: string; path: string; ms: number; builtHere: boolean }
   | { type: "failed"; name: string; drv: string; message: string; hint?: string; logFile?: string; logTail?: readonly string[] }

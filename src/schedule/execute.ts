@@ -251,7 +251,11 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
           work = buildDerivation(store, d, {
             cores: opts.cores,
             signal: cancel.signal,
-            slot: (signal) => slots.acquire(signal),
+            slot: (signal) =>
+              slots.acquire(signal).then((release) => () => {
+                release();
+                emit({ type: "registering", name: d.name, drv: d.hash });
+              }),
             onStart: () => emit({ type: "start", name: d.name, drv: d.hash, path }),
             onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: LOCK_HELD }),
             ...(opts.builtinOptions ? { builtinOptions: opts.builtinOptions } : {}),

@@ -63,6 +63,8 @@ function megabytes(bytes: number): string {
 
 function statusLine(out: NodeJS.WriteStream): Listener & { close(): void } {
   const running = new Map<string, string>();
+  /** Builders that have exited, outputs being registered: neither running (a job slot) nor waiting. */
+  const registering = new Set<string>();
   const seen = new Set<string>();
   let total = 0;
   let done = 0;
@@ -77,7 +79,7 @@ function statusLine(out: NodeJS.WriteStream): Listener & { close(): void } {
   };
   const draw = () => {
     const names = [...running.values()];
-    const waiting = total - done - failed - running.size;
+    const waiting = total - done - failed - running.size - registering.size;
     let line = `[${done}/${total} ${fetched ? `done (${fetched} fetched)` : "built"}, ${running.size} running, ${Math.max(0, waiting)} waiting${failed ? `, ${failed} failed` : ""}] ${((Date.now() - started) / 1000).toFixed(1)}s ${names.slice(0, 3).join(" ")}${names.length > 3 ? " …" : ""}`;
     const width = out.columns || 80;
     if (line.length > width - 1) line = line.slice(0, width - 2) + "…";
@@ -107,12 +109,18 @@ function statusLine(out: NodeJS.WriteStream): Listener & { close(): void } {
         clear();
         out.write(`ukb: warning: ${e.message}\n`);
         break;
+      case "registering":
+        running.delete(e.drv);
+        registering.add(e.drv);
+        break;
       case "done":
         running.delete(e.drv);
+        registering.delete(e.drv);
         done++;
         break;
       case "failed":
         running.delete(e.drv);
+        registering.delete(e.drv);
         failed++;
         clear();
         out.write(`${renderFailure(e.name, e.message, e.logFile, e.logTail, e.hint)}\n`);
