@@ -250,4 +250,8 @@ test("small mistakes of usage: one line, exit 2, nothing made", async (t) => {
     t.regex(r.stderr, /there is no store at .*typo \(no ukb\.sqlite\)/);
   }
   t.false(fs.existsSync(path.join(dir, "typo")));
+  fs.writeFileSync(path.join(dir, "a-file"), "");
+  const notFolder = await ukb(["realise", "ok.ts", "--store", "a-file"], { cwd: dir });
+  t.is(notFolder.code, 2);
+  t.regex(notFolder.stderr, /cannot open the store at .*a-file: it is not a folder/);
 });

@@ -1,5 +1,6 @@
 import test from "ava";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { events, tempDir, ukb, ukbSpawn, writeRecipe, HELLO, REFS } from "./helpers/ukb.js";
 
@@ -376,4 +377,22 @@ test("verify notes a leftover of an interrupted build without failing; gc remove
   const gc = await ukb(["store", "gc"], { cwd: dir });
   t.regex(gc.stdout, new RegExp(`deleted \\S+${leftover}`));
   t.false(fs.existsSync(path.join(dir, "cache/store", leftover)));
+});
+
+test("scratch folders of a ukb that died: verify notes them, the next build removes them", async (t) => {
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  writeRecipe(dir, "hello.ts", HELLO);
+  t.is((await ukb(["realise", "hello.ts", "--no-out-link"], { cwd: dir })).code, 0);
+  // What kill -9 of a ukb in the middle of a build leaves: a scratch folder named after it.
+  const dead = `${os.hostname()}_999999_12345_build_0`;
+  fs.mkdirSync(path.join(dir, "cache/tmp", dead, "build"), { recursive: true });
+  fs.writeFileSync(path.join(dir, "cache/tmp", dead, "build/half.o"), "x".repeat(1 << 20));
+  const verify = await ukb(["store", "verify"], { cwd: dir });
+  t.is(verify.code, 0, verify.stdout);
+  t.regex(verify.stdout, new RegExp(`^leftover: tmp/${dead}: scratch of a ukb that died`, "m"));
+  t.regex(verify.stdout, /all valid \(1 leftover for gc\)\n$/);
+  writeRecipe(dir, "other.ts", HELLO.replaceAll("hello", "other"));
+  t.is((await ukb(["realise", "other.ts", "--no-out-link"], { cwd: dir })).code, 0);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/tmp")), []);
 });

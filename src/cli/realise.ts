@@ -112,7 +112,11 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       // An out-link that cannot be made is known now, not after a build of minutes.
       const link = realiseResult(store, outputs, values).link;
       if (link) checkOutLink(link);
+      // What a killed ukb left in tmp/ goes while this one builds (on libuv's threads): a user who
+      // never runs gc does not keep a killed build's scratch for ever.
+      const cleaned = store.cleanDeadTemps().catch(() => 0);
       const code = await buildPlan(store, plan, { jobs, cores, keepGoing: Boolean(values["keep-going"]), json: Boolean(values.json), offline: Boolean(values.offline), cacheFlags });
+      await cleaned;
       if (code !== ExitCode.ok) return code;
     }
 

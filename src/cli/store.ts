@@ -50,7 +50,9 @@ export async function storeCommand(argv: string[]): Promise<number> {
         const report = await verifyStore(store);
         for (const p of report.problems) writeStdout(`${p.problem}: ${p.base}: ${p.detail}\n`);
         for (const l of report.leftovers) writeStdout(`leftover: ${l}: in the store folder but not valid (an interrupted build; its next build or gc removes it)\n`);
-        const leftovers = report.leftovers.length > 0 ? ` (${report.leftovers.length} leftover${report.leftovers.length === 1 ? "" : "s"} for gc)` : "";
+        for (const d of report.deadTemps) writeStdout(`leftover: tmp/${d}: scratch of a ukb that died (gc or the next build removes it)\n`);
+        const left = report.leftovers.length + report.deadTemps.length;
+        const leftovers = left > 0 ? ` (${left} leftover${left === 1 ? "" : "s"} for gc)` : "";
         writeStdout(`checked ${report.checked} paths: ${report.problems.length === 0 ? "all valid" : `${report.problems.length} problems`}${leftovers}\n`);
         return report.problems.length === 0 ? ExitCode.ok : ExitCode.buildFailed;
       }

@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { UkbError } from "../errors/index.js";
+import { ExitCode, UkbError } from "../errors/index.js";
 import { baseName, type DrvRecord } from "../graph/index.js";
 import { openDb, type Db } from "./db.js";
 import { Locks, SELF, ownerAlive } from "./lock.js";
@@ -121,6 +121,10 @@ export class Store {
       if (full && options.useReserve && releaseReserve(abs)) return Store.open(abs);
       if (full && !options.useReserve && fs.existsSync(path.join(abs, RESERVE_NAME))) throw new NoSpaceError(abs, "opening it", err);
       if (full) throw new NoSpaceError(abs, "opening it", err, "free some space on that filesystem outside the store: ukb cannot open the store, nor collect its garbage, until there is some");
+      // Not a folder, or one this user may not write: the --store given is wrong, not the store.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EEXIST" || code === "ENOTDIR") throw new UkbError("store", `cannot open the store at ${abs}: it is not a folder`, { cause: err, exitCode: ExitCode.badInput });
+      if (code === "EACCES" || code === "EPERM" || code === "EROFS") throw new UkbError("store", `cannot open the store at ${abs}: ${code === "EROFS" ? "its filesystem is read-only" : "permission denied"}`, { cause: err, exitCode: ExitCode.badInput });
       throw new UkbError("store", `cannot open the store at ${abs}: ${(err as Error).message}`, { cause: err });
     }
     noteOpened(abs);
@@ -426,17 +430,20 @@ export class Store {
     }
   }
 
+  /** Temp dirs (names in `tmp/`) whose owning process is gone: what a killed ukb left. */
+  deadTemps(): string[] {
+    return fs.readdirSync(this.tmpDir).filter((name) => {
+      const [host, pid, start] = name.split("_");
+      return !ownerAlive(`${host}:${pid}:${start}`);
+    });
+  }
+
   /** Removes temp dirs whose owning process is gone (and reserves such a process left half written). */
   async cleanDeadTemps(): Promise<number> {
     removeDeadReserveTemps(this.root);
-    let n = 0;
-    for (const name of fs.readdirSync(this.tmpDir)) {
-      const [host, pid, start] = name.split("_");
-      if (ownerAlive(`${host}:${pid}:${start}`)) continue;
-      await removeTree(path.join(this.tmpDir, name));
-      n++;
-    }
-    return n;
+    const dead = this.deadTemps();
+    for (const name of dead) await removeTree(path.join(this.tmpDir, name));
+    return dead.length;
   }
 
   /** An out-link (`./result`) is a gc root while it points into this store. */

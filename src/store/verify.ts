@@ -28,6 +28,8 @@ export interface VerifyReport {
    * build of the path or gc removes them), as Nix's invalid paths are not.
    */
   readonly leftovers: readonly string[];
+  /** Scratch folders in `tmp/` of processes that died (kill -9): not a problem either; gc and the next build remove them. */
+  readonly deadTemps: readonly string[];
 }
 
 export async function verifyStore(store: Store): Promise<VerifyReport> {
@@ -48,7 +50,7 @@ export async function verifyStore(store: Store): Promise<VerifyReport> {
   } catch (err) {
     if (!isDamagedDb(err)) throw err;
     problems.push({ base: database, problem: "database", detail: `cannot list the valid paths: ${(err as Error).message}` });
-    return { checked: 0, problems, leftovers: [] };
+    return { checked: 0, problems, leftovers: [], deadTemps: [] };
   }
   const validSet = new Set(valid);
   let checked = 0;
@@ -76,5 +78,5 @@ export async function verifyStore(store: Store): Promise<VerifyReport> {
     }
   }
   const leftovers = fs.readdirSync(store.storeDir).filter((name) => !validSet.has(name));
-  return { checked, problems, leftovers };
+  return { checked, problems, leftovers, deadTemps: store.deadTemps() };
 }
