@@ -8,6 +8,7 @@ import path from "node:path";
 import test from "ava";
 import { Store, collectGarbage, verifyStore } from "../src/store/index.js";
 import { hashTree } from "../src/store/archive.js";
+import { ukb } from "./helpers/ukb.js";
 
 /** Valid-looking basenames (the store's base32 alphabet has no e, o, t, u). */
 const base = (i: number) => `${i.toString(32).padStart(32, "0").replace(/[eotu]/g, "a")}-p${i}`;
@@ -75,4 +76,28 @@ test("a path registered between two gc batches that refers to a dead one keeps i
   for (let i = 0; i < 40; i++) t.is(store.isValid(base(i)), i <= 20, `p${i}`);
   t.is(report.deleted.length, 19);
   for (const b of store.allValid()) for (const r of store.info(b)!.references) t.true(store.isValid(r), `${b} refers to ${r}`);
+});
+
+test("two collections at once: one waits for the other; every path deleted once, none reported twice", async (t) => {
+  const { store, root } = await chainStore(t, 40);
+  const other = Store.open(root);
+  t.teardown(() => other.close());
+  const slow = { batchSize: 5, onProgress: () => new Promise<void>((r) => setTimeout(r, 10)) };
+  const [a, b] = await Promise.all([collectGarbage(store, slow), collectGarbage(other, slow)]);
+  t.is(a.deleted.length + b.deleted.length, 40);
+  t.is(new Set([...a.deleted, ...b.deleted]).size, 40);
+  t.deepEqual(store.allValid(), []);
+  t.deepEqual(fs.readdirSync(store.storeDir), []);
+});
+
+test("two ukb store gc processes at once: both succeed, each path deleted by one of them", async (t) => {
+  const { root } = await chainStore(t, 3000);
+  const [a, b] = await Promise.all([ukb(["store", "gc", "--store", root]), ukb(["store", "gc", "--store", root])]);
+  t.is(a.code, 0, a.stderr);
+  t.is(b.code, 0, b.stderr);
+  const deleted = (r: { stdout: string }) => r.stdout.split("\n").filter((l) => l.startsWith("deleted "));
+  const all = [...deleted(a), ...deleted(b)];
+  t.is(all.length, 3000);
+  t.is(new Set(all).size, 3000);
+  t.deepEqual(fs.readdirSync(path.join(root, "store")), []);
 });

@@ -498,3 +498,20 @@ async function exits(pid: number, withinMs: number): Promise<boolean> {
   }
   return false;
 }
+
+test("a recipe that reads an environment variable is the CLI's: the server, which sees only PATH, falls back", async (t) => {
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  writeRecipe(dir, "env.ts", `import { derivation, hostTools } from "ukb";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "ver", builder: \`\${t}/bin/sh\`, args: ["-c", "echo ${"$"}{process.env.VERSION ?? "none"} > $out"] });\n`.replace('"echo ${process.env.VERSION ?? "none"} > $out"', '`echo ${process.env.VERSION ?? "none"} > $out`'));
+  const first = await ukb(["realise", "env.ts", "--no-out-link"], { cwd: dir });
+  t.is(first.code, 0, first.stderr);
+  t.is(fs.readFileSync(first.stdout.trim(), "utf8"), "none\n");
+  const status = await startServer(t, path.join(dir, "cache"));
+  const before = (await status())!;
+  const two = await launch(["realise", "env.ts", "--no-out-link"], dir, { VERSION: "2" });
+  t.is(two.code, 0, two.stderr);
+  t.is(fs.readFileSync(two.stdout.trim(), "utf8"), "2\n");
+  const unset = await launch(["realise", "env.ts", "--no-out-link"], dir);
+  t.is(fs.readFileSync(unset.stdout.trim(), "utf8"), "none\n");
+  t.is((await status())!.answered, before.answered, "every request fell back to the CLI");
+});

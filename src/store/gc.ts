@@ -76,14 +76,39 @@ function deletionOrder(store: Store, dead: readonly string[]): string[] {
 }
 
 export async function collectGarbage(store: Store, options: GcOptions = {}): Promise<GcReport> {
-  const batchSize = options.batchSize ?? 256;
   // On a full disk, the database needs room to forget the first paths gc deletes (each frees more).
   if (!options.dryRun) store.releaseReserve();
 
+  // One gc at a time: two would each plan paths the other deletes. The lock row keeps out other
+  // processes; lock rows name a process, not a handle, so handles of this one queue here.
+  const turn = gcQueue.then(async () => {
+    const releaseGc = await store.locks.acquire([GC_LOCK]);
+    try {
+      return await collect(store, options);
+    } finally {
+      releaseGc();
+    }
+  });
+  gcQueue = turn.then(
+    () => undefined,
+    () => undefined,
+  );
+  return turn;
+}
+
+/** Collections of this process, one after the other. */
+let gcQueue: Promise<void> = Promise.resolve();
+
+/** The lock row that serialises collections (no store path has this name). */
+const GC_LOCK = "gc";
+
+async function collect(store: Store, options: GcOptions): Promise<GcReport> {
+  const batchSize = options.batchSize ?? 256;
   // The plan: read only, so no other ukb waits for it however large the store.
   const first = rootedNow(store);
   const plan = store.db.transaction(() => {
-    const live = new Set(store.closure(first.all));
+    // A root gone since it was read (a link removed, a process exited and its path collected) is no root.
+    const live = new Set(store.closure(first.all.filter((b) => store.isValid(b))));
     const order = deletionOrder(store, store.allValid().filter((b) => !live.has(b)));
     return { live, order };
   })();
@@ -113,18 +138,25 @@ export async function collectGarbage(store: Store, options: GcOptions = {}): Pro
         const taken: string[] = [];
         while (taken.length < batchSize && next < plan.order.length) {
           const b = plan.order[next++]!;
-          if (dead.has(b)) taken.push(b);
+          // Invalid already: deleted by hand (a repair, a concurrent process) since the plan.
+          if (dead.has(b) && store.isValid(b)) taken.push(b);
         }
         // A path registered since the plan that refers to one of these (whose maker did not
         // protect it) keeps it: the database never holds a dangling reference.
         const inBatch = new Set(taken);
         keep(taken.filter((b) => store.referrers(b).some((r) => !inBatch.has(r))));
-        const chosen = taken.filter((b) => dead.has(b));
-        for (const b of chosen) {
+        const chosen: string[] = [];
+        for (const b of taken) {
+          if (!dead.has(b)) continue; // kept since it was taken (with a path kept below)
           // Locked until its files are gone: a process that wants the path again waits, then makes it anew.
           const release = store.locks.tryAcquire(b);
-          // Cannot happen: a path whose lock a live process holds is a root above.
-          if (!release) throw new Error(`gc: ${b} is locked by a live process but was not kept`);
+          // A lock taken since the roots were read in this transaction cannot be (taking one is a write,
+          // which waits for it); kept all the same, with its closure, rather than fail the collection.
+          if (!release) {
+            keep([b]);
+            continue;
+          }
+          chosen.push(b);
           releases.push(release);
         }
         for (const b of chosen) freed += store.info(b)?.size ?? 0;
