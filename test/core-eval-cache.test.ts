@@ -132,3 +132,48 @@ export default derivation({ name: "host", builder: \`\${t}/bin/sh\`, args: ["-c"
   t.is(await realise({ VERSION: "2" }), "2 2 a+b flag");
   t.is(evaluations(), 5, "nothing changed: the cached evaluation");
 });
+
+test("reads made by Node or by ukb on the recipe's behalf do not count: console.log, a child process, esbuild", async (t) => {
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  writeRecipe(
+    dir,
+    "quiet.ts",
+    `import { derivation, hostTools } from "ukb";
+import fs from "node:fs";
+import { execFileSync } from "node:child_process";
+fs.appendFileSync("evaluations", "x");
+console.log("evaluating", { colours: true });
+// A child process gets a copy of the whole environment: Node copies it, not the recipe.
+execFileSync("/bin/true");
+const t = hostTools(["sh"]);
+export default derivation({ name: "quiet", builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });
+`,
+  );
+  const first = await ukb(["realise", "quiet.ts", "--no-out-link"], { cwd: dir, env: { ...process.env, UNRELATED: "1", FORCE_COLOR: "1" } });
+  t.is(first.code, 0, first.stderr);
+  const second = await ukb(["realise", "quiet.ts", "--no-out-link"], { cwd: dir, env: { ...process.env, UNRELATED: "2", FORCE_COLOR: "0" } });
+  t.is(second.code, 0, second.stderr);
+  t.is(fs.readFileSync(path.join(dir, "evaluations"), "utf8"), "x", "evaluated once");
+});
+
+// Serial: the other tests of this file, running in this process at the same time, read process.env too.
+test.serial("two evaluations at once in one process each see their own reads, and leave process.env and fs as they were", async (t) => {
+  const { evaluateRecipe } = await import("../src/recipe/load.js");
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  for (const n of ["1", "2"]) {
+    writeRecipe(dir, `r${n}.ts`, `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nawait new Promise((r) => setTimeout(r, 50));\nconst v = (process.env.V${n} ?? "") + fs.readFileSync(new URL("./data${n}.txt", import.meta.url), "utf8");\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "r${n}", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${v} > $out\`] });\n`);
+    fs.writeFileSync(path.join(dir, `data${n}.txt`), n);
+  }
+  fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
+  const env = process.env;
+  const readFileSync = fs.readFileSync;
+  const [a, b] = await Promise.all([evaluateRecipe(path.join(dir, "r1.ts")), evaluateRecipe(path.join(dir, "r2.ts"))]);
+  t.deepEqual(Object.keys(a.env), ["V1"]);
+  t.deepEqual(Object.keys(b.env), ["V2"]);
+  t.true(a.deps.includes(path.join(dir, "data1.txt")) && !a.deps.includes(path.join(dir, "data2.txt")));
+  t.true(b.deps.includes(path.join(dir, "data2.txt")) && !b.deps.includes(path.join(dir, "data1.txt")));
+  t.is(process.env, env);
+  t.is(fs.readFileSync, readFileSync);
+});

@@ -40,11 +40,12 @@ test("a builder that writes nothing to $out fails clearly", async (t) => {
 test("an output the store cannot keep (a name that is not UTF-8, a named pipe) fails the build, named, with nothing registered", async (t) => {
   const dir = tempDir();
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const tools = `const m = hostTools(["sh", "mkdir", "mkfifo", "printf"]);\n`;
+  const tools = `const m = hostTools(["sh", "mkdir", "mkfifo", "printf", "ln"]);\n`;
   writeRecipe(
     dir,
     "odd.ts",
     `${header}${tools}export const names = derivation({ name: "names", builder: \`\${m}/bin/sh\`, args: ["-c", \`\${m}/bin/mkdir -p $out/sub; echo x > "$out/sub/$(\${m}/bin/printf 'a\\\\377')"\`] });
+export const link = derivation({ name: "link", builder: \`\${m}/bin/sh\`, args: ["-c", \`\${m}/bin/mkdir $out; \${m}/bin/ln -s "$(\${m}/bin/printf 'b\\\\376')" $out/l\`] });
 export const fifo = derivation({ name: "fifo", builder: \`\${m}/bin/sh\`, args: ["-c", \`\${m}/bin/mkdir $out; \${m}/bin/mkfifo $out/p\`] });
 `,
   );
@@ -52,6 +53,9 @@ export const fifo = derivation({ name: "fifo", builder: \`\${m}/bin/sh\`, args: 
   t.is(names.code, 1, names.stderr);
   t.regex(names.stderr, /^ukb: error: build of 'names' failed: its output 'out' holds a file name that is not UTF-8, 'a\\xff' in sub\/: the store keeps UTF-8 names only$/m);
   t.notRegex(names.stderr, /\n\s+at /, "no stack trace");
+  const link = await ukb(["realise", "odd.ts", "-A", "link"], { cwd: dir });
+  t.is(link.code, 1, link.stderr);
+  t.regex(link.stderr, /^ukb: error: build of 'link' failed: its output 'out' holds a symlink whose target is not UTF-8, 'b\\xfe' \(l\): the store keeps UTF-8 names only$/m);
   const fifo = await ukb(["realise", "odd.ts", "-A", "fifo"], { cwd: dir });
   t.is(fifo.code, 1, fifo.stderr);
   t.regex(fifo.stderr, /^ukb: error: build of 'fifo' failed: its output 'out' holds a named pipe, p: the store keeps files, folders and symlinks only$/m);

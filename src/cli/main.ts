@@ -2,7 +2,7 @@
  * The `ukb` command: parse, dispatch, print errors. Commands are loaded on
  * demand so that each pays only for the modules it uses.
  */
-import { ExitCode, isUkbError, RecipeError, UkbError } from "../errors/index.js";
+import { ExitCode, isUkbError, RecipeError, UkbError, UsageError } from "../errors/index.js";
 import { isNoSpace, NO_SPACE_HINT } from "../store/space.js";
 import { damagedDbError, isDamagedDb } from "../store/damage.js";
 import { renderError } from "../ui/index.js";
@@ -62,12 +62,9 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await (await load())(rest);
   } catch (err) {
-    if (err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS")) {
-      process.stderr.write(`ukb: error: ${err.message}\n`);
-      return ExitCode.badInput;
-    }
-    const shown = isUkbError(err) ? err : isNoSpace(err) ? noSpace(err) : isDamagedDb(err) ? damagedDbError(err) : err;
-    const exitCode = isUkbError(err) ? err.exitCode : ExitCode.buildFailed;
+    const parseError = err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS");
+    const shown = parseError ? new UsageError(err.message) : isUkbError(err) ? err : isNoSpace(err) ? noSpace(err) : isDamagedDb(err) ? damagedDbError(err) : err;
+    const exitCode = isUkbError(shown) ? shown.exitCode : ExitCode.buildFailed;
     // With --json, stderr is one JSON event a line: the error that ends the command is one too.
     if (rest.includes("--json")) process.stderr.write(`${JSON.stringify(errorEvent(shown, exitCode))}\n`);
     else process.stderr.write(`${renderError(shown)}\n`);

@@ -23,14 +23,53 @@ export function recordDependency(file: string): void {
   files.add(file);
 }
 
-/** ukb's own code and its dependencies: their reads are not the recipe's. */
-const OWN = [...OWN_TREES, path.join(PACKAGE_ROOT, "node_modules") + path.sep, path.join(PACKAGE_ROOT, "bin") + path.sep];
+/**
+ * ukb's own code and its dependencies, transitively, where Node would find
+ * them (an `npm install ukb` hoists them beside it): their reads are not the
+ * recipe's. Found once, at the first recording.
+ */
+let own: string[] | undefined;
+function ownTrees(): string[] {
+  if (own) return own;
+  const found = new Set<string>([...OWN_TREES, path.join(PACKAGE_ROOT, "node_modules") + path.sep, path.join(PACKAGE_ROOT, "bin") + path.sep]);
+  const seen = new Set<string>();
+  const visit = (packageDir: string) => {
+    let manifest: { dependencies?: Record<string, string>; optionalDependencies?: Record<string, string> };
+    try {
+      manifest = JSON.parse(fs.readFileSync(path.join(packageDir, "package.json"), "utf8"));
+    } catch {
+      return;
+    }
+    for (const name of Object.keys({ ...manifest.dependencies, ...manifest.optionalDependencies })) {
+      // Node's own search: node_modules of the package's folder, then of each folder above.
+      for (let dir = packageDir; ; dir = path.dirname(dir)) {
+        const candidate = path.join(dir, "node_modules", name);
+        if (fs.existsSync(candidate)) {
+          const real = fs.realpathSync(candidate);
+          if (!seen.has(real)) {
+            seen.add(real);
+            found.add(candidate + path.sep);
+            found.add(real + path.sep);
+            visit(real);
+          }
+          break;
+        }
+        if (path.dirname(dir) === dir) break;
+      }
+    }
+  };
+  visit(PACKAGE_ROOT);
+  return (own = [...found]);
+}
 
 /**
  * Whether the code that called `entry` (a wrapper of fs, a trap of
- * process.env) is the user's: the first frame with a file below it. Read
- * from raw call sites: a formatted stack goes through the source maps of
- * every frame, which cost 30 ms an evaluation.
+ * process.env) is the user's: the nearest frame with a file below it, which
+ * must be neither Node's own (its colour detection for a console.log, its
+ * child_process copying the environment, its reading of source maps) nor
+ * ukb's or its dependencies'. Builtins without a file (Array.prototype.map,
+ * JSON.stringify) are looked through. Read from raw call sites: a formatted
+ * stack goes through the source maps of every frame, 30 ms an evaluation.
  */
 function calledByUser(entry: AnyFn): boolean {
   const prepare = Error.prepareStackTrace;
@@ -48,10 +87,11 @@ function calledByUser(entry: AnyFn): boolean {
   }
   for (const site of sites) {
     const name = site.getFileName();
-    if (!name || name.startsWith("node:")) continue;
+    if (!name) continue;
+    if (name.startsWith("node:")) return false;
     const file = name.startsWith("file://") ? fileURLToPath(name) : name;
-    if (!path.isAbsolute(file)) continue;
-    return !OWN.some((t) => file.startsWith(t));
+    if (!path.isAbsolute(file)) return false;
+    return !ownTrees().some((t) => file.startsWith(t));
   }
   return false;
 }
@@ -70,6 +110,8 @@ type AnyFn = (...args: unknown[]) => unknown;
  * code reads.
  */
 export function startRecording(): () => Recorded {
+  // Before fs is wrapped: finding them reads package.json files.
+  ownTrees();
   files.clear();
   const env = new Map<string, string | null>();
   const realEnv = process.env;

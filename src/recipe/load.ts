@@ -450,8 +450,17 @@ function exitCaller(file: string): { file: string; line?: number } {
   return at.file ? { file: at.file, ...(at.line ? { line: at.line } : {}) } : { file: path.relative(process.cwd(), file) || file };
 }
 
+/** Evaluations of this process, one after the other: what one records (process.env, fs) is global. */
+let evaluations: Promise<unknown> = Promise.resolve();
+
 /** Evaluates a recipe (no cache). */
-export async function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> {
+export function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> {
+  const turn = evaluations.then(() => evaluateAlone(recipeFile));
+  evaluations = turn.catch(() => undefined);
+  return turn;
+}
+
+async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
   const file = path.resolve(recipeFile);
   if (!fs.existsSync(file)) throw new RecipeError(`no such recipe file`, { file: recipeFile });
   const imported = new Set<string>([file]);

@@ -27,6 +27,16 @@ export function namesIn(dir: string, root: string, what: string): string[] {
   });
 }
 
+/** A symlink's target, refused when it is not UTF-8 (read as a string, it would be changed silently). */
+export function linkTargetOf(link: string, root: string, what: string): string {
+  const raw = fs.readlinkSync(link, { encoding: "buffer" });
+  const target = raw.toString("utf8");
+  if (!Buffer.from(target).equals(raw)) {
+    throw new UkbError("build", `${what} holds a symlink whose target is not UTF-8, '${printableName(raw)}' (${path.relative(root, link) || path.basename(link)}): the store keeps UTF-8 names only`);
+  }
+  return target;
+}
+
 // Tree walks use synchronous fs calls on purpose: on a local disk each async
 // call costs ~0.2 ms of promise machinery, which made a 50,000-file tree take
 // minutes; these walks only ever touch the store's own disk.
@@ -40,6 +50,7 @@ export async function normaliseTree(root: string, epoch: number): Promise<void> 
   const walk = (p: string): void => {
     const st = fs.lstatSync(p);
     if (st.isSymbolicLink()) {
+      linkTargetOf(p, root, "the output");
       fs.lutimesSync(p, epoch, epoch);
       return;
     }
@@ -66,7 +77,7 @@ export async function normaliseTree(root: string, epoch: number): Promise<void> 
 export function importTree(src: string, dest: string, epoch: number): void {
   const st = fs.lstatSync(src);
   if (st.isSymbolicLink()) {
-    fs.symlinkSync(fs.readlinkSync(src), dest);
+    fs.symlinkSync(linkTargetOf(src, src, src), dest);
     fs.lutimesSync(dest, epoch, epoch);
     return;
   }
