@@ -59,6 +59,11 @@ test("show prints the canonical graph with every derivation and its inputs", asy
   t.is(root.name, "shout");
   t.is(root.inputs.length, 2);
   t.true(root.inputs.every((p) => p.startsWith("/ukb/store/")));
+  // It builds nothing, so it makes no store: the same graph, evaluated without the eval cache.
+  t.false(fs.existsSync(path.join(dir, "cache")));
+  t.is((await ukb(["realise", "hello.ts", "--dry-run"], { cwd: dir })).code, 0);
+  const cached = await ukb(["show", "hello.ts"], { cwd: dir });
+  t.is(cached.stdout, r.stdout);
 });
 
 test("a diamond dependency is built once", async (t) => {
