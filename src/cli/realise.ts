@@ -6,7 +6,6 @@ import { ExitCode, UkbError, UsageError } from "../errors/index.js";
 // Only the plan is needed when everything is valid; the executor and the UI load on demand.
 import { makePlan, planSubstitutions, type Plan } from "../schedule/plan.js";
 import { explainNoSpace, type Store } from "../store/index.js";
-import type { DrvRecord } from "../graph/index.js";
 import type { CacheFlags, CacheSet } from "../cache/index.js";
 import { defaultJobs, loadWithCache, openStore, parseCount, pickOutputs } from "./context.js";
 import { mainOutputPath } from "../recipe/load.js";
