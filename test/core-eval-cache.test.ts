@@ -95,7 +95,6 @@ test("a file touched but not changed is hashed once: the same result, and its st
 
 test("what the recipe's code reads of the host: an environment variable, a file, a folder, a file that is not there yet", async (t) => {
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   writeRecipe(
     dir,
     "host.ts",
@@ -135,7 +134,6 @@ export default derivation({ name: "host", builder: \`\${t}/bin/sh\`, args: ["-c"
 
 test("reads made by Node or by ukb on the recipe's behalf do not count: console.log, a child process, esbuild", async (t) => {
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   writeRecipe(
     dir,
     "quiet.ts",
@@ -161,7 +159,6 @@ export default derivation({ name: "quiet", builder: \`\${t}/bin/sh\`, args: ["-c
 test.serial("two evaluations at once in one process each see their own reads, and leave process.env and fs as they were", async (t) => {
   const { evaluateRecipe } = await import("../src/recipe/load.js");
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   for (const n of ["1", "2"]) {
     writeRecipe(dir, `r${n}.ts`, `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nawait new Promise((r) => setTimeout(r, 50));\nconst v = (process.env.V${n} ?? "") + fs.readFileSync(new URL("./data${n}.txt", import.meta.url), "utf8");\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "r${n}", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${v} > $out\`] });\n`);
     fs.writeFileSync(path.join(dir, `data${n}.txt`), n);

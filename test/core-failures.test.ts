@@ -39,7 +39,6 @@ test("a builder that writes nothing to $out fails clearly", async (t) => {
 
 test("an output the store cannot keep (a name that is not UTF-8, a named pipe) fails the build, named, with nothing registered", async (t) => {
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const tools = `const m = hostTools(["sh", "mkdir", "mkfifo", "printf", "ln"]);\n`;
   writeRecipe(
     dir,
@@ -211,7 +210,6 @@ export default derivation({ name: "tree", builder: \`\${t}/bin/sh\`, args: ["-c"
 
 test("a failing builder's log tail is fit for a terminal: long lines cut, escape sequences shown, not sent", async (t) => {
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   writeRecipe(dir, "noisy.ts", `${header}export default ${sh("noisy", "i=0; while [ $i -lt 500 ]; do printf 'xxxxxxxxxx'; i=$((i+1)); done; echo; printf '\\033]0;pwned\\007\\033[2Jcleared\\n'; exit 3")};\n`);
   const r = await ukb(["realise", "noisy.ts"], { cwd: dir });
   t.is(r.code, 1);
@@ -224,7 +222,6 @@ test("a failing builder's log tail is fit for a terminal: long lines cut, escape
 
 test("small mistakes of usage: one line, exit 2, nothing made", async (t) => {
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   writeRecipe(dir, "exits.ts", `import { derivation } from "ukb";\nconsole.log("evaluating");\nprocess.exit(0);\n`);
   writeRecipe(dir, "ok.ts", `${header}export default ${sh("ok", "echo ok > $out")};\n`);
   const exits = await ukb(["realise", "exits.ts"], { cwd: dir });

@@ -3,12 +3,11 @@
  * or comes to refer to between two batches stays, with its closure.
  */
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import test from "ava";
 import { Store, collectGarbage, verifyStore } from "../src/store/index.js";
 import { hashTree } from "../src/store/archive.js";
-import { ukb } from "./helpers/ukb.js";
+import { tempDir, ukb } from "./helpers/ukb.js";
 
 /** Valid-looking basenames (the store's base32 alphabet has no e, o, t, u). */
 const base = (i: number) => `${i.toString(32).padStart(32, "0").replace(/[eotu]/g, "a")}-p${i}`;
@@ -18,8 +17,7 @@ const base = (i: number) => `${i.toString(32).padStart(32, "0").replace(/[eotu]/
  * them from the top of the chain down, p(n-1) first.
  */
 async function chainStore(t: { teardown(fn: () => void): void }, n: number): Promise<{ root: string; store: Store }> {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), "ukb-gc-batches-"));
-  t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+  const root = tempDir("ukb-gc-batches-");
   const store = Store.open(root);
   t.teardown(() => store.close());
   const infos = [];

@@ -10,7 +10,6 @@ import { IMAGE, outcome, tempDir, ukb, ukbSpawn, writeRecipe } from "./helpers/u
 
 test("an image pushed by path stays through a gc while the push runs, and goes once it has exited", async (t) => {
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   writeRecipe(dir, "image.ts", IMAGE);
   const store = path.join(dir, "store");
   const built = await ukb(["realise", "image.ts", "--store", store, "--no-out-link"], { cwd: dir });

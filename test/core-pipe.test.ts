@@ -17,7 +17,6 @@ function intoClosedPipe(args: string[], cwd: string): Promise<{ code: number; st
 
 test("gc, show and realise into a closed pipe finish their work, exit 0 and print no error", async (t) => {
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   writeRecipe(dir, "hello.ts", HELLO);
   const realise = await intoClosedPipe(["realise", "hello.ts", "--no-out-link"], dir);
   t.is(realise.code, 0, realise.stderr);

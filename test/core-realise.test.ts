@@ -135,7 +135,6 @@ test("store info names hash, size, references and deriver", async (t) => {
 
 test("-A naming one output of a derivation prints and links that output; a derivation's link goes where ${drv} does ('out')", async (t) => {
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   writeRecipe(
     dir,
     "multi.ts",
@@ -169,7 +168,6 @@ export const uses = derivation({ name: "uses", builder: \`\${t}/bin/sh\`, args: 
 
 test("--jobs 2: never more than two builders between 'start' and 'registering' (the status line's 'running')", async (t) => {
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   writeRecipe(
     dir,
     "wide.ts",

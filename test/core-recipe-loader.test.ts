@@ -135,7 +135,6 @@ export const b = derivation({ name: "b", builder: \`\${t}/bin/sh\`, args: ["-c",
 for (const esm of [false, true]) {
   test(`recipe files that import each other in a cycle: the reading line, exit 2, nothing built (${esm ? "ES module" : "CommonJS"} folder)`, async (t) => {
     const dir = tempDir();
-    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
     if (esm) fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
     writeRecipe(dir, "ca.ts", CYCLE_A);
     writeRecipe(dir, "cb.ts", CYCLE_B);
@@ -148,7 +147,6 @@ for (const esm of [false, true]) {
 
   test(`a name imported that no module exports: its line, exit 2 (${esm ? "ES module" : "CommonJS"} folder)`, async (t) => {
     const dir = tempDir();
-    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
     if (esm) fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
     writeRecipe(dir, "lib.ts", `export const word = "x";\n`);
     writeRecipe(dir, "api.ts", `import { derivation, hostTools, nosuch } from "ukb";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "m", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${nosuch} > $out\`] });\n`);
@@ -164,7 +162,6 @@ for (const esm of [false, true]) {
 
 test("files that import each other without reading early (functions) still evaluate", async (t) => {
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   writeRecipe(dir, "main.ts", `import { derivation, hostTools } from "ukb";\nimport { shout } from "./util.ts";\nexport const t = hostTools(["sh"]);\nexport const name = "greeting";\nexport default derivation({ name: shout(), builder: \`\${t}/bin/sh\`, args: ["-c", "echo hi > $out"] });\n`);
   writeRecipe(dir, "util.ts", `import { name } from "./main.ts";\nexport function shout(): string { return name.toUpperCase(); }\n`);
   const r = await ukb(["realise", "main.ts", "--store", "s", "--no-out-link"], { cwd: dir });

@@ -501,7 +501,6 @@ async function exits(pid: number, withinMs: number): Promise<boolean> {
 
 test("a recipe that reads an environment variable is the CLI's: the server, which sees only PATH, falls back", async (t) => {
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   writeRecipe(dir, "env.ts", `import { derivation, hostTools } from "ukb";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "ver", builder: \`\${t}/bin/sh\`, args: ["-c", "echo ${"$"}{process.env.VERSION ?? "none"} > $out"] });\n`.replace('"echo ${process.env.VERSION ?? "none"} > $out"', '`echo ${process.env.VERSION ?? "none"} > $out`'));
   const first = await ukb(["realise", "env.ts", "--no-out-link"], { cwd: dir });
   t.is(first.code, 0, first.stderr);

@@ -381,7 +381,6 @@ test("verify notes a leftover of an interrupted build without failing; gc remove
 
 test("scratch folders of a ukb that died: verify notes them, the next build removes them", async (t) => {
   const dir = tempDir();
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   writeRecipe(dir, "hello.ts", HELLO);
   t.is((await ukb(["realise", "hello.ts", "--no-out-link"], { cwd: dir })).code, 0);
   // What kill -9 of a ukb in the middle of a build leaves: a scratch folder named after it.

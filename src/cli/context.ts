@@ -67,9 +67,7 @@ export function pick(recipe: LoadedRecipe, attr: string | undefined): DrvRecord 
 }
 
 /** The export's derivation and the outputs it names (one, for `m.output("dev")`). */
-export function pickOutputs(recipe: LoadedRecipe, attr: string | undefined): { drv: DrvRecord; outputs: Readonly<Record<string, string>> } {
-  return selectExportOutputs(recipe, attr);
-}
+export { selectExportOutputs as pickOutputs };
 
 export function parseCount(value: string | undefined, flag: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -88,7 +86,7 @@ export async function realiseExport(store: Store, recipeFile: string, attr: stri
   const { makePlan, execute } = await import("../schedule/index.js");
   const { chooseMode, makeListener } = await import("../ui/index.js");
   const recipe = await loadWithCache(store, recipeFile);
-  const { drv, outputs } = pickOutputs(recipe, attr);
+  const { drv, outputs } = selectExportOutputs(recipe, attr);
   const plan = makePlan(store, recipe.graph, [drv]);
   if (plan.toBuild.length > 0) {
     const listener = makeListener(chooseMode(process.stderr, false));

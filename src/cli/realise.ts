@@ -107,10 +107,10 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       return ExitCode.ok;
     }
 
+    const result = realiseResult(store, outputs, values);
     if (plan.toBuild.length > 0) {
       // An out-link that cannot be made is known now, not after a build of minutes.
-      const link = realiseResult(store, outputs, values).link;
-      if (link) checkOutLink(link);
+      if (result.link) checkOutLink(result.link);
       // What a killed ukb left in tmp/ goes while this one builds (on libuv's threads): a user who
       // never runs gc does not keep a killed build's scratch for ever.
       const cleaned = store.cleanDeadTemps().catch(() => 0);
@@ -119,7 +119,6 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       if (code !== ExitCode.ok) return code;
     }
 
-    const result = realiseResult(store, outputs, values);
     if (result.link) {
       // The root first (as the server does): a link that exists but is no root would let gc delete
       // what it points at; a root whose link could not be made is forgotten by the next gc.
