@@ -8,7 +8,7 @@
 import test from "ava";
 import fs from "node:fs";
 import path from "node:path";
-import { HELLO, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+import { HELLO, events, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
 
 /** The output path of a realise, with the cache and without: they must agree. */
 async function bothWays(dir: string, recipe: string): Promise<{ cached: string; fresh: string }> {
@@ -132,18 +132,15 @@ export default derivation({ name: "host", builder: \`\${t}/bin/sh\`, args: ["-c"
   t.is(evaluations(), 5, "nothing changed: the cached evaluation");
 });
 
-test("reads made by Node or by ukb on the recipe's behalf do not count: console.log, a child process, esbuild", async (t) => {
+test("reads made by Node or by ukb on the recipe's behalf do not count: console.log, esbuild, hostTools, a date that is not now", async (t) => {
   const dir = tempDir();
   writeRecipe(
     dir,
     "quiet.ts",
     `import { derivation, hostTools } from "ukb";
 import fs from "node:fs";
-import { execFileSync } from "node:child_process";
 fs.appendFileSync("evaluations", "x");
-console.log("evaluating", { colours: true });
-// A child process gets a copy of the whole environment: Node copies it, not the recipe.
-execFileSync("/bin/true");
+console.log("evaluating", { colours: true }, new Date(0).toISOString(), Date.UTC(2020, 1));
 const t = hostTools(["sh"]);
 export default derivation({ name: "quiet", builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });
 `,
@@ -153,6 +150,58 @@ export default derivation({ name: "quiet", builder: \`\${t}/bin/sh\`, args: ["-c
   const second = await ukb(["realise", "quiet.ts", "--no-out-link"], { cwd: dir, env: { ...process.env, UNRELATED: "2", FORCE_COLOR: "0" } });
   t.is(second.code, 0, second.stderr);
   t.is(fs.readFileSync(path.join(dir, "evaluations"), "utf8"), "x", "evaluated once");
+  t.false(second.stderr.includes("note:"), second.stderr);
+});
+
+// Each case: what the recipe does, and the line it does it on (the third of the recipe).
+const volatileCases: [string, string, string][] = [
+  ["a child process", `execSync("echo 1")`, "runs a child process (execSync)"],
+  ["a child process through promisify", `await promisify(execFile)("/bin/echo", ["1"])`, "runs a child process (execFile)"],
+  ["fetch", `await fetch("http://127.0.0.1:9/").catch(() => undefined)`, "uses the network (fetch)"],
+  ["http.get", `await new Promise((done) => http.get("http://127.0.0.1:9/", done).on("error", done))`, "uses the network (a socket's connect)"],
+  ["the clock", `Date.now()`, "reads the clock (Date.now)"],
+  ["the clock through new Date()", `new Date().getFullYear()`, "reads the clock (new Date())"],
+  ["chance", `Math.random()`, "draws a random number (Math.random)"],
+  ["web crypto", `crypto.randomUUID()`, "draws random bytes (crypto.randomUUID)"],
+  ["the host's figures", `os.cpus().length`, "asks the host (os.cpus)"],
+];
+
+test("what no stamp can check (a child process, the network, the clock, chance, the host's figures) is evaluated on every run, and the user is told where", async (t) => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
+  const header = `import { derivation, hostTools } from "ukb";\nimport { execSync, execFile } from "node:child_process"; import { promisify } from "node:util"; import http from "node:http"; import os from "node:os"; import fs from "node:fs";\n`;
+  for (const [label, code, what] of volatileCases) {
+    const name = `${label.replace(/\W+/g, "-")}.ts`;
+    const marks = `${name}.evaluations`;
+    // The value read goes nowhere: the graph is the same, and still it cannot be known without evaluating.
+    writeRecipe(dir, name, `${header}const value = ${code};\nfs.appendFileSync("${marks}", "x");\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "v", builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`);
+    for (const run of [1, 2]) {
+      const r = await ukb(["realise", name, "--no-out-link"], { cwd: dir });
+      t.is(r.code, 0, r.stderr);
+      t.true(r.stderr.includes(`ukb: note: ${name} is evaluated on every run, not cached: it ${what} at ${name}:3`), `${label}, run ${run}: ${r.stderr}`);
+    }
+    t.is(fs.readFileSync(path.join(dir, marks), "utf8"), "xx", `${label}: evaluated on each run`);
+  }
+  const json = await ukb(["realise", "chance.ts", "--no-out-link", "--json"], { cwd: dir });
+  t.like(events(json.stderr).find((e) => e.type === "note"), { message: "chance.ts is evaluated on every run, not cached: it draws a random number (Math.random) at chance.ts:3" });
+});
+
+test("the working folder: a relative path the recipe reads, process.cwd()", async (t) => {
+  const dir = tempDir();
+  for (const sub of ["one", "two"]) {
+    fs.mkdirSync(path.join(dir, sub));
+    fs.writeFileSync(path.join(dir, sub, "word.txt"), sub);
+  }
+  const store = path.join(dir, "store");
+  writeRecipe(dir, "rel.ts", `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nconst word = fs.readFileSync("word.txt", "utf8");\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "rel", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${word} > $out\`] });\n`);
+  writeRecipe(dir, "cwd.ts", `import { derivation, hostTools } from "ukb";\nimport path from "node:path";\nconst here = path.basename(process.cwd());\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "cwd", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${here} > $out\`] });\n`);
+  for (const recipe of ["rel.ts", "cwd.ts"]) {
+    for (const sub of ["one", "two", "one"]) {
+      const r = await ukb(["realise", path.join(dir, recipe), "--no-out-link", "--store", store], { cwd: path.join(dir, sub) });
+      t.is(r.code, 0, r.stderr);
+      t.is(fs.readFileSync(r.stdout.trim(), "utf8").trim(), sub, `${recipe} realised in ${sub}`);
+    }
+  }
 });
 
 // Serial: the other tests of this file, running in this process at the same time, read process.env too.

@@ -170,8 +170,8 @@ test.serial("the server stops when its store is deleted or ukb's code changes; u
   await new Promise((r) => silent.once("connect", r));
   // A stop with a request behind it: the server still exits.
   const socket = path.join(store, "server.sock");
-  const stopRequest = ["ukb-server-2", "control", "stop", ""].join("\0");
-  const statusRequest = ["ukb-server-2", "control", "status", ""].join("\0");
+  const stopRequest = ["ukb-server-3", "control", "stop", ""].join("\0");
+  const statusRequest = ["ukb-server-3", "control", "status", ""].join("\0");
   await Promise.all([ask(socket, stopRequest), ask(socket, statusRequest).catch(() => "")]);
   t.true(await exits(third!.pid, 8000), "the server lingered after it was stopped");
   const stopped = await ukb(["server", "stop", "--store", store]);
@@ -210,7 +210,7 @@ function launchRequest(dir: string, change: Partial<Record<"uid" | "gid" | "grou
     packageRoot: ROOT,
     ...change,
   };
-  return ["ukb-server-2", "launch", fields.uid, fields.gid, fields.groups, fields.mountNamespace, fields.pidNamespace, fields.pid, fields.rootIdentity, fields.cwdIdentity, fields.packageRoot, dir]
+  return ["ukb-server-3", "launch", fields.uid, fields.gid, fields.groups, fields.mountNamespace, fields.pidNamespace, fields.pid, fields.rootIdentity, fields.cwdIdentity, fields.packageRoot, dir]
     .concat(["1", `PATH=${process.env.PATH}`, String(argv.length), ...argv])
     .map((f) => `${f}\0`)
     .join("");
@@ -239,7 +239,7 @@ test("the server answers only a launcher that is, and sees, what it is and sees;
     t.is(await ask(socket, launchRequest(dir, change)), "fallback\n", JSON.stringify(change));
   }
   t.is(await ask(socket, "garbage"), "fallback\n");
-  t.is(await ask(socket, ["ukb-server-2", "launch", "0", "0", "", "-", "-", "1", "-", "-", ROOT, dir, "999", ""].join("\0")), "fallback\n");
+  t.is(await ask(socket, ["ukb-server-3", "launch", "0", "0", "", "-", "-", "1", "-", "-", ROOT, dir, "999", ""].join("\0")), "fallback\n");
   t.is((await status())!.answered, 1);
 });
 
@@ -289,7 +289,7 @@ test("a launch request naming PID 0 is refused (it would name a process that nev
   t.is(await ask(path.join(store, "server.sock"), launchRequest(dir, { pid: "0" })), "fallback\n");
 });
 
-test("the launcher asks only a server of its own user, and sends it nothing but PATH and UKB_STORE", async (t) => {
+test("the launcher asks only a server of its own user: another user's socket hears nothing, not even the environment", async (t) => {
   if (process.getuid!() !== 0) return t.pass("needs root to run a server as another user");
   const { dir, out } = await realisedHello(t);
   const store = path.join(dir, "cache");
@@ -457,23 +457,33 @@ test("an answered no-op starts no Node; what it must not answer starts Node; a f
   t.is((await status())!.answered, 3);
 });
 
-test("the launcher sends a server nothing of its environment but PATH and UKB_STORE", async (t) => {
+test("the launcher sends its own user's server its environment, every entry, and a request too big for the server goes to the CLI", async (t) => {
   const { dir, out } = await realisedHello(t);
   const socket = path.join(dir, "cache", "server.sock");
-  let heard = "";
-  // The store's owner listening in the server's place: it records the request and says "fallback".
+  const requests: string[] = [];
+  // The store's owner listening in the server's place: it records each request and says "fallback".
   const listener = net.createServer({ allowHalfOpen: true }, (c) => {
+    let heard = "";
     c.on("data", (d: Buffer) => (heard += d.toString("latin1")));
-    c.on("end", () => c.end("fallback\n"));
+    c.on("end", () => {
+      requests.push(heard);
+      c.end("fallback\n");
+    });
   });
   await new Promise<void>((resolve) => listener.listen(socket, resolve));
   t.teardown(() => listener.close());
-  const r = await launch(["realise", "hello.ts"], dir, { SECRET_TOKEN: "hunter2", UKB_STORE: "cache" });
+  const r = await launch(["realise", "hello.ts"], dir, { VERSION: "2", UKB_STORE: "cache" });
   t.is(r.stdout, `${out}\n`);
-  t.regex(heard, /^ukb-server-2\0launch\0/);
-  const env = heard.split("\0").filter((f) => /^[A-Z_]+=/.test(f)).map((f) => f.split("=")[0]);
-  t.deepEqual(env.sort(), ["PATH", "UKB_STORE"]);
-  t.false(heard.includes("hunter2"));
+  t.is(requests.length, 1);
+  t.regex(requests[0]!, /^ukb-server-3\0launch\0/);
+  const fields = requests[0]!.split("\0");
+  for (const entry of ["VERSION=2", "UKB_STORE=cache", `PATH=${process.env.PATH}`]) t.true(fields.includes(entry), entry);
+  // Past the server's limit (1 MiB) the launcher does not ask: the CLI answers.
+  // (One variable holds at most 128 KiB: ten of 110 KiB.)
+  const big = await launch(["realise", "hello.ts"], dir, Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`BIG${i}`, "x".repeat(110 * 1024)])));
+  t.is(big.code, 0, big.stderr);
+  t.is(big.stdout, `${out}\n`);
+  t.is(requests.length, 1, "a request over the limit was sent");
 });
 
 /** Sends raw bytes to a socket and returns what comes back. */
@@ -499,18 +509,43 @@ async function exits(pid: number, withinMs: number): Promise<boolean> {
   return false;
 }
 
-test("a recipe that reads an environment variable is the CLI's: the server, which sees only PATH, falls back", async (t) => {
+test("a recipe that reads an environment variable: the server answers while its value is the one evaluated with, and falls back when it changes or is unset", async (t) => {
   const dir = tempDir();
   writeRecipe(dir, "env.ts", `import { derivation, hostTools } from "ukb";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "ver", builder: \`\${t}/bin/sh\`, args: ["-c", "echo ${"$"}{process.env.VERSION ?? "none"} > $out"] });\n`.replace('"echo ${process.env.VERSION ?? "none"} > $out"', '`echo ${process.env.VERSION ?? "none"} > $out`'));
   const first = await ukb(["realise", "env.ts", "--no-out-link"], { cwd: dir });
   t.is(first.code, 0, first.stderr);
   t.is(fs.readFileSync(first.stdout.trim(), "utf8"), "none\n");
   const status = await startServer(t, path.join(dir, "cache"));
-  const before = (await status())!;
+  const answered = async () => (await status())!.answered;
+  const before = await answered();
   const two = await launch(["realise", "env.ts", "--no-out-link"], dir, { VERSION: "2" });
   t.is(two.code, 0, two.stderr);
   t.is(fs.readFileSync(two.stdout.trim(), "utf8"), "2\n");
+  t.is(await answered(), before, "a new value is a new evaluation: the CLI's");
+  const again = await launch(["realise", "env.ts", "--no-out-link"], dir, { VERSION: "2" });
+  t.is(again.stdout, two.stdout);
+  t.is(await answered(), before + 1, "the value evaluated with: the server answers");
   const unset = await launch(["realise", "env.ts", "--no-out-link"], dir);
   t.is(fs.readFileSync(unset.stdout.trim(), "utf8"), "none\n");
-  t.is((await status())!.answered, before.answered, "every request fell back to the CLI");
+  t.is(await answered(), before + 1, "unset is not the value evaluated with");
+  const empty = await launch(["realise", "env.ts", "--no-out-link"], dir, { VERSION: "" });
+  t.is(fs.readFileSync(empty.stdout.trim(), "utf8"), "\n");
+  t.is(await answered(), before + 1, "empty is not unset");
+});
+
+test("a recipe that depends on the working folder: the server compares the launcher's", async (t) => {
+  const dir = tempDir();
+  for (const sub of ["one", "two"]) fs.mkdirSync(path.join(dir, sub));
+  writeRecipe(dir, "cwd.ts", `import { derivation, hostTools } from "ukb";\nimport path from "node:path";\nconst here = path.basename(process.cwd());\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "cwd", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${here} > $out\`] });\n`);
+  const store = path.join(dir, "cache");
+  const args = ["realise", path.join(dir, "cwd.ts"), "--no-out-link", "--store", store];
+  t.is((await ukb(args, { cwd: path.join(dir, "one") })).code, 0);
+  const status = await startServer(t, store);
+  for (const sub of ["one", "one", "two", "two"]) {
+    const r = await launch(args, path.join(dir, sub));
+    t.is(r.code, 0, r.stderr);
+    t.is(fs.readFileSync(r.stdout.trim(), "utf8"), `${sub}\n`);
+  }
+  // From "two" the first time, the CLI evaluates: its cached evaluation then serves "two".
+  t.is((await status())!.answered, 3);
 });

@@ -44,7 +44,8 @@ function evalSalt(hostPath: string | undefined): string {
     return "?";
   });
   // An unset PATH (hostTools then searches /usr/bin:/bin) is not an empty one (it finds nothing).
-  return `${stamps.join(",")}\0${hostPath === undefined ? "\0unset" : hostPath}`;
+  // A recipe may ask which system and Node run it (process.platform, process.arch, a newer API).
+  return `${stamps.join(",")}\0${process.platform}-${process.arch}-${process.version}\0${hostPath === undefined ? "\0unset" : hostPath}`;
 }
 
 export interface LoadOptions {
@@ -54,12 +55,20 @@ export interface LoadOptions {
   onEvaluate?: () => void;
   /** The environment whose PATH host tools are looked up in (the ukb server passes its client's). */
   env?: NodeJS.ProcessEnv;
+  /** The working folder a cached evaluation is checked against (the ukb server passes its client's). */
+  cwd?: string;
 }
 
 /** Loads a recipe through the store's eval cache. */
 export async function loadWithCache(store: Store, recipe: string, options: LoadOptions = {}): Promise<LoadedRecipe> {
   const env = options.env ?? process.env;
-  return loadRecipe(recipe, options.useCache === false ? undefined : store.evalCache(), evalSalt(env.PATH), options.onEvaluate, env);
+  return loadRecipe(recipe, {
+    ...(options.useCache === false ? {} : { cache: store.evalCache() }),
+    salt: evalSalt(env.PATH),
+    ...(options.onEvaluate ? { onEvaluate: options.onEvaluate } : {}),
+    env,
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+  });
 }
 
 export function pick(recipe: LoadedRecipe, attr: string | undefined): DrvRecord {

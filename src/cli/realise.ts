@@ -74,6 +74,11 @@ export async function realiseCommand(argv: string[]): Promise<number> {
     // An evaluation takes a few hundred ms of one core: sandboxes for the first builds start on the other meanwhile.
     const warm = values["dry-run"] ? undefined : () => void import("../build/sandbox-pool.js").then((m) => m.sandboxPool(store.root).warm(jobs));
     const recipe = await loadWithCache(store, recipeFile, { useCache: !values["no-eval-cache"], ...(warm ? { onEvaluate: warm } : {}) });
+    // Every realise of such a recipe pays for an evaluation: the user is told why, and where.
+    if (recipe.volatile !== undefined) {
+      const message = `${path.relative(process.cwd(), recipe.file) || recipe.file} is evaluated on every run, not cached: it ${recipe.volatile}`;
+      process.stderr.write(values.json ? `${JSON.stringify({ type: "note", message, time: Date.now() })}\n` : `ukb: note: ${message}\n`);
+    }
     const { drv: target, outputs } = pickOutputs(recipe, values.attr);
     // A valid target needs nothing else (a valid path's closure is valid): the no-op realise stops here,
     // without reading the rest of the graph.

@@ -13,9 +13,11 @@
  * only make a command faster, never different. The one thing it writes, the
  * out-link, this launcher makes itself: with its own rights, in its own view.
  *
- * Protocol: src/server/protocol.ts. It sends only what the server needs (no
- * other environment variable leaves this process) and only to a server of
- * its own user (SO_PEERCRED).
+ * Protocol: src/server/protocol.ts. It talks only to a server of its own
+ * user (SO_PEERCRED), and sends it the environment: a cached evaluation
+ * names the variables its recipe read, and the server compares their values
+ * with this process's (a server of the same user could read them in /proc
+ * anyway; it keeps nothing of them).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,7 +37,9 @@
 
 extern char **environ;
 
-#define MAGIC "ukb-server-2"
+#define MAGIC "ukb-server-3"
+/* The server reads no more than this (src/server/protocol.ts): a bigger request is the CLI's. */
+#define MAX_REQUEST (1 << 20)
 /* A server answers in milliseconds; one that hangs must not hang the user. */
 #define ANSWER_TIMEOUT_SECONDS 10
 /* Output paths and a link: kilobytes. Anything near this is not a ukb server. */
@@ -145,16 +149,15 @@ static int groups_field(struct buf *b) {
   return bad ? -1 : 0;
 }
 
-/* The environment the server reads (PATH for host tools, UKB_STORE), as getenv sees it; nothing else leaves. */
+/*
+ * The environment, every entry in order: PATH for host tools, UKB_STORE, and whatever variables
+ * the recipe read (the server takes the first of duplicate entries, as getenv does).
+ */
 static int env_fields(struct buf *b) {
-  static const char *const names[] = {"PATH", "UKB_STORE"};
   long count = 0;
-  for (size_t i = 0; i < sizeof names / sizeof *names; i++) count += getenv(names[i]) != NULL;
+  for (char **e = environ; *e; e++) count++;
   int bad = buf_count(b, count);
-  for (size_t i = 0; !bad && i < sizeof names / sizeof *names; i++) {
-    const char *value = getenv(names[i]);
-    if (value) bad = buf_add(b, names[i], strlen(names[i])) || buf_add(b, "=", 1) || buf_field(b, value);
-  }
+  for (char **e = environ; !bad && *e; e++) bad = buf_field(b, *e);
   return bad;
 }
 
@@ -195,28 +198,6 @@ static char *ask_server(int argc, char **argv, size_t *len) {
     return NULL;
   }
   close(db);
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  /* Through the folder's descriptor: a socket's path must fit 108 bytes, a store's need not. */
-  snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/server.sock", dir);
-  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (sock < 0) {
-    close(dir);
-    return NULL;
-  }
-  /* Before connecting: connect() to a server whose queue is full waits for the send timeout. */
-  struct timeval timeout = {.tv_sec = ANSWER_TIMEOUT_SECONDS};
-  setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-  int connected = connect(sock, (struct sockaddr *)&addr, sizeof addr) == 0;
-  close(dir);
-  /* Only a server of our own user: on a shared store another could have put its socket there. */
-  struct ucred peer;
-  socklen_t peer_len = sizeof peer;
-  if (!connected || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0 || peer.uid != geteuid()) {
-    close(sock);
-    return NULL;
-  }
-
   /* Who we are and what we see: the server answers only if it is the same (see answer.ts). */
   char mount_ns[64] = "-", pid_ns[64] = "-", root_id[48], cwd_id[48];
   ssize_t ns_len = readlink("/proc/self/ns/mnt", mount_ns, sizeof mount_ns - 1);
@@ -235,7 +216,36 @@ static char *ask_server(int argc, char **argv, size_t *len) {
             buf_field(&request, cwd) || env_fields(&request);
   bad = bad || buf_count(&request, argc - 1);
   for (int i = 1; !bad && i < argc; i++) bad = buf_field(&request, argv[i]);
-  if (bad || write_all(sock, request.data, request.len, 1) != 0 || shutdown(sock, SHUT_WR) != 0) {
+  /* Past the server's limit (a huge environment), the CLI answers: no connection is made. */
+  if (bad || request.len > MAX_REQUEST) {
+    free(request.data);
+    close(dir);
+    return NULL;
+  }
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  /* Through the folder's descriptor: a socket's path must fit 108 bytes, a store's need not. */
+  snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/server.sock", dir);
+  int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) {
+    free(request.data);
+    close(dir);
+    return NULL;
+  }
+  /* Before connecting: connect() to a server whose queue is full waits for the send timeout. */
+  struct timeval timeout = {.tv_sec = ANSWER_TIMEOUT_SECONDS};
+  setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+  int connected = connect(sock, (struct sockaddr *)&addr, sizeof addr) == 0;
+  close(dir);
+  /* Only a server of our own user: on a shared store another could have put its socket there. */
+  struct ucred peer;
+  socklen_t peer_len = sizeof peer;
+  if (!connected || getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0 || peer.uid != geteuid()) {
+    free(request.data);
+    close(sock);
+    return NULL;
+  }
+  if (write_all(sock, request.data, request.len, 1) != 0 || shutdown(sock, SHUT_WR) != 0) {
     free(request.data);
     close(sock);
     return NULL;

@@ -38,6 +38,10 @@ export interface LoadedRecipe {
   readonly deps: readonly string[];
   /** Environment variables the recipe's code read, with their values (null: unset). */
   readonly env: Readonly<Record<string, string | null>>;
+  /** The working folder, when the recipe's code depended on it. */
+  readonly cwd?: string;
+  /** Why this evaluation was not cached (a child process it ran, the clock it read, and where), if so. */
+  readonly volatile?: string;
   /** Whether this came from the cache. */
   readonly cached: boolean;
 }
@@ -75,6 +79,8 @@ interface CacheEntry {
   deps: DepStamp[];
   /** Environment variables read, and their values then: a different value is a new evaluation. */
   env?: Record<string, string | null>;
+  /** The working folder, when the evaluation depended on it: another one is a new evaluation. */
+  cwd?: string;
   exports: Record<string, string>;
   roots: Record<string, DrvRecord>;
 }
@@ -481,11 +487,13 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
     const where = locate(err, file);
     // What a reader of "Cannot access 'a' before initialization" needs to know to fix it.
     const cycle = /before initialization/.test(firstLine(err)) ? " (recipe files import each other in a cycle, and one reads it before the other has defined it)" : "";
-    throw new RecipeError(firstLine(err) + cycle, where, err);
+    // As Node does, a .ts file is CommonJS unless its package.json says otherwise: say how to make it an ES module.
+    const topLevelAwait = /Top-level await is currently not supported with the "cjs" output format/.test(firstLine(err)) ? ' (this .ts file is CommonJS: name it .mts, or put "type": "module" in its package.json)' : "";
+    throw new RecipeError(firstLine(err) + cycle + topLevelAwait, where, err);
   } finally {
     process.exit = exit;
   }
-  const { files: readFiles, env } = recorded ?? stopRecording();
+  const { files: readFiles, env, cwd, volatile } = recorded ?? stopRecording();
   // Packages the recipe required (a library of recipes in node_modules, say) are its files too.
   for (const f of requiredFiles) imported.add(f);
   // A recipe loaded as CommonJS arrives wrapped: its exports object is the namespace's default.
@@ -501,23 +509,46 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
     roots[drv.hash] = drv;
   }
   if (Object.keys(roots).length === 0) throw new RecipeError("exports no derivation", { file: path.relative(process.cwd(), file) || file });
-  return { file, exports, roots, graph: { drvs: closureOf(Object.values(roots)) }, deps: [...new Set([...imported, ...readFiles])].filter((f) => !OWN_TREES.some((t) => f.startsWith(t))).sort(), env, cached: false };
+  return {
+    file,
+    exports,
+    roots,
+    graph: { drvs: closureOf(Object.values(roots)) },
+    deps: [...new Set([...imported, ...readFiles])].filter((f) => !OWN_TREES.some((t) => f.startsWith(t))).sort(),
+    env,
+    ...(cwd !== undefined ? { cwd } : {}),
+    ...(volatile !== undefined ? { volatile } : {}),
+    cached: false,
+  };
+}
+
+export interface LoadRecipeOptions {
+  /** Where evaluations are cached (none: always evaluate). */
+  cache?: EvalCacheStorage;
+  /** Goes into the cache key: ukb's version, the host PATH. */
+  salt?: string;
+  /** Called when the recipe must be evaluated (not cached), before. */
+  onEvaluate?: () => void;
+  /** The caller's environment and working folder, compared with what the cached evaluation read (the ukb server passes its client's). */
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
 }
 
 /**
- * Loads a recipe, from `cache` when none of the files its last evaluation read
- * has changed. `salt` goes into the key (ukb's version, the host PATH).
- * `onEvaluate` is called when the recipe must be evaluated (not cached), before.
+ * Loads a recipe, from the cache when nothing its last evaluation read has
+ * changed: files, environment variables, the working folder. A volatile
+ * evaluation (see eval-deps.ts) is not cached.
  */
-export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, salt = "", onEvaluate?: () => void, env: NodeJS.ProcessEnv = process.env): Promise<LoadedRecipe> {
+export async function loadRecipe(recipeFile: string, options: LoadRecipeOptions = {}): Promise<LoadedRecipe> {
+  const { cache, salt = "", onEvaluate, env = process.env, cwd = process.cwd() } = options;
   const file = path.resolve(recipeFile);
   const key = `${file}\0${salt}`;
   const graphKey = `${key}\0graph`;
   const hit = cache?.get(key);
   if (hit) {
     const entry = JSON.parse(hit) as Partial<CacheEntry>;
-    const sameEnv = Object.entries(entry.env ?? {}).every(([k, v]) => (env[k] ?? null) === v);
-    const unchanged = sameEnv && entry.roots && entry.deps && entry.exports ? await depsUnchanged(entry.deps) : undefined;
+    const sameHost = Object.entries(entry.env ?? {}).every(([k, v]) => (env[k] ?? null) === v) && (entry.cwd === undefined || entry.cwd === cwd);
+    const unchanged = sameHost && entry.roots && entry.deps && entry.exports ? await depsUnchanged(entry.deps) : undefined;
     if (unchanged && entry.roots && entry.deps && entry.exports) {
       if (unchanged.renewed) cache!.put(key, JSON.stringify({ ...entry, deps: unchanged.deps }));
       let drvs: Record<string, DrvRecord> | undefined;
@@ -534,14 +565,23 @@ export async function loadRecipe(recipeFile: string, cache?: EvalCacheStorage, s
           return (drvs = stored.drvs);
         },
       };
-      return { file, exports: entry.exports, roots: entry.roots, graph, deps: entry.deps.map((d) => d.path), env: entry.env ?? {}, cached: true };
+      return { file, exports: entry.exports, roots: entry.roots, graph, deps: entry.deps.map((d) => d.path), env: entry.env ?? {}, ...(entry.cwd !== undefined ? { cwd: entry.cwd } : {}), cached: true };
     }
   }
   onEvaluate?.();
   const loaded = await evaluateRecipe(file);
-  if (cache) {
+  // Volatile: the next evaluation may differ with every file the same. The entry says why, and
+  // matches nothing (it has no stamps).
+  if (cache && loaded.volatile !== undefined) cache.put(key, JSON.stringify({ volatile: loaded.volatile }));
+  else if (cache) {
     const { blake3Hex } = await import("../graph/hash.js");
-    const entry: CacheEntry = { deps: loaded.deps.map((d) => stamp(d, blake3Hex)), env: { ...loaded.env }, exports: { ...loaded.exports }, roots: { ...loaded.roots } };
+    const entry: CacheEntry = {
+      deps: loaded.deps.map((d) => stamp(d, blake3Hex)),
+      env: { ...loaded.env },
+      ...(loaded.cwd !== undefined ? { cwd: loaded.cwd } : {}),
+      exports: { ...loaded.exports },
+      roots: { ...loaded.roots },
+    };
     cache.put(graphKey, JSON.stringify({ roots: rootsTag(loaded.roots).split(","), drvs: loaded.graph.drvs }));
     cache.put(key, JSON.stringify(entry));
   }

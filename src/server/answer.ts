@@ -48,10 +48,8 @@ export async function answerLaunch(request: Extract<Request, { kind: "launch" }>
         throw new NeedsEvaluation();
       },
       env: request.env,
+      cwd: request.cwd,
     });
-    // The launcher sends PATH and UKB_STORE only: a recipe that read other variables is the CLI's,
-    // which sees them all (here an unset one would always look unchanged).
-    if (Object.keys(recipe.env).some((k) => k !== "PATH" && k !== "UKB_STORE")) return undefined;
     const { outputs } = pickOutputs(recipe, args.values.attr);
     // Protected before it is checked, for as long as the launcher lives: it makes the out-link
     // after this answer, and until then the root registered below points at nothing gc can see.

@@ -9,8 +9,9 @@
  * groups), what it sees (its mount namespace), its PID namespace and PID
  * (the server keeps the paths it answers with from gc while that process
  * lives), dev:ino of `/` and of its working folder, its ukb folder, its working folder, the number of
- * environment entries and the entries (PATH and UKB_STORE only), the number
- * of arguments and the arguments.
+ * environment entries and the entries (all of them: the server compares the
+ * variables a cached evaluation read with them), the number of arguments and
+ * the arguments.
  * An answer is `ok\n`, the out-link to make (empty for none), NUL, the path
  * it points at, NUL, and what to print on stdout (exit 0), or `fallback\n`:
  * the launcher then runs the Node CLI with the same arguments, which does
@@ -20,7 +21,7 @@
 import fs from "node:fs";
 
 export const SOCKET_NAME = "server.sock";
-export const MAGIC = "ukb-server-2";
+export const MAGIC = "ukb-server-3";
 /** Requests are a few kilobytes; anything past this is not a launcher. */
 export const MAX_REQUEST = 1 << 20;
 
