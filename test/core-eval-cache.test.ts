@@ -8,7 +8,8 @@
 import test from "ava";
 import fs from "node:fs";
 import path from "node:path";
-import { HELLO, events, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+import { execFileSync } from "node:child_process";
+import { HELLO, ROOT, events, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
 
 /** The output path of a realise, with the cache and without: they must agree. */
 async function bothWays(dir: string, recipe: string): Promise<{ cached: string; fresh: string }> {
@@ -202,6 +203,42 @@ test("the working folder: a relative path the recipe reads, process.cwd()", asyn
       t.is(fs.readFileSync(r.stdout.trim(), "utf8").trim(), sub, `${recipe} realised in ${sub}`);
     }
   }
+});
+
+test("an install elsewhere, copied with its times kept and with ukb's dependencies hoisted beside it: their reads and ukb's own are still not the recipe's", async (t) => {
+  // A V8 code cache beside the bundle, as any run leaves it: it keeps the file name of the script it
+  // was made from, and a copy that keeps times (cp -a, a container's COPY) would find it.
+  await ukb([]);
+  const project = tempDir();
+  const installed = path.join(project, "node_modules/ukb");
+  fs.mkdirSync(installed, { recursive: true });
+  for (const part of ["package.json", "bin", "dist", "src"]) execFileSync("cp", ["-a", path.join(ROOT, part), installed]);
+  t.true(fs.readdirSync(path.join(installed, "dist/bundle")).some((f) => f.endsWith(".v8cache")), "no code cache was copied");
+  // What npm does: ukb's dependencies in the project's node_modules, none in ukb's own (hard links where the filesystem allows).
+  for (const dep of fs.readdirSync(path.join(ROOT, "node_modules"))) {
+    const from = path.join(ROOT, "node_modules", dep);
+    try {
+      execFileSync("cp", ["-al", from, path.join(project, "node_modules")], { stdio: "ignore" });
+    } catch {
+      execFileSync("cp", ["-a", from, path.join(project, "node_modules")]);
+    }
+  }
+  writeRecipe(project, "r.ts", `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nfs.appendFileSync("evaluations", "x");\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "h", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${process.env.VERSION ?? "none"} > $out\`] });\n`);
+  writeRecipe(project, "bad.ts", `import { derivation } from "ukb";\n\nexport default derivation({ builder: "/bin/sh" } as never);\n`);
+  const run = (args: string[], env: NodeJS.ProcessEnv) => ukb(args, { cwd: project, env, command: process.execPath });
+  const realise = (env: NodeJS.ProcessEnv) => run([path.join(installed, "bin/ukb.cjs"), "realise", "r.ts", "--no-out-link"], env);
+  const first = await realise({ VERSION: "1", UNRELATED: "1" });
+  t.is(first.code, 0, first.stderr);
+  const second = await realise({ VERSION: "1", UNRELATED: "2" });
+  t.is(second.stdout, first.stdout);
+  t.false(second.stderr.includes("note:"), second.stderr);
+  t.is(fs.readFileSync(path.join(project, "evaluations"), "utf8"), "x", "esbuild or ukb's own code counted as the recipe's");
+  const third = await realise({ VERSION: "2", UNRELATED: "2" });
+  t.not(third.stdout, first.stdout);
+  // An error names the recipe's line, not a frame of ukb's bundle.
+  const bad = await run([path.join(installed, "bin/ukb.cjs"), "realise", "bad.ts", "--no-out-link"], {});
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /^ukb: error: bad\.ts:3: /m);
 });
 
 // Serial: the other tests of this file, running in this process at the same time, read process.env too.
