@@ -149,10 +149,14 @@ test("gc keeps what roots reach and deletes the rest", async (t) => {
   const info = await ukb(["store", "info", "result"], { cwd: dir });
   t.is(info.code, 0, info.stderr);
   t.is((await ukb(["store", "verify"], { cwd: dir })).code, 0);
-  // A removed out-link is no longer a root.
+  // The root's copy for repair, in the store's roots/ folder.
+  const mirrored = () => fs.readdirSync(path.join(dir, "cache/roots")).map((e) => fs.readlinkSync(path.join(dir, "cache/roots", e)));
+  t.deepEqual(mirrored(), [path.join(dir, "result")]);
+  // A removed out-link is no longer a root, in either place.
   fs.unlinkSync(path.join(dir, "result"));
   await ukb(["store", "gc"], { cwd: dir });
   t.false(fs.existsSync(kept.stdout.trim()));
+  t.deepEqual(mirrored(), []);
 });
 
 test("gc keeps the references of a root", async (t) => {
@@ -262,10 +266,14 @@ test("store repair: a new database from the store folder and what the damaged on
   fs.rmSync(`${db}-shm`, { force: true });
   const fromFiles = await ukb(["store", "repair", "--json"], { cwd: dir });
   t.is(fromFiles.code, 0, fromFiles.stderr);
-  const report = JSON.parse(fromFiles.stdout) as { registered: number; fromFilesOnly: string[]; salvaged: { roots: { whole: boolean } } };
+  const report = JSON.parse(fromFiles.stdout) as { registered: number; fromFilesOnly: string[]; salvaged: { roots: { whole: boolean } }; rootsFromFolder: { added: number } };
   t.is(report.registered, 3);
   t.is(report.fromFilesOnly.length, 3);
   t.false(report.salvaged.roots.whole);
+  // The roots table went with the rest: its copy in the store's roots/ folder brings ./result back, before any realise.
+  t.is(report.rootsFromFolder.added, 1);
+  t.is((await ukb(["store", "gc"], { cwd: dir })).code, 0);
+  t.true(fs.existsSync(app) && fs.existsSync(path.join(dir, "cache/store", lib)), "gc after the repair deleted what ./result reaches");
   t.is((await ukb(["store", "verify"], { cwd: dir })).code, 0);
   const noop = await ukb(["realise", "refs.ts", "--json"], { cwd: dir });
   t.false(events(noop.stderr).some((e) => e.type === "start"));

@@ -108,7 +108,9 @@ function describeRepair(r: RepairReport): string {
   const partial = Object.entries(r.salvaged).filter(([, v]) => !v.whole);
   const read = Object.entries(r.salvaged).map(([table, v]) => `${v.rows} ${table}`).join(", ");
   lines.push(`  read from the old database: ${read}${partial.length > 0 ? `; damaged or unreadable: ${partial.map(([t]) => t).join(", ")}` : ""}`);
-  if (!r.salvaged.roots.whole) lines.push("  gc roots may be lost (their table could not be read whole): realise what you keep links to again before 'ukb store gc'");
+  if (r.rootsFromFolder.added > 0) lines.push(`  ${r.rootsFromFolder.added} gc roots the database had lost were taken from the store's roots/ folder`);
+  // roots/ holds every root made since it exists (and gc adds the older ones): without it, a damaged table may have lost some.
+  if (!r.salvaged.roots.whole && !r.rootsFromFolder.folder) lines.push("  gc roots may be lost (their table could not be read whole): realise what you keep links to again before 'ukb store gc'");
   if (r.damagedCopy) lines.push(`  the old database is kept as ${r.damagedCopy}`);
   return `${lines.join("\n")}\n`;
 }

@@ -30,6 +30,7 @@ import { openDb, openRawDb } from "./db.js";
 import { contentKeys } from "./digest.js";
 import { scanReferences } from "./fsutil.js";
 import { SELF, ownerAlive } from "./lock.js";
+import { mirroredRoots } from "./roots.js";
 import type { PathRow } from "./store.js";
 
 export interface RepairReport {
@@ -45,6 +46,8 @@ export interface RepairReport {
   readonly skipped: readonly { base: string; reason: string }[];
   /** Rows read from the old database, by table; a table that could not be read whole is marked. */
   readonly salvaged: Readonly<Record<SalvagedTable, { rows: number; whole: boolean }>>;
+  /** Roots that only the store's roots/ folder still knew (see roots.ts), and whether it was there at all. */
+  readonly rootsFromFolder: { readonly added: number; readonly folder: boolean };
   /** Where the old database was kept, if there was one. */
   readonly damagedCopy?: string;
 }
@@ -122,6 +125,7 @@ export async function repairStore(root: string): Promise<RepairReport> {
   let drvs: { hash: string; name: string; json: string }[];
   let drvOutputs: { drv: string; output: string; base: string }[];
   let roots: { link: string }[];
+  let rootsFromFolder: RepairReport["rootsFromFolder"];
   let content: { kind: string; hash: string; base: string }[];
   try {
     // Another ukb at work would race the rename below: refuse while the old database names one.
@@ -153,6 +157,11 @@ export async function repairStore(root: string): Promise<RepairReport> {
     drvOutputs = o.rows;
     roots = ro.rows;
     content = c.rows;
+    // The roots' copy on the filesystem: what a damaged table lost, it still has.
+    const known = new Set(roots.map((row) => row.link));
+    const fromFolder = mirroredRoots(root).filter((link) => !known.has(link));
+    rootsFromFolder = { added: fromFolder.length, folder: fs.existsSync(path.join(root, "roots")) };
+    roots = [...roots, ...fromFolder.map((link) => ({ link }))];
     const whole = (x: { whole: boolean }) => x.whole;
     salvaged = {
       paths: { rows: p.rows.length, whole: whole(p) },
@@ -284,6 +293,7 @@ export async function repairStore(root: string): Promise<RepairReport> {
     fromFilesOnly,
     skipped,
     salvaged,
+    rootsFromFolder,
     ...(damagedCopy ? { damagedCopy } : {}),
   };
 }

@@ -12,6 +12,7 @@ import { Locks, SELF, ownerAlive } from "./lock.js";
 import { removeTree } from "./fsutil.js";
 import { freeBytes, isNoSpace, nearlyFull, NoSpaceError } from "./space.js";
 import { damagedDbError, isDamagedDb, noteOpened } from "./damage.js";
+import { mirrorRoot, unmirrorRoot } from "./roots.js";
 
 /** What the store knows about a valid path. */
 export interface PathInfo {
@@ -453,7 +454,9 @@ export class Store {
    * there yet is kept, not dropped as stale.
    */
   addRoot(link: string, owner: string = SELF): void {
-    this.stmts.addRoot.run(path.resolve(link), owner);
+    const abs = path.resolve(link);
+    this.stmts.addRoot.run(abs, owner);
+    mirrorRoot(this.root, abs);
   }
 
   /** Valid paths the roots point at (stale roots are forgotten). */
@@ -467,9 +470,15 @@ export class Store {
         target = undefined;
       }
       const base = target && path.dirname(path.resolve(path.dirname(link), target)) === this.storeDir ? path.basename(target) : undefined;
-      if (base && this.isValid(base)) live.set(link, base);
-      else if (target === undefined && owner && ownerAlive(owner)) continue; // its link is still to come
-      else this.stmts.deleteRoot.run(link);
+      if (base && this.isValid(base)) {
+        live.set(link, base);
+        // A root of a store made before roots/ existed gets its entry here.
+        mirrorRoot(this.root, link);
+      } else if (target === undefined && owner && ownerAlive(owner)) continue; // its link is still to come
+      else {
+        this.stmts.deleteRoot.run(link);
+        unmirrorRoot(this.root, link);
+      }
     }
     return live;
   }
