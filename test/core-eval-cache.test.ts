@@ -165,12 +165,19 @@ const volatileCases: [string, string, string][] = [
   ["chance", `Math.random()`, "draws a random number (Math.random)"],
   ["web crypto", `crypto.randomUUID()`, "draws random bytes (crypto.randomUUID)"],
   ["the host's figures", `os.cpus().length`, "asks the host (os.cpus)"],
+  ["randomBytes by its other name", `(crypto as any).pseudoRandomBytes(4)`, "draws random bytes (crypto.pseudoRandomBytes)"],
+  ["a key pair", `crypto.generateKeyPairSync("ed25519")`, "draws random bytes (crypto.generateKeyPairSync)"],
+  ["today's date through Intl", `new Intl.DateTimeFormat("en-CA").format()`, "reads the clock (Intl.DateTimeFormat format())"],
+  ["a Date made from a date's constructor", `new (new Date(0).constructor as DateConstructor)()`, "reads the clock (new Date())"],
+  ["a worker thread", `await new Promise((done) => new Worker("process.exit(0)", { eval: true }).on("exit", done))`, "starts a worker thread (its reads are not seen)"],
+  ["a resolver", `await new dns.promises.Resolver().resolve4("localhost").catch(() => undefined)`, "uses the network (dns.resolve4)"],
+  ["a child process after chance", `Math.random() + execSync("true").length`, "runs a child process (execSync)"],
 ];
 
 test("what no stamp can check (a child process, the network, the clock, chance, the host's figures) is evaluated on every run, and the user is told where", async (t) => {
   const dir = tempDir();
   fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
-  const header = `import { derivation, hostTools } from "ukb";\nimport { execSync, execFile } from "node:child_process"; import { promisify } from "node:util"; import http from "node:http"; import os from "node:os"; import fs from "node:fs";\n`;
+  const header = `import { derivation, hostTools } from "ukb";\nimport { execSync, execFile } from "node:child_process"; import { promisify } from "node:util"; import http from "node:http"; import os from "node:os"; import fs from "node:fs"; import crypto from "node:crypto"; import dns from "node:dns"; import { Worker } from "node:worker_threads";\n`;
   for (const [label, code, what] of volatileCases) {
     const name = `${label.replace(/\W+/g, "-")}.ts`;
     const marks = `${name}.evaluations`;
@@ -241,6 +248,96 @@ test("an install elsewhere, copied with its times kept and with ukb's dependenci
   t.regex(bad.stderr, /^ukb: error: bad\.ts:3: /m);
 });
 
+test("a package's own work as it loads is not the recipe's: its clock and chance as it loads count for nothing, what the recipe asks of it does", async (t) => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
+  const lib = path.join(dir, "node_modules/clocky");
+  fs.mkdirSync(lib, { recursive: true });
+  fs.writeFileSync(path.join(lib, "package.json"), `{"name":"clocky","main":"index.js"}`);
+  // As lodash and others do when they load: an id drawn, the time read.
+  fs.writeFileSync(path.join(lib, "index.js"), `const loadedAt = Date.now() + Math.random();\nexports.add = (a, b) => a + b;\nexports.now = () => Date.now();\n`);
+  const recipe = (name: string, use: string) =>
+    writeRecipe(dir, name, `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nimport { add, now } from "clocky";\nfs.appendFileSync("${name}.evaluations", "x");\nconst v = ${use};\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "p", builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`);
+  recipe("quiet.ts", "add(1, 2)");
+  recipe("clock.ts", "now()");
+  for (const run of [1, 2]) {
+    const quiet = await ukb(["realise", "quiet.ts", "--no-out-link"], { cwd: dir });
+    t.is(quiet.code, 0, quiet.stderr);
+    t.false(quiet.stderr.includes("note:"), `run ${run}: ${quiet.stderr}`);
+    const clock = await ukb(["realise", "clock.ts", "--no-out-link"], { cwd: dir });
+    t.regex(clock.stderr, /ukb: note: clock\.ts is evaluated on every run, not cached: it reads the clock \(Date\.now\) at clock\.ts:5/);
+  }
+  t.is(fs.readFileSync(path.join(dir, "quiet.ts.evaluations"), "utf8"), "x");
+  t.is(fs.readFileSync(path.join(dir, "clock.ts.evaluations"), "utf8"), "xx");
+});
+
+test("reads through other doors: promisify(readFile), a Buffer path, a recursive listing, a copy's source, a stat's time, the time zone, package.json and tsconfig.json", async (t) => {
+  const dir = tempDir();
+  fs.mkdirSync(path.join(dir, "tree/sub"), { recursive: true });
+  const write = (f: string, text: string) => fs.writeFileSync(path.join(dir, f), text);
+  write("a.txt", "a1");
+  write("b.txt", "b1");
+  write("src.txt", "s1");
+  write("tree/sub/x", "");
+  write("one.ts", `export const word = "one";\n`);
+  write("two.ts", `export const word = "two";\n`);
+  write("tsconfig.json", JSON.stringify({ compilerOptions: { paths: { "@word": ["./one.ts"] } } }));
+  write("package.json", "{}");
+  writeRecipe(
+    dir,
+    "doors.ts",
+    `import { derivation, hostTools } from "ukb";
+import fs from "node:fs";
+import { promisify } from "node:util";
+import { word } from "@word";
+const parts = [
+  await promisify(fs.readFile)("a.txt", "utf8"),
+  fs.readFileSync(Buffer.from("b.txt"), "utf8"),
+  (fs.readdirSync("tree", { recursive: true }) as string[]).sort().join("+"),
+  (fs.copyFileSync("src.txt", "copy.txt"), fs.readFileSync("copy.txt", "utf8")),
+  Math.round(fs.statSync("a.txt").mtimeMs / 1000),
+  new Date(0).getHours(),
+  word,
+  (function (this: unknown) { return this === undefined ? "strict" : "sloppy"; })(),
+];
+const t = hostTools(["sh"]);
+export default derivation({ name: "doors", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${parts.join(" ")} > $out\`] });
+`,
+  );
+  // Top-level await: an ES module, by its extension (package.json's "type" is one of the changes).
+  fs.renameSync(path.join(dir, "doors.ts"), path.join(dir, "doors.mts"));
+  const realise = async (env: NodeJS.ProcessEnv, noCache = false) => {
+    const r = await ukb(["realise", "doors.mts", "--no-out-link", ...(noCache ? ["--no-eval-cache"] : [])], { cwd: dir, env });
+    t.is(r.code, 0, r.stderr);
+    return fs.readFileSync(r.stdout.trim(), "utf8").trim();
+  };
+  let env: NodeJS.ProcessEnv = { TZ: "UTC" };
+  const seen = new Set<string>();
+  const changes: [string, () => void][] = [
+    ["nothing", () => {}],
+    ["promisify(readFile)'s file", () => write("a.txt", "a2")],
+    ["a Buffer path's file", () => write("b.txt", "b2")],
+    ["a file deep in a recursive listing", () => write("tree/sub/y", "")],
+    ["a copy's source", () => write("src.txt", "s2")],
+    ["a stat's time, with the same bytes", () => fs.utimesSync(path.join(dir, "a.txt"), 1e9, 1e9)],
+    ["the time zone", () => (env = { TZ: "Asia/Tokyo" })],
+    ["tsconfig.json's paths", () => write("tsconfig.json", JSON.stringify({ compilerOptions: { paths: { "@word": ["./two.ts"] } } }))],
+  ];
+  for (const [label, change] of changes) {
+    change();
+    const cached = await realise(env);
+    t.is(cached, await realise(env, true), `${label}: the cached evaluation is stale`);
+    t.false(seen.has(cached), `${label} changed nothing`);
+    seen.add(cached);
+  }
+  // A .ts recipe is what package.json says: here, a CommonJS script, sloppy; then an ES module, strict.
+  writeRecipe(dir, "mode.ts", `import { derivation, hostTools } from "ukb";\nconst mode = (function (this: unknown) { return this === undefined ? "strict" : "sloppy"; })();\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "mode", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${mode} > $out\`] });\n`);
+  const mode = async () => fs.readFileSync((await ukb(["realise", "mode.ts", "--no-out-link"], { cwd: dir })).stdout.trim(), "utf8").trim();
+  t.is(await mode(), "sloppy");
+  write("package.json", JSON.stringify({ type: "module" }));
+  t.is(await mode(), "strict");
+});
+
 // Serial: the other tests of this file, running in this process at the same time, read process.env too.
 test.serial("two evaluations at once in one process each see their own reads, and leave process.env and fs as they were", async (t) => {
   const { evaluateRecipe } = await import("../src/recipe/load.js");
@@ -253,8 +350,10 @@ test.serial("two evaluations at once in one process each see their own reads, an
   const env = process.env;
   const readFileSync = fs.readFileSync;
   const [a, b] = await Promise.all([evaluateRecipe(path.join(dir, "r1.ts")), evaluateRecipe(path.join(dir, "r2.ts"))]);
-  t.deepEqual(Object.keys(a.env), ["V1"]);
-  t.deepEqual(Object.keys(b.env), ["V2"]);
+  // (TZ and the locale are read for every recipe: Node read them at its start.)
+  const implicit = ["LANG", "LC_ALL", "LC_TIME", "TZ"];
+  t.deepEqual(Object.keys(a.env).filter((k) => !implicit.includes(k)), ["V1"]);
+  t.deepEqual(Object.keys(b.env).filter((k) => !implicit.includes(k)), ["V2"]);
   t.true(a.deps.includes(path.join(dir, "data1.txt")) && !a.deps.includes(path.join(dir, "data2.txt")));
   t.true(b.deps.includes(path.join(dir, "data2.txt")) && !b.deps.includes(path.join(dir, "data1.txt")));
   t.is(process.env, env);

@@ -211,7 +211,8 @@ function launchRequest(dir: string, change: Partial<Record<"uid" | "gid" | "grou
     ...change,
   };
   return ["ukb-server-3", "launch", fields.uid, fields.gid, fields.groups, fields.mountNamespace, fields.pidNamespace, fields.pid, fields.rootIdentity, fields.cwdIdentity, fields.packageRoot, dir]
-    .concat(["1", `PATH=${process.env.PATH}`, String(argv.length), ...argv])
+    // The environment, whole, as the launcher sends it.
+    .concat([String(Object.keys(process.env).length), ...Object.entries(process.env).map(([k, v]) => `${k}=${v}`), String(argv.length), ...argv])
     .map((f) => `${f}\0`)
     .join("");
 }

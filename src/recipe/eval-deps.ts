@@ -25,10 +25,17 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { callerLocation, OWN_TREES, PACKAGE_ROOT } from "./location.js";
 
-const files: Set<string> = ((globalThis as Record<symbol, unknown>)[Symbol.for("ukb.evalDeps")] ??= new Set<string>()) as Set<string>;
+/**
+ * What ukb's own recipe functions record (hostTools, local()), shared by every copy of this
+ * module in the process (the CLI's bundle and the recipe API's). A relative path (a `.` in
+ * PATH) ties the evaluation to the working folder.
+ */
+const shared = ((globalThis as Record<symbol, unknown>)[Symbol.for("ukb.evalDeps.2")] ??= { files: new Set<string>(), relative: false }) as { files: Set<string>; relative: boolean };
+const files = shared.files;
 
 export function recordDependency(file: string): void {
-  files.add(file);
+  if (!path.isAbsolute(file)) shared.relative = true;
+  files.add(path.resolve(file));
 }
 
 /**
@@ -88,20 +95,33 @@ function calledByUser(entry: AnyFn): boolean {
 }
 
 /**
- * Whether the user's code is behind a call: the first frame, looking through
- * Node's own (`util.promisify(exec)`, `path.resolve` asking for the working
- * folder) and ukb's dependencies' (a recipe running zx's `$`), that is not
- * one of them. ukb's own code stops the search: what it does for a recipe
- * (hostTools reading a program, the loader starting esbuild) it hashes or
- * records itself.
+ * Whether the user's code is behind a call, looking through Node's frames
+ * (`util.promisify(readFile)`, `path.resolve` asking for the working folder)
+ * and packages' (the user's own, and ukb's dependencies: a recipe running
+ * zx's `$` or glob):
+ * - a frame of the user's own files (a recipe, a module it imports): yes;
+ * - a frame of ukb's own code: no (what it does for a recipe, hostTools
+ *   reading a program or the loader starting esbuild, it records itself);
+ * - Node's module loader: no. A package reading the clock as it loads
+ *   (lodash does) did it for itself, not for the recipe;
+ * - the end of the stack with a package's frame on it: yes, a package's own
+ *   continuation (an asynchronous walk, a process started on the next tick)
+ *   of what the recipe asked for.
  */
 function reachedFromUser(entry: AnyFn): boolean {
+  let inPackage = false;
   for (const file of callerFiles(entry)) {
+    if (file.startsWith("node:internal/modules/")) return false;
     if (file.startsWith("node:")) continue;
     if (OWN_TREES.some((t) => file.startsWith(t)) || file.startsWith(ownBin())) return false;
-    if (isUsers(file)) return true;
+    if (!path.isAbsolute(file)) continue;
+    if (!isUsers(file) || file.includes(`${path.sep}node_modules${path.sep}`)) {
+      inPackage = true;
+      continue;
+    }
+    return true;
   }
-  return false;
+  return inPackage;
 }
 
 function isUsers(file: string): boolean {
@@ -141,6 +161,8 @@ export interface Recorded {
   readonly env: Record<string, string | null>;
   /** The working folder, when the code depended on it (`process.cwd()`, a relative path read). */
   readonly cwd?: string;
+  /** Of `files`, those whose metadata was read (stat): any change of it is a change, not only of content. */
+  readonly statted: string[];
   /** The first thing done whose result no stamp can check, and where: the evaluation must not be cached. */
   readonly volatile?: string;
 }
@@ -157,7 +179,10 @@ export function startRecording(): () => Recorded {
   // Before fs is wrapped: finding them reads package.json files.
   ownTrees();
   files.clear();
-  const env = new Map<string, string | null>();
+  shared.relative = false;
+  // What Node read at its start, for every recipe: the time zone and the locale that local dates and
+  // Intl format with (which no wrapper sees being read).
+  const env = new Map<string, string | null>(["TZ", "LANG", "LC_ALL", "LC_TIME"].map((k) => [k, process.env[k] ?? null]));
   let cwd: string | undefined;
   let volatile: string | undefined;
   const realEnv = process.env;
@@ -220,33 +245,59 @@ export function startRecording(): () => Recorded {
   });
 
   // The reading functions, each noting its first argument when it is a path the user's code passed.
-  const reading = (original: AnyFn): AnyFn => {
-    const wrapper = function (this: unknown, ...args: unknown[]) {
-      const p = args[0];
-      if ((typeof p === "string" || p instanceof URL) && calledByUser(wrapper)) {
-        const file = p instanceof URL ? fileURLToPath(p) : p;
-        if (!path.isAbsolute(file)) cwd ??= process.cwd();
-        files.add(path.resolve(file));
-      }
-      return original.apply(this, args);
-    };
-    return wrapper;
+  const statted = new Set<string>();
+  const noteRead = (p: unknown, entry: AnyFn, how: { meta?: boolean; tree?: boolean } = {}) => {
+    if (!(typeof p === "string" || p instanceof URL || Buffer.isBuffer(p)) || !reachedFromUser(entry)) return;
+    const given = p instanceof URL ? fileURLToPath(p) : p.toString();
+    if (!path.isAbsolute(given)) cwd ??= process.cwd();
+    const file = path.resolve(given);
+    files.add(file);
+    if (how.meta) statted.add(file);
+    // A recursive listing, or a copy of a folder: every folder and file below it was read.
+    if (how.tree) for (const below of treeBelow(file)) files.add(below);
   };
-  for (const name of ["readFileSync", "readFile", "readdirSync", "readdir", "existsSync", "exists", "statSync", "stat", "lstatSync", "lstat", "openSync", "open", "accessSync", "access", "readlinkSync", "readlink", "realpathSync", "realpath", "opendirSync", "opendir", "createReadStream"]) {
-    replace(fs, name, reading);
-  }
-  for (const name of ["readFile", "readdir", "stat", "lstat", "open", "access", "readlink", "realpath", "opendir"]) replace(fs.promises, name, reading);
-
-  // What no stamp can check: the first such call from the user's code makes the evaluation volatile.
-  const noteVolatile = (what: string, entry: AnyFn) => {
-    if (volatile === undefined && reachedFromUser(entry)) volatile = `${what} at ${whereInRecipe()}`;
-  };
-  const noting =
-    (what: string) =>
+  const reading =
+    (how: { meta?: boolean; tree?: (args: unknown[]) => boolean } = {}) =>
     (original: AnyFn): AnyFn => {
       const wrapper = function (this: unknown, ...args: unknown[]) {
-        noteVolatile(what, wrapper);
+        noteRead(args[0], wrapper, { meta: how.meta ?? false, tree: how.tree?.(args) ?? false });
         return original.apply(this, args);
+      };
+      return wrapper;
+    };
+  const recursive = (args: unknown[]) => typeof args[1] === "object" && args[1] !== null && (args[1] as { recursive?: unknown }).recursive === true;
+  const always = () => true;
+  const fsPromises = fs.promises as unknown as Record<string, unknown>;
+  for (const name of ["readFileSync", "readFile", "existsSync", "exists", "openSync", "open", "accessSync", "access", "readlinkSync", "readlink", "realpathSync", "realpath", "opendirSync", "opendir", "createReadStream", "openAsBlob"]) replace(fs, name, reading());
+  for (const name of ["readFile", "open", "access", "readlink", "realpath", "opendir"]) replace(fsPromises, name, reading());
+  // What a stat returns (a time, a size) may go into the graph: any change of it is a change.
+  for (const name of ["statSync", "stat", "lstatSync", "lstat"]) replace(fs, name, reading({ meta: true }));
+  for (const name of ["stat", "lstat"]) replace(fsPromises, name, reading({ meta: true }));
+  for (const name of ["readdirSync", "readdir"]) replace(fs, name, reading({ tree: recursive }));
+  replace(fsPromises, "readdir", reading({ tree: recursive }));
+  // A copy reads its source: the recipe may read the copy.
+  for (const name of ["copyFileSync", "copyFile", "cpSync", "cp"]) replace(fs, name, reading({ tree: always }));
+  for (const name of ["copyFile", "cp"]) replace(fsPromises, name, reading({ tree: always }));
+
+  // What no stamp can check makes the evaluation volatile. The reason told is the strongest seen
+  // (zx draws a random id before it starts a process: the process is what the user should hear of).
+  let volatileRank = 0;
+  const noteVolatile = (what: string, entry: AnyFn, rank: number) => {
+    if (rank > volatileRank && reachedFromUser(entry)) {
+      volatile = `${what} at ${whereInRecipe()}`;
+      volatileRank = rank;
+    }
+  };
+  const CHILD = 3;
+  const NETWORK = 2;
+  const HOST = 1;
+  const noting =
+    (what: string, rank: number) =>
+    (original: AnyFn): AnyFn => {
+      const wrapper = function (this: unknown, ...args: unknown[]) {
+        noteVolatile(what, wrapper, rank);
+        // A class (worker_threads.Worker) is constructed, with its own prototype.
+        return new.target ? (Reflect.construct(original, args, new.target === wrapper ? original : new.target) as unknown) : original.apply(this, args);
       };
       return wrapper;
     };
@@ -257,47 +308,100 @@ export function startRecording(): () => Recorded {
   const dns = builtin("node:dns") as typeof import("node:dns");
   const crypto = builtin("node:crypto") as typeof import("node:crypto");
   const os = builtin("node:os") as typeof import("node:os");
-  for (const name of ["spawn", "spawnSync", "exec", "execSync", "execFile", "execFileSync", "fork"]) replace(childProcess, name, noting(`runs a child process (${name})`));
+  const workers = builtin("node:worker_threads") as typeof import("node:worker_threads");
+  for (const name of ["spawn", "spawnSync", "exec", "execSync", "execFile", "execFileSync", "fork"]) replace(childProcess, name, noting(`runs a child process (${name})`, CHILD));
+  replace(childProcess.ChildProcess.prototype, "spawn", noting("runs a child process (ChildProcess.spawn)", CHILD));
+  // A worker's reads happen on another thread, where nothing is recorded.
+  replace(workers, "Worker", noting("starts a worker thread (its reads are not seen)", CHILD));
   // http, https, tls and net all connect through a net.Socket, synchronously with the user's call.
-  replace(net.Socket.prototype, "connect", noting("uses the network (a socket's connect)"));
+  replace(net.Socket.prototype, "connect", noting("uses the network (a socket's connect)", NETWORK));
   // fetch connects later, on its own stack: the call itself is the read. Node defines it lazily
   // (its first read loads undici): the getter is kept, and read only when the recipe calls fetch.
   const fetchProperty = Object.getOwnPropertyDescriptor(globalThis, "fetch");
   if (fetchProperty) {
     const realFetch = (): AnyFn => (fetchProperty.get ? fetchProperty.get.call(globalThis) : fetchProperty.value) as AnyFn;
     const fetchWrapper = function (this: unknown, ...args: unknown[]) {
-      noteVolatile("uses the network (fetch)", fetchWrapper);
+      noteVolatile("uses the network (fetch)", fetchWrapper, NETWORK);
       return realFetch().apply(this, args);
     };
     Object.defineProperty(globalThis, "fetch", { value: fetchWrapper, writable: true, configurable: true, enumerable: fetchProperty.enumerable ?? false });
     restore.push(() => Object.defineProperty(globalThis, "fetch", fetchProperty));
   }
-  for (const name of ["lookup", "resolve", "resolve4", "resolve6", "resolveAny", "resolveTxt", "resolveSrv", "resolveMx", "resolveCname", "reverse"]) {
-    replace(dns, name, noting(`uses the network (dns.${name})`));
-    replace(dns.promises, name, noting(`uses the network (dns.${name})`));
+  // Name resolution: the module's functions and both Resolver classes' methods (what the module's call).
+  const dnsNames = ["lookup", "lookupService", "resolve", "resolve4", "resolve6", "resolveAny", "resolveCaa", "resolveCname", "resolveMx", "resolveNaptr", "resolveNs", "resolvePtr", "resolveSoa", "resolveSrv", "resolveTxt", "reverse"];
+  for (const owner of [dns, dns.promises, dns.Resolver.prototype, dns.promises.Resolver.prototype]) {
+    for (const name of dnsNames) replace(owner, name, noting(`uses the network (dns.${name})`, NETWORK));
   }
-  replace(Date, "now", noting("reads the clock (Date.now)"));
-  // `new Date()` and `Date()` read the clock; `new Date(0)` does not.
+  replace(Date, "now", noting("reads the clock (Date.now)", HOST));
+  // `new Date()` and `Date()` read the clock; `new Date(0)` does not. Dates made meanwhile name the
+  // proxy as their constructor (`d.constructor === Date` holds; `new d.constructor()` is seen).
   const RealDate = Date;
   const dateTraps: ProxyHandler<DateConstructor> = {
     construct(target, args, newTarget) {
-      if (args.length === 0) noteVolatile("reads the clock (new Date())", dateTraps.construct as AnyFn);
-      return Reflect.construct(target, args, newTarget) as object;
+      if (args.length === 0) noteVolatile("reads the clock (new Date())", dateTraps.construct as AnyFn, HOST);
+      return Reflect.construct(target, args, newTarget === DateProxy ? target : newTarget) as object;
     },
     apply(target, self, args) {
-      noteVolatile("reads the clock (Date())", dateTraps.apply as AnyFn);
+      noteVolatile("reads the clock (Date())", dateTraps.apply as AnyFn, HOST);
       return Reflect.apply(target, self, args) as unknown;
     },
   };
-  globalThis.Date = new Proxy(RealDate, dateTraps);
-  restore.push(() => (globalThis.Date = RealDate));
-  replace(Math, "random", noting("draws a random number (Math.random)"));
-  for (const name of ["randomUUID", "randomBytes", "randomInt", "randomFillSync", "randomFill", "getRandomValues"]) replace(crypto, name, noting(`draws random bytes (crypto.${name})`));
-  for (const name of ["randomUUID", "getRandomValues"]) {
-    replace(globalThis.crypto, name, (original) => noting(`draws random bytes (crypto.${name})`)((...args: unknown[]) => original.apply(globalThis.crypto, args)));
+  const DateProxy = new Proxy(RealDate, dateTraps);
+  const dateConstructor = Object.getOwnPropertyDescriptor(RealDate.prototype, "constructor")!;
+  globalThis.Date = DateProxy;
+  Object.defineProperty(RealDate.prototype, "constructor", { ...dateConstructor, value: DateProxy });
+  restore.push(() => {
+    globalThis.Date = RealDate;
+    Object.defineProperty(RealDate.prototype, "constructor", dateConstructor);
+  });
+  // Formatting "now": Intl's format() with no date reads the clock.
+  const dateTimeFormat = Intl.DateTimeFormat.prototype as unknown as Record<string, unknown>;
+  const formatGetter = Object.getOwnPropertyDescriptor(dateTimeFormat, "format");
+  if (formatGetter?.get && formatGetter.configurable) {
+    const getFormat = formatGetter.get;
+    Object.defineProperty(dateTimeFormat, "format", {
+      ...formatGetter,
+      get(this: Intl.DateTimeFormat) {
+        const bound = getFormat.call(this) as (date?: Date | number) => string;
+        const format = (date?: Date | number) => {
+          if (date === undefined) noteVolatile("reads the clock (Intl.DateTimeFormat format())", format as AnyFn, HOST);
+          return bound(date);
+        };
+        return format;
+      },
+    });
+    restore.push(() => Object.defineProperty(dateTimeFormat, "format", formatGetter));
   }
-  for (const name of ["cpus", "freemem", "totalmem", "uptime", "loadavg", "networkInterfaces", "hostname", "userInfo", "homedir", "tmpdir", "release", "version", "availableParallelism", "getPriority"]) {
-    replace(os, name, noting(`asks the host (os.${name})`));
+  replace(dateTimeFormat, "formatToParts", (original) => {
+    const wrapper = function (this: unknown, ...args: unknown[]) {
+      if (args[0] === undefined) noteVolatile("reads the clock (Intl.DateTimeFormat formatToParts())", wrapper, HOST);
+      return original.apply(this, args);
+    };
+    return wrapper;
+  });
+  replace(Math, "random", noting("draws a random number (Math.random)", HOST));
+  // Every name of the same functions (pseudoRandomBytes, prng and rng are randomBytes), and keys, which are random too.
+  const randomNames = ["randomUUID", "randomBytes", "pseudoRandomBytes", "prng", "rng", "randomInt", "randomFillSync", "randomFill", "getRandomValues", "generateKeyPair", "generateKeyPairSync", "generateKey", "generateKeySync", "generatePrime", "generatePrimeSync"];
+  for (const name of randomNames) replace(crypto, name, noting(`draws random bytes (crypto.${name})`, HOST));
+  for (const name of ["randomUUID", "getRandomValues"]) {
+    replace(globalThis.crypto, name, (original) => noting(`draws random bytes (crypto.${name})`, HOST)((...args: unknown[]) => original.apply(globalThis.crypto, args)));
+  }
+  for (const name of ["cpus", "freemem", "totalmem", "uptime", "loadavg", "networkInterfaces", "hostname", "userInfo", "release", "version", "availableParallelism", "getPriority"]) {
+    replace(os, name, noting(`asks the host (os.${name})`, HOST));
+  }
+  // These only read environment variables (and the user's passwd entry, when HOME is unset).
+  const envBacked: [string, string[]][] = [
+    ["homedir", ["HOME"]],
+    ["tmpdir", ["TMPDIR", "TMP", "TEMP"]],
+  ];
+  for (const [name, keys] of envBacked) {
+    replace(os, name, (original) => {
+      const wrapper = function (this: unknown, ...args: unknown[]) {
+        if (reachedFromUser(wrapper)) for (const key of keys) if (!env.has(key)) env.set(key, realEnv[key] ?? null);
+        return original.apply(this, args);
+      };
+      return wrapper;
+    });
   }
   // `import { readFileSync } from "node:fs"` in an ES module recipe sees the wrapped functions too.
   syncBuiltinESMExports();
@@ -306,16 +410,38 @@ export function startRecording(): () => Recorded {
     process.env = realEnv;
     for (const undo of restore.reverse()) undo();
     syncBuiltinESMExports();
+    if (shared.relative) cwd ??= process.cwd();
     return {
       files: [...files].sort(),
       env: Object.fromEntries([...env].sort(([a], [b]) => (a < b ? -1 : 1))),
       ...(cwd !== undefined ? { cwd } : {}),
+      statted: [...statted].sort(),
       ...(volatile !== undefined ? { volatile } : {}),
     };
   };
 }
 
 const PROMISIFY_CUSTOM = Symbol.for("nodejs.util.promisify.custom");
+
+/** Every folder and file below `dir` (nothing for a file), for a recursive listing or copy. */
+function treeBelow(dir: string): string[] {
+  const found: string[] = [];
+  const walk = (d: string) => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(d, e.name);
+      found.push(p);
+      if (e.isDirectory()) walk(p);
+    }
+  };
+  walk(dir);
+  return found;
+}
 
 /** The recipe's file and line the current call came from (source-mapped), for a message. */
 function whereInRecipe(): string {

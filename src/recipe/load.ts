@@ -40,6 +40,8 @@ export interface LoadedRecipe {
   readonly env: Readonly<Record<string, string | null>>;
   /** The working folder, when the recipe's code depended on it. */
   readonly cwd?: string;
+  /** Of `deps`, those whose metadata the recipe's code read (a stat). */
+  readonly statted?: readonly string[];
   /** Why this evaluation was not cached (a child process it ran, the clock it read, and where), if so. */
   readonly volatile?: string;
   /** Whether this came from the cache. */
@@ -60,6 +62,8 @@ export interface EvalCacheStorage {
  */
 interface DepStamp {
   path: string;
+  /** The recipe read its metadata (a stat): a new time or size is a change even with the same bytes. */
+  meta?: true;
   kind: "f" | "d" | "l" | "m";
   link?: string;
   mode?: number;
@@ -356,7 +360,7 @@ async function importRecipe(file: string, imported: Set<string>): Promise<Record
   }
 }
 
-function stamp(file: string, blake3: (data: Uint8Array) => string): DepStamp {
+function stamp(file: string, blake3: (data: Uint8Array) => string, meta = false): DepStamp {
   let link: string | undefined;
   try {
     link = fs.lstatSync(file).isSymbolicLink() ? fs.readlinkSync(file) : undefined;
@@ -371,7 +375,7 @@ function stamp(file: string, blake3: (data: Uint8Array) => string): DepStamp {
     return { path: file, kind: "l", ...(link !== undefined ? { link } : {}), size: 0, mtimeMs: 0, ino: 0, blake3: "" };
   }
   const kind = st.isDirectory() ? "d" : "f";
-  return { path: file, kind, ...(link !== undefined ? { link } : {}), mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, blake3: blake3(contentOf(file, kind)) };
+  return { path: file, ...(meta ? { meta: true as const } : {}), kind, ...(link !== undefined ? { link } : {}), mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, blake3: blake3(contentOf(file, kind)) };
 }
 
 /** What a stamp hashes: a file's bytes, or a folder's names (what is in it has stamps of its own). */
@@ -417,7 +421,7 @@ async function depUnchanged(dep: DepStamp): Promise<DepStamp | undefined> {
   const kind = st.isDirectory() ? "d" : "f";
   if (kind !== dep.kind || st.mode !== dep.mode) return undefined;
   if (st.size === dep.size && st.mtimeMs === dep.mtimeMs && st.ino === dep.ino) return dep;
-  if (kind === "f" && st.size !== dep.size) return undefined;
+  if (dep.meta || (kind === "f" && st.size !== dep.size)) return undefined;
   const { blake3Hex } = await import("../graph/hash.js");
   if (blake3Hex(contentOf(dep.path, kind)) !== dep.blake3) return undefined;
   return { ...dep, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
@@ -493,9 +497,18 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
   } finally {
     process.exit = exit;
   }
-  const { files: readFiles, env, cwd, volatile } = recorded ?? stopRecording();
+  const { files: readFiles, env, cwd, statted, volatile } = recorded ?? stopRecording();
   // Packages the recipe required (a library of recipes in node_modules, say) are its files too.
   for (const f of requiredFiles) imported.add(f);
+  // How the recipe's own files are read: as a module or a script ("type" in package.json), through
+  // which paths ("imports" there, "paths" in tsconfig.json). Missing ones are stamped as missing.
+  for (const f of [...imported]) {
+    if (f.includes(`${path.sep}node_modules${path.sep}`)) continue;
+    for (let dir = path.dirname(f); ; dir = path.dirname(dir)) {
+      for (const name of ["package.json", "tsconfig.json", "jsconfig.json"]) imported.add(path.join(dir, name));
+      if (path.dirname(dir) === dir) break;
+    }
+  }
   // A recipe loaded as CommonJS arrives wrapped: its exports object is the namespace's default.
   const inner = mod.default as Record<string, unknown> | undefined;
   if (inner && typeof inner === "object" && !isDerivation(inner) && !isOutputRef(inner) && "__esModule" in inner) mod = inner;
@@ -517,6 +530,7 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
     deps: [...new Set([...imported, ...readFiles])].filter((f) => !OWN_TREES.some((t) => f.startsWith(t))).sort(),
     env,
     ...(cwd !== undefined ? { cwd } : {}),
+    statted,
     ...(volatile !== undefined ? { volatile } : {}),
     cached: false,
   };
@@ -575,8 +589,9 @@ export async function loadRecipe(recipeFile: string, options: LoadRecipeOptions 
   if (cache && loaded.volatile !== undefined) cache.put(key, JSON.stringify({ volatile: loaded.volatile }));
   else if (cache) {
     const { blake3Hex } = await import("../graph/hash.js");
+    const statted = new Set(loaded.statted);
     const entry: CacheEntry = {
-      deps: loaded.deps.map((d) => stamp(d, blake3Hex)),
+      deps: loaded.deps.map((d) => stamp(d, blake3Hex, statted.has(d))),
       env: { ...loaded.env },
       ...(loaded.cwd !== undefined ? { cwd: loaded.cwd } : {}),
       exports: { ...loaded.exports },

@@ -161,9 +161,12 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
     if (!stopRequested) idle = setTimeout(() => stop(`idle for ${Math.round(options.idleMs / 1000)} s`), options.idleMs).unref();
   }
   resetIdle();
+  const runningNode = fileIdentity("/proc/self/exe");
   const watch = setInterval(() => {
     if (fileIdentity(socketPath, { birth: true }) !== socketIdentity) stop("its socket was removed or replaced");
     else if (ownCodeStamp() !== codeStamp) stop("ukb's code changed on disk");
+    // Node upgraded in place: the CLI now runs another version, which evaluations (and their cache key) may depend on.
+    else if (runningNode !== undefined && fileIdentity(process.execPath) !== runningNode) stop("Node was replaced on disk");
   }, options.watchMs ?? 2000).unref();
   const onSignal = (signal: string) => stop(`got ${signal}`);
   process.once("SIGTERM", onSignal);
