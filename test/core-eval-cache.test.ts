@@ -248,16 +248,17 @@ test("an install elsewhere, copied with its times kept and with ukb's dependenci
   t.regex(bad.stderr, /^ukb: error: bad\.ts:3: /m);
 });
 
-test("a package's own work as it loads is not the recipe's: its clock and chance as it loads count for nothing, what the recipe asks of it does", async (t) => {
+test("a package's own work as it loads is not the recipe's: its clock and chance as it loads count for nothing, what the recipe asks of it does, and a file it reads as it loads is the recipe's", async (t) => {
   const dir = tempDir();
   fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
   const lib = path.join(dir, "node_modules/clocky");
   fs.mkdirSync(lib, { recursive: true });
   fs.writeFileSync(path.join(lib, "package.json"), `{"name":"clocky","main":"index.js"}`);
   // As lodash and others do when they load: an id drawn, the time read.
-  fs.writeFileSync(path.join(lib, "index.js"), `const loadedAt = Date.now() + Math.random();\nexports.add = (a, b) => a + b;\nexports.now = () => Date.now();\n`);
+  fs.writeFileSync(path.join(lib, "index.js"), `const loadedAt = Date.now() + Math.random();\nexports.add = (a, b) => a + b;\nexports.now = () => Date.now();\nexports.word = require("node:fs").readFileSync(__dirname + "/word.txt", "utf8").trim();\n`);
+  fs.writeFileSync(path.join(lib, "word.txt"), "one\n");
   const recipe = (name: string, use: string) =>
-    writeRecipe(dir, name, `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nimport { add, now } from "clocky";\nfs.appendFileSync("${name}.evaluations", "x");\nconst v = ${use};\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "p", builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`);
+    writeRecipe(dir, name, `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nimport { add, now, word } from "clocky";\nfs.appendFileSync("${name}.evaluations", "x");\nconst v = ${use};\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "p", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${word} > $out\`] });\n`);
   recipe("quiet.ts", "add(1, 2)");
   recipe("clock.ts", "now()");
   for (const run of [1, 2]) {
@@ -269,6 +270,10 @@ test("a package's own work as it loads is not the recipe's: its clock and chance
   }
   t.is(fs.readFileSync(path.join(dir, "quiet.ts.evaluations"), "utf8"), "x");
   t.is(fs.readFileSync(path.join(dir, "clock.ts.evaluations"), "utf8"), "xx");
+  fs.writeFileSync(path.join(lib, "word.txt"), "two\n");
+  const changed = await ukb(["realise", "quiet.ts", "--no-out-link"], { cwd: dir });
+  t.is(changed.code, 0, changed.stderr);
+  t.is(fs.readFileSync(changed.stdout.trim(), "utf8"), "two\n", "a file the package read as it loaded changed, and the cached graph was used");
 });
 
 test("reads through other doors: promisify(readFile), a Buffer path, a recursive listing, a copy's source, a stat's time, the time zone, package.json and tsconfig.json", async (t) => {

@@ -101,22 +101,31 @@ function calledByUser(entry: AnyFn): boolean {
  * zx's `$` or glob):
  * - a frame of the user's own files (a recipe, a module it imports): yes;
  * - a frame of ukb's own code: no (what it does for a recipe, hostTools
- *   reading a program or the loader starting esbuild, it records itself);
- * - Node's module loader: no. A package reading the clock as it loads
- *   (lodash does) did it for itself, not for the recipe;
+ *   reading a program or the loader starting esbuild, it records itself),
+ *   unless a frame of one of the user's packages came first: ukb's frame is
+ *   then its require of that package, which was loading;
+ * - Node's module loader, with `atLoad: "stop"`: no. A package reading the
+ *   clock as it loads (lodash does) did it for itself, not for the recipe.
+ *   A package reading a file as it loads (its data, its configuration) does
+ *   read it for the recipe that imports it: reads pass `"through"`;
  * - the end of the stack with a package's frame on it: yes, a package's own
  *   continuation (an asynchronous walk, a process started on the next tick)
  *   of what the recipe asked for.
  */
-function reachedFromUser(entry: AnyFn): boolean {
+function reachedFromUser(entry: AnyFn, atLoad: "stop" | "through"): boolean {
+  let inUsersPackage = false;
   let inPackage = false;
   for (const file of callerFiles(entry)) {
-    if (file.startsWith("node:internal/modules/")) return false;
+    if (file.startsWith("node:internal/modules/") && atLoad === "stop") return false;
     if (file.startsWith("node:")) continue;
-    if (OWN_TREES.some((t) => file.startsWith(t)) || file.startsWith(ownBin())) return false;
+    if (OWN_TREES.some((t) => file.startsWith(t)) || file.startsWith(ownBin())) return inUsersPackage;
     if (!path.isAbsolute(file)) continue;
-    if (!isUsers(file) || file.includes(`${path.sep}node_modules${path.sep}`)) {
+    if (!isUsers(file)) {
       inPackage = true;
+      continue;
+    }
+    if (file.includes(`${path.sep}node_modules${path.sep}`)) {
+      inPackage = inUsersPackage = true;
       continue;
     }
     return true;
@@ -238,7 +247,7 @@ export function startRecording(): () => Recorded {
   replace(process, "cwd", (original) => {
     const wrapper = function (this: unknown) {
       const here = original.call(this) as string;
-      if (cwd === undefined && reachedFromUser(wrapper)) cwd = here;
+      if (cwd === undefined && reachedFromUser(wrapper, "stop")) cwd = here;
       return here;
     };
     return wrapper;
@@ -247,7 +256,7 @@ export function startRecording(): () => Recorded {
   // The reading functions, each noting its first argument when it is a path the user's code passed.
   const statted = new Set<string>();
   const noteRead = (p: unknown, entry: AnyFn, how: { meta?: boolean; tree?: boolean } = {}) => {
-    if (!(typeof p === "string" || p instanceof URL || Buffer.isBuffer(p)) || !reachedFromUser(entry)) return;
+    if (!(typeof p === "string" || p instanceof URL || Buffer.isBuffer(p)) || !reachedFromUser(entry, "through")) return;
     const given = p instanceof URL ? fileURLToPath(p) : p.toString();
     if (!path.isAbsolute(given)) cwd ??= process.cwd();
     const file = path.resolve(given);
@@ -283,7 +292,7 @@ export function startRecording(): () => Recorded {
   // (zx draws a random id before it starts a process: the process is what the user should hear of).
   let volatileRank = 0;
   const noteVolatile = (what: string, entry: AnyFn, rank: number) => {
-    if (rank > volatileRank && reachedFromUser(entry)) {
+    if (rank > volatileRank && reachedFromUser(entry, "stop")) {
       volatile = `${what} at ${whereInRecipe()}`;
       volatileRank = rank;
     }
@@ -397,7 +406,7 @@ export function startRecording(): () => Recorded {
   for (const [name, keys] of envBacked) {
     replace(os, name, (original) => {
       const wrapper = function (this: unknown, ...args: unknown[]) {
-        if (reachedFromUser(wrapper)) for (const key of keys) if (!env.has(key)) env.set(key, realEnv[key] ?? null);
+        if (reachedFromUser(wrapper, "through")) for (const key of keys) if (!env.has(key)) env.set(key, realEnv[key] ?? null);
         return original.apply(this, args);
       };
       return wrapper;
