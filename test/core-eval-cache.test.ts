@@ -171,6 +171,7 @@ const volatileCases: [string, string, string][] = [
   ["a Date made from a date's constructor", `new (new Date(0).constructor as DateConstructor)()`, "reads the clock (new Date())"],
   ["a worker thread", `await new Promise((done) => new Worker("process.exit(0)", { eval: true }).on("exit", done))`, "starts a worker thread (its reads are not seen)"],
   ["a resolver", `await new dns.promises.Resolver().resolve4("localhost").catch(() => undefined)`, "uses the network (dns.resolve4)"],
+  ["a /proc file", `fs.readFileSync("/proc/uptime", "utf8")`, "reads /proc/uptime"],
   ["a child process after chance", `Math.random() + execSync("true").length`, "runs a child process (execSync)"],
 ];
 
@@ -341,6 +342,87 @@ export default derivation({ name: "doors", builder: \`\${t}/bin/sh\`, args: ["-c
   t.is(await mode(), "sloppy");
   write("package.json", JSON.stringify({ type: "module" }));
   t.is(await mode(), "strict");
+});
+
+test("more doors: a device or /proc read, a file turned folder, a new variable among those enumerated, an optional package installed, a variable the recipe sets itself, structuredClone(process.env), a Worker subclass", async (t) => {
+  const dir = tempDir();
+  fs.mkdirSync(path.join(dir, "tree"));
+  fs.writeFileSync(path.join(dir, "tree/x"), "");
+  writeRecipe(
+    dir,
+    "more.ts",
+    `const { derivation, hostTools } = require("ukb");
+const fs = require("node:fs");
+fs.appendFileSync("evaluations", "x");
+let optional = "none";
+try { optional = require("optpkg").v; } catch {}
+process.env.SET_HERE = "by the recipe";
+const parts = [
+  fs.existsSync("/dev/zero"),
+  fs.readdirSync("tree", { withFileTypes: true }).map((e) => e.name + (e.isDirectory() ? "/" : "")).join("+"),
+  Object.keys(process.env).filter((k) => k.startsWith("MYAPP_")).sort().join("+") || "no-myapp",
+  optional,
+  process.env.SET_HERE.length,
+  structuredClone(process.env).MYAPP_A ?? "unset",
+];
+const t = hostTools(["sh"]);
+module.exports.default = derivation({ name: "more", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${parts.join(" ")} > $out\`] });
+`,
+  );
+  let env: NodeJS.ProcessEnv = {};
+  const run = async (noCache = false) => {
+    const r = await ukb(["realise", "more.ts", "--no-out-link", ...(noCache ? ["--no-eval-cache"] : [])], { cwd: dir, env });
+    t.is(r.code, 0, r.stderr);
+    t.false(r.stderr.includes("note:"), r.stderr);
+    return fs.readFileSync(r.stdout.trim(), "utf8").trim();
+  };
+  t.is(await run(), "true x no-myapp none 13 unset");
+  t.is(await run(), "true x no-myapp none 13 unset");
+  t.is(fs.readFileSync(path.join(dir, "evaluations"), "utf8"), "x", "a device looked at, a variable set by the recipe: still cached");
+  const changes: [string, () => void, string][] = [
+    ["a file turned folder", () => (fs.rmSync(path.join(dir, "tree/x")), fs.mkdirSync(path.join(dir, "tree/x"))), "true x/ no-myapp none 13 unset"],
+    ["a new variable among those enumerated", () => (env = { MYAPP_A: "1" }), "true x/ MYAPP_A none 13 1"],
+    [
+      "an optional package installed",
+      () => {
+        fs.mkdirSync(path.join(dir, "node_modules/optpkg"), { recursive: true });
+        fs.writeFileSync(path.join(dir, "node_modules/optpkg/index.js"), `exports.v = "installed";\n`);
+      },
+      "true x/ MYAPP_A installed 13 1",
+    ],
+  ];
+  for (const [label, change, expected] of changes) {
+    change();
+    t.is(await run(), expected, `${label}: stale`);
+    t.is(await run(true), expected);
+  }
+  // A device's or /proc's content is the moment's: volatile. A Worker subclass still works.
+  fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
+  writeRecipe(dir, "proc.ts", `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nimport { Worker } from "node:worker_threads";\nconst up = fs.readFileSync("/proc/uptime", "utf8").length > 0;\nclass W extends Worker {}\nconst w = new W("1", { eval: true });\nconst ok = w instanceof Worker && typeof w.postMessage === "function";\nawait new Promise((done) => w.on("exit", done));\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "proc", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${up} \${ok} > $out\`] });\n`);
+  const proc = await ukb(["realise", "proc.ts", "--no-out-link"], { cwd: dir });
+  t.is(proc.code, 0, proc.stderr);
+  t.is(fs.readFileSync(proc.stdout.trim(), "utf8"), "true true\n");
+  // (Line 5: the subclass's constructor, which calls Worker's. The worker outranks /proc as the reason.)
+  t.regex(proc.stderr, /ukb: note: proc\.ts is evaluated on every run, not cached: it starts a worker thread \(its reads are not seen\) at proc\.ts:5/);
+});
+
+// Serial: evaluations in this process (and their wrappers) are global.
+test.serial("a function a package kept from an earlier evaluation of the process reports to the one under way", async (t) => {
+  const { evaluateRecipe } = await import("../src/recipe/load.js");
+  const dir = tempDir();
+  const lib = path.join(dir, "node_modules/keeper");
+  fs.mkdirSync(lib, { recursive: true });
+  fs.writeFileSync(path.join(lib, "package.json"), `{"name":"keeper","main":"index.js"}`);
+  // As lodash keeps Math.random: the function it found as it loaded.
+  fs.writeFileSync(path.join(lib, "index.js"), `const random = Math.random;\nexports.roll = () => random();\nexports.one = () => 1;\n`);
+  const recipe = (name: string, use: string) =>
+    writeRecipe(dir, name, `const { derivation, hostTools } = require("ukb");\nconst k = require("keeper");\nconst v = ${use};\nconst t = hostTools(["sh"]);\nmodule.exports.default = derivation({ name: "${name.replace(".ts", "")}", builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`);
+  recipe("first.ts", "k.one()");
+  recipe("second.ts", "k.roll()");
+  const first = await evaluateRecipe(path.join(dir, "first.ts"));
+  t.is(first.volatile, undefined);
+  const second = await evaluateRecipe(path.join(dir, "second.ts"));
+  t.regex(second.volatile ?? "", /draws a random number \(Math\.random\)/);
 });
 
 // Serial: the other tests of this file, running in this process at the same time, read process.env too.

@@ -150,7 +150,8 @@ test("gc keeps what roots reach and deletes the rest", async (t) => {
   t.is(info.code, 0, info.stderr);
   t.is((await ukb(["store", "verify"], { cwd: dir })).code, 0);
   // The root's copy for repair, in the store's roots/ folder.
-  const mirrored = () => fs.readdirSync(path.join(dir, "cache/roots")).map((e) => fs.readlinkSync(path.join(dir, "cache/roots", e)));
+  const mirrored = () => fs.readdirSync(path.join(dir, "cache/roots")).filter((e) => e !== "complete").map((e) => fs.readlinkSync(path.join(dir, "cache/roots", e)));
+  t.true(fs.existsSync(path.join(dir, "cache/roots/complete")), "a new store's roots/ holds them all");
   t.deepEqual(mirrored(), [path.join(dir, "result")]);
   // A removed out-link is no longer a root, in either place.
   fs.unlinkSync(path.join(dir, "result"));
@@ -278,6 +279,37 @@ test("store repair: a new database from the store folder and what the damaged on
   const noop = await ukb(["realise", "refs.ts", "--json"], { cwd: dir });
   t.false(events(noop.stderr).some((e) => e.type === "start"));
   t.regex((await ukb(["store", "info", "result"], { cwd: dir })).stdout, new RegExp(`references +.*${lib}`));
+});
+
+test("store repair warns that roots may be lost unless roots/ is known to hold them all; gc --dry-run forgets no root", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  t.is((await ukb(["realise", "hello.ts"], { cwd: dir })).code, 0);
+  const roots = path.join(dir, "cache/roots");
+  const entries = () => fs.readdirSync(roots).filter((e) => e !== "complete");
+  // A dry run of gc after the link went: the root stays recorded, in both places.
+  fs.renameSync(path.join(dir, "result"), path.join(dir, "kept"));
+  t.is((await ukb(["store", "gc", "--dry-run"], { cwd: dir })).code, 0);
+  t.is(entries().length, 1, "a dry run forgot a root");
+  fs.renameSync(path.join(dir, "kept"), path.join(dir, "result"));
+  const wreck = () => {
+    fs.writeFileSync(path.join(dir, "cache/ukb.sqlite"), "not a database");
+    for (const f of ["-wal", "-shm"]) fs.rmSync(path.join(dir, `cache/ukb.sqlite${f}`), { force: true });
+  };
+  // As a store that had roots before roots/ existed: no mark, a warning.
+  fs.rmSync(path.join(roots, "complete"));
+  wreck();
+  const unmarked = await ukb(["store", "repair"], { cwd: dir });
+  t.is(unmarked.code, 0, unmarked.stderr);
+  t.regex(unmarked.stdout, /1 gc roots the database had lost were taken from the store's roots\/ folder/);
+  t.regex(unmarked.stdout, /gc roots may be lost/);
+  // A gc that finds every root there marks the folder: the next repair need not warn.
+  t.is((await ukb(["store", "gc"], { cwd: dir })).code, 0);
+  t.true(fs.existsSync(path.join(roots, "complete")));
+  wreck();
+  const marked = await ukb(["store", "repair"], { cwd: dir });
+  t.is(marked.code, 0, marked.stderr);
+  t.notRegex(marked.stdout, /gc roots may be lost/);
 });
 
 test("two substitutions in one process that share a reference: fetched and registered once, nothing lost", async (t) => {

@@ -109,8 +109,8 @@ function describeRepair(r: RepairReport): string {
   const read = Object.entries(r.salvaged).map(([table, v]) => `${v.rows} ${table}`).join(", ");
   lines.push(`  read from the old database: ${read}${partial.length > 0 ? `; damaged or unreadable: ${partial.map(([t]) => t).join(", ")}` : ""}`);
   if (r.rootsFromFolder.added > 0) lines.push(`  ${r.rootsFromFolder.added} gc roots the database had lost were taken from the store's roots/ folder`);
-  // roots/ holds every root made since it exists (and gc adds the older ones): without it, a damaged table may have lost some.
-  if (!r.salvaged.roots.whole && !r.rootsFromFolder.folder) lines.push("  gc roots may be lost (their table could not be read whole): realise what you keep links to again before 'ukb store gc'");
+  // roots/ holds every root once it says so (see store/roots.ts): else a damaged table may have lost some.
+  if (!r.salvaged.roots.whole && !r.rootsFromFolder.complete) lines.push("  gc roots may be lost (their table could not be read whole): realise what you keep links to again before 'ukb store gc'");
   if (r.damagedCopy) lines.push(`  the old database is kept as ${r.damagedCopy}`);
   return `${lines.join("\n")}\n`;
 }

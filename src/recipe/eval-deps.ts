@@ -195,27 +195,35 @@ export function startRecording(): () => Recorded {
   let cwd: string | undefined;
   let volatile: string | undefined;
   const realEnv = process.env;
+  // Values as the process started with them: a variable the recipe (or dotenv) sets, then reads, was not read of the host.
+  const initialEnv: Record<string, string | undefined> = { ...realEnv };
   const noteEnv = (key: string | symbol, trap: AnyFn) => {
-    if (typeof key === "string" && !env.has(key) && calledByUser(trap)) env.set(key, realEnv[key] ?? null);
+    if (typeof key === "string" && !env.has(key) && calledByUser(trap)) env.set(key, initialEnv[key] ?? null);
   };
   const traps: ProxyHandler<NodeJS.ProcessEnv> = {
     get(target, key) {
-      noteEnv(key, traps.get as AnyFn);
+      active?.noteEnv(key, traps.get as AnyFn);
       return Reflect.get(target, key);
     },
     has(target, key) {
-      noteEnv(key, traps.has as AnyFn);
+      active?.noteEnv(key, traps.has as AnyFn);
       return Reflect.has(target, key);
     },
     getOwnPropertyDescriptor(target, key) {
-      noteEnv(key, traps.getOwnPropertyDescriptor as AnyFn);
+      active?.noteEnv(key, traps.getOwnPropertyDescriptor as AnyFn);
       return Reflect.getOwnPropertyDescriptor(target, key);
     },
     ownKeys(target) {
-      // Enumerated by the user (`{ ...process.env }`): every variable is read.
-      if (calledByUser(traps.ownKeys as AnyFn)) for (const key of Object.keys(target)) if (!env.has(key)) env.set(key, target[key] ?? null);
+      active?.noteAllEnv(traps.ownKeys as AnyFn);
       return Reflect.ownKeys(target);
     },
+  };
+  // Enumerated by the user (`{ ...process.env }`, a filter of its keys): every variable is read, and
+  // which ones there are (ENV_KEYS: a new one is a change too).
+  const noteAllEnv = (trap: AnyFn) => {
+    if (env.has(ENV_KEYS) || !calledByUser(trap)) return;
+    for (const key of Object.keys(initialEnv)) if (!env.has(key)) env.set(key, initialEnv[key] ?? null);
+    env.set(ENV_KEYS, envKeys(initialEnv));
   };
   process.env = new Proxy(realEnv, traps);
 
@@ -247,7 +255,7 @@ export function startRecording(): () => Recorded {
   replace(process, "cwd", (original) => {
     const wrapper = function (this: unknown) {
       const here = original.call(this) as string;
-      if (cwd === undefined && reachedFromUser(wrapper, "stop")) cwd = here;
+      active?.noteCwd(here, wrapper);
       return here;
     };
     return wrapper;
@@ -255,21 +263,24 @@ export function startRecording(): () => Recorded {
 
   // The reading functions, each noting its first argument when it is a path the user's code passed.
   const statted = new Set<string>();
-  const noteRead = (p: unknown, entry: AnyFn, how: { meta?: boolean; tree?: boolean } = {}) => {
+  const noteRead = (p: unknown, entry: AnyFn, how: { meta: boolean; tree: boolean; content: boolean }) => {
     if (!(typeof p === "string" || p instanceof URL || Buffer.isBuffer(p)) || !reachedFromUser(entry, "through")) return;
     const given = p instanceof URL ? fileURLToPath(p) : p.toString();
     if (!path.isAbsolute(given)) cwd ??= process.cwd();
     const file = path.resolve(given);
+    // /proc, /sys and devices change with no trace in their stat, and a device may have no end:
+    // what the recipe reads of them is the moment's. Whether they are there is stamped.
+    if (how.content && isKernelFile(file)) noteVolatile(`reads ${file}`, entry, HOST);
     files.add(file);
     if (how.meta) statted.add(file);
     // A recursive listing, or a copy of a folder: every folder and file below it was read.
     if (how.tree) for (const below of treeBelow(file)) files.add(below);
   };
   const reading =
-    (how: { meta?: boolean; tree?: (args: unknown[]) => boolean } = {}) =>
+    (how: { meta?: boolean; tree?: (args: unknown[]) => boolean; content?: boolean } = {}) =>
     (original: AnyFn): AnyFn => {
       const wrapper = function (this: unknown, ...args: unknown[]) {
-        noteRead(args[0], wrapper, { meta: how.meta ?? false, tree: how.tree?.(args) ?? false });
+        active?.noteRead(args[0], wrapper, { meta: how.meta ?? false, tree: how.tree?.(args) ?? false, content: how.content ?? false });
         return original.apply(this, args);
       };
       return wrapper;
@@ -277,16 +288,18 @@ export function startRecording(): () => Recorded {
   const recursive = (args: unknown[]) => typeof args[1] === "object" && args[1] !== null && (args[1] as { recursive?: unknown }).recursive === true;
   const always = () => true;
   const fsPromises = fs.promises as unknown as Record<string, unknown>;
-  for (const name of ["readFileSync", "readFile", "existsSync", "exists", "openSync", "open", "accessSync", "access", "readlinkSync", "readlink", "realpathSync", "realpath", "opendirSync", "opendir", "createReadStream", "openAsBlob"]) replace(fs, name, reading());
-  for (const name of ["readFile", "open", "access", "readlink", "realpath", "opendir"]) replace(fsPromises, name, reading());
+  for (const name of ["readFileSync", "readFile", "openSync", "open", "opendirSync", "opendir", "createReadStream", "openAsBlob"]) replace(fs, name, reading({ content: true }));
+  for (const name of ["readFile", "open", "opendir"]) replace(fsPromises, name, reading({ content: true }));
+  for (const name of ["existsSync", "exists", "accessSync", "access", "readlinkSync", "readlink", "realpathSync", "realpath"]) replace(fs, name, reading());
+  for (const name of ["access", "readlink", "realpath"]) replace(fsPromises, name, reading());
   // What a stat returns (a time, a size) may go into the graph: any change of it is a change.
   for (const name of ["statSync", "stat", "lstatSync", "lstat"]) replace(fs, name, reading({ meta: true }));
   for (const name of ["stat", "lstat"]) replace(fsPromises, name, reading({ meta: true }));
-  for (const name of ["readdirSync", "readdir"]) replace(fs, name, reading({ tree: recursive }));
-  replace(fsPromises, "readdir", reading({ tree: recursive }));
+  for (const name of ["readdirSync", "readdir"]) replace(fs, name, reading({ tree: recursive, content: true }));
+  replace(fsPromises, "readdir", reading({ tree: recursive, content: true }));
   // A copy reads its source: the recipe may read the copy.
-  for (const name of ["copyFileSync", "copyFile", "cpSync", "cp"]) replace(fs, name, reading({ tree: always }));
-  for (const name of ["copyFile", "cp"]) replace(fsPromises, name, reading({ tree: always }));
+  for (const name of ["copyFileSync", "copyFile", "cpSync", "cp"]) replace(fs, name, reading({ tree: always, content: true }));
+  for (const name of ["copyFile", "cp"]) replace(fsPromises, name, reading({ tree: always, content: true }));
 
   // What no stamp can check makes the evaluation volatile. The reason told is the strongest seen
   // (zx draws a random id before it starts a process: the process is what the user should hear of).
@@ -300,13 +313,26 @@ export function startRecording(): () => Recorded {
   const CHILD = 3;
   const NETWORK = 2;
   const HOST = 1;
+  // The wrappers report to whichever recording is under way: a package keeps the functions it found
+  // as it loaded (lodash keeps Math.random), and calls them in later evaluations of this process.
+  active = {
+    noteEnv,
+    noteAllEnv,
+    noteEnvRead: (keys, entry) => {
+      if (reachedFromUser(entry, "through")) for (const key of keys) if (!env.has(key)) env.set(key, initialEnv[key] ?? null);
+    },
+    noteCwd: (here, entry) => {
+      if (cwd === undefined && reachedFromUser(entry, "stop")) cwd = here;
+    },
+    noteRead,
+    noteVolatile,
+  };
   const noting =
     (what: string, rank: number) =>
     (original: AnyFn): AnyFn => {
       const wrapper = function (this: unknown, ...args: unknown[]) {
-        noteVolatile(what, wrapper, rank);
-        // A class (worker_threads.Worker) is constructed, with its own prototype.
-        return new.target ? (Reflect.construct(original, args, new.target === wrapper ? original : new.target) as unknown) : original.apply(this, args);
+        active?.noteVolatile(what, wrapper, rank);
+        return original.apply(this, args);
       };
       return wrapper;
     };
@@ -321,7 +347,20 @@ export function startRecording(): () => Recorded {
   for (const name of ["spawn", "spawnSync", "exec", "execSync", "execFile", "execFileSync", "fork"]) replace(childProcess, name, noting(`runs a child process (${name})`, CHILD));
   replace(childProcess.ChildProcess.prototype, "spawn", noting("runs a child process (ChildProcess.spawn)", CHILD));
   // A worker's reads happen on another thread, where nothing is recorded.
-  replace(workers, "Worker", noting("starts a worker thread (its reads are not seen)", CHILD));
+  // A class: a Proxy keeps its prototype, `instanceof` and subclasses.
+  const RealWorker = workers.Worker;
+  const workerTraps: ProxyHandler<typeof RealWorker> = {
+    construct(target, args, newTarget) {
+      active?.noteVolatile("starts a worker thread (its reads are not seen)", workerTraps.construct as AnyFn, CHILD);
+      return Reflect.construct(target, args, newTarget === WorkerProxy ? target : newTarget) as object;
+    },
+  };
+  const WorkerProxy = new Proxy(RealWorker, workerTraps);
+  const workerProperty = Object.getOwnPropertyDescriptor(workers, "Worker");
+  if (workerProperty?.configurable) {
+    Object.defineProperty(workers, "Worker", { ...workerProperty, ...("value" in workerProperty ? { value: WorkerProxy } : { get: () => WorkerProxy }) });
+    restore.push(() => Object.defineProperty(workers, "Worker", workerProperty));
+  }
   // http, https, tls and net all connect through a net.Socket, synchronously with the user's call.
   replace(net.Socket.prototype, "connect", noting("uses the network (a socket's connect)", NETWORK));
   // fetch connects later, on its own stack: the call itself is the read. Node defines it lazily
@@ -330,7 +369,7 @@ export function startRecording(): () => Recorded {
   if (fetchProperty) {
     const realFetch = (): AnyFn => (fetchProperty.get ? fetchProperty.get.call(globalThis) : fetchProperty.value) as AnyFn;
     const fetchWrapper = function (this: unknown, ...args: unknown[]) {
-      noteVolatile("uses the network (fetch)", fetchWrapper, NETWORK);
+      active?.noteVolatile("uses the network (fetch)", fetchWrapper, NETWORK);
       return realFetch().apply(this, args);
     };
     Object.defineProperty(globalThis, "fetch", { value: fetchWrapper, writable: true, configurable: true, enumerable: fetchProperty.enumerable ?? false });
@@ -347,11 +386,11 @@ export function startRecording(): () => Recorded {
   const RealDate = Date;
   const dateTraps: ProxyHandler<DateConstructor> = {
     construct(target, args, newTarget) {
-      if (args.length === 0) noteVolatile("reads the clock (new Date())", dateTraps.construct as AnyFn, HOST);
+      if (args.length === 0) active?.noteVolatile("reads the clock (new Date())", dateTraps.construct as AnyFn, HOST);
       return Reflect.construct(target, args, newTarget === DateProxy ? target : newTarget) as object;
     },
     apply(target, self, args) {
-      noteVolatile("reads the clock (Date())", dateTraps.apply as AnyFn, HOST);
+      active?.noteVolatile("reads the clock (Date())", dateTraps.apply as AnyFn, HOST);
       return Reflect.apply(target, self, args) as unknown;
     },
   };
@@ -368,14 +407,20 @@ export function startRecording(): () => Recorded {
   const formatGetter = Object.getOwnPropertyDescriptor(dateTimeFormat, "format");
   if (formatGetter?.get && formatGetter.configurable) {
     const getFormat = formatGetter.get;
+    const formats = new WeakMap<object, (date?: Date | number) => string>();
     Object.defineProperty(dateTimeFormat, "format", {
       ...formatGetter,
       get(this: Intl.DateTimeFormat) {
-        const bound = getFormat.call(this) as (date?: Date | number) => string;
-        const format = (date?: Date | number) => {
-          if (date === undefined) noteVolatile("reads the clock (Intl.DateTimeFormat format())", format as AnyFn, HOST);
-          return bound(date);
-        };
+        // One per formatter, as Node's own (`f.format === f.format`).
+        let format = formats.get(this);
+        if (!format) {
+          const bound = getFormat.call(this) as (date?: Date | number) => string;
+          const wrapper = (date?: Date | number) => {
+            if (date === undefined) active?.noteVolatile("reads the clock (Intl.DateTimeFormat format())", wrapper as AnyFn, HOST);
+            return bound(date);
+          };
+          formats.set(this, (format = wrapper));
+        }
         return format;
       },
     });
@@ -383,18 +428,33 @@ export function startRecording(): () => Recorded {
   }
   replace(dateTimeFormat, "formatToParts", (original) => {
     const wrapper = function (this: unknown, ...args: unknown[]) {
-      if (args[0] === undefined) noteVolatile("reads the clock (Intl.DateTimeFormat formatToParts())", wrapper, HOST);
+      if (args[0] === undefined) active?.noteVolatile("reads the clock (Intl.DateTimeFormat formatToParts())", wrapper, HOST);
       return original.apply(this, args);
     };
     return wrapper;
   });
   replace(Math, "random", noting("draws a random number (Math.random)", HOST));
   // Every name of the same functions (pseudoRandomBytes, prng and rng are randomBytes), and keys, which are random too.
-  const randomNames = ["randomUUID", "randomBytes", "pseudoRandomBytes", "prng", "rng", "randomInt", "randomFillSync", "randomFill", "getRandomValues", "generateKeyPair", "generateKeyPairSync", "generateKey", "generateKeySync", "generatePrime", "generatePrimeSync"];
+  const randomNames = ["randomUUID", "randomBytes", "pseudoRandomBytes", "prng", "rng", "randomInt", "randomFillSync", "randomFill", "getRandomValues", "generateKeyPair", "generateKeyPairSync", "generateKey", "generateKeySync", "generatePrime", "generatePrimeSync", "createECDH", "createDiffieHellman", "createDiffieHellmanGroup", "getDiffieHellman"];
   for (const name of randomNames) replace(crypto, name, noting(`draws random bytes (crypto.${name})`, HOST));
   for (const name of ["randomUUID", "getRandomValues"]) {
     replace(globalThis.crypto, name, (original) => noting(`draws random bytes (crypto.${name})`, HOST)((...args: unknown[]) => original.apply(globalThis.crypto, args)));
   }
+  const subtle = globalThis.crypto.subtle;
+  for (const name of ["generateKey", "deriveKey", "deriveBits"]) {
+    replace(subtle, name, (original) => noting(`draws random bytes (crypto.subtle.${name})`, HOST)((...args: unknown[]) => original.apply(subtle, args)));
+  }
+  // structuredClone cannot clone a Proxy: it gets the variables themselves (all of them read).
+  replace(globalThis, "structuredClone", (original) => {
+    const wrapper = function (this: unknown, value: unknown, ...rest: unknown[]) {
+      if (value === process.env) {
+        active?.noteAllEnv(wrapper as AnyFn);
+        return original.call(this, { ...realEnv }, ...rest);
+      }
+      return original.call(this, value, ...rest);
+    };
+    return wrapper as AnyFn;
+  });
   for (const name of ["cpus", "freemem", "totalmem", "uptime", "loadavg", "networkInterfaces", "hostname", "userInfo", "release", "version", "availableParallelism", "getPriority"]) {
     replace(os, name, noting(`asks the host (os.${name})`, HOST));
   }
@@ -406,7 +466,7 @@ export function startRecording(): () => Recorded {
   for (const [name, keys] of envBacked) {
     replace(os, name, (original) => {
       const wrapper = function (this: unknown, ...args: unknown[]) {
-        if (reachedFromUser(wrapper, "through")) for (const key of keys) if (!env.has(key)) env.set(key, realEnv[key] ?? null);
+        active?.noteEnvRead(keys, wrapper);
         return original.apply(this, args);
       };
       return wrapper;
@@ -416,6 +476,7 @@ export function startRecording(): () => Recorded {
   syncBuiltinESMExports();
 
   return () => {
+    active = undefined;
     process.env = realEnv;
     for (const undo of restore.reverse()) undo();
     syncBuiltinESMExports();
@@ -431,6 +492,34 @@ export function startRecording(): () => Recorded {
 }
 
 const PROMISIFY_CUSTOM = Symbol.for("nodejs.util.promisify.custom");
+
+/** What the wrappers report to: the recording under way, if any. */
+let active:
+  | {
+      noteEnv(key: string | symbol, trap: AnyFn): void;
+      noteAllEnv(trap: AnyFn): void;
+      noteEnvRead(keys: string[], entry: AnyFn): void;
+      noteCwd(here: string, entry: AnyFn): void;
+      noteRead(p: unknown, entry: AnyFn, how: { meta: boolean; tree: boolean; content: boolean }): void;
+      noteVolatile(what: string, entry: AnyFn, rank: number): void;
+    }
+  | undefined;
+
+/** The recorded entry that stands for which variables there are (no variable's name is empty). */
+export const ENV_KEYS = "";
+
+/** The names of an environment's variables, as ENV_KEYS records them. */
+export function envKeys(env: Record<string, string | undefined>): string {
+  return Object.keys(env)
+    .filter((k) => env[k] !== undefined)
+    .sort()
+    .join("\0");
+}
+
+/** Files of the kernel's (/proc, /sys) and devices (/dev): their stat says nothing of what reading them gives. */
+export function isKernelFile(file: string): boolean {
+  return /^\/(proc|sys|dev)(\/|$)/.test(file);
+}
 
 /** Every folder and file below `dir` (nothing for a file), for a recursive listing or copy. */
 function treeBelow(dir: string): string[] {

@@ -18,11 +18,12 @@
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
+import { isModuleNamespaceObject } from "node:util/types";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { isUkbError, RecipeError } from "../errors/index.js";
 import type { DrvRecord, Graph } from "../graph/index.js";
 import { closureOf, isDerivation, isOutputRef } from "./derivation.js";
-import { startRecording, type Recorded } from "./eval-deps.js";
+import { ENV_KEYS, envKeys, isKernelFile, startRecording, type Recorded } from "./eval-deps.js";
 import { callerLocation, OWN_TREES, PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "./location.js";
 
 /** A recipe, evaluated. */
@@ -60,11 +61,12 @@ export interface EvalCacheStorage {
  * names, `l` a dangling link, `m` nothing at all); `link` is its own target when the path itself
  * is a symlink; `mode` catches a changed executable bit, which local() hashes.
  */
+/** `s`: a device, fifo or socket, or a file of /proc, /sys or /dev: stamped by its kind and mode, never read. */
 interface DepStamp {
   path: string;
   /** The recipe read its metadata (a stat): a new time or size is a change even with the same bytes. */
   meta?: true;
-  kind: "f" | "d" | "l" | "m";
+  kind: "f" | "d" | "l" | "m" | "s";
   link?: string;
   mode?: number;
   size: number;
@@ -120,7 +122,19 @@ function aliasInRequire(): void {
   const original = Module._resolveFilename;
   Module._resolveFilename = function (request: string, ...rest: unknown[]) {
     if (request === "ukb") return apiCjs;
-    const resolved = original.call(this, request, ...rest);
+    let resolved: string;
+    try {
+      resolved = original.call(this, request, ...rest);
+    } catch (err) {
+      // An optional package not installed (`try { require("x") } catch {}`): where Node looked is
+      // stamped as missing, so installing it is a change.
+      const parent = rest[0] as { paths?: string[] } | undefined;
+      if (!request.startsWith(".") && !path.isAbsolute(request) && !request.startsWith("node:")) {
+        const name = request.startsWith("@") ? request.split("/").slice(0, 2).join("/") : request.split("/")[0]!;
+        for (const dir of parent?.paths ?? []) requiredFiles.add(path.join(dir, name));
+      }
+      throw err;
+    }
     if (path.isAbsolute(resolved)) requiredFiles.add(resolved);
     return resolved;
   };
@@ -249,8 +263,9 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
   // Noted, not only thrown: a recipe may catch the error and go on with another value.
   let needsLoader = false;
   mod.require = (id: string) => {
+    let value: unknown;
     try {
-      return requireFromRecipe(id);
+      value = requireFromRecipe(id);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       // A package whose sources are TypeScript (a linked workspace): Node cannot compile it.
@@ -261,6 +276,13 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
       }
       throw err;
     }
+    // An ES module package, which Node 20.19+ requires as its namespace: the bundle's default
+    // import would then be the namespace, not the module's default. Node's loader imports it right.
+    if (isModuleNamespaceObject(value)) {
+      needsLoader = true;
+      throw new NeedsModuleLoader(id);
+    }
+    return value;
   };
   try {
     mod._compile(result.outputFiles![0]!.text, file);
@@ -374,13 +396,25 @@ function stamp(file: string, blake3: (data: Uint8Array) => string, meta = false)
   } catch {
     return { path: file, kind: "l", ...(link !== undefined ? { link } : {}), size: 0, mtimeMs: 0, ino: 0, blake3: "" };
   }
-  const kind = st.isDirectory() ? "d" : "f";
+  const kind = kindOf(file, st);
+  if (kind === "s") return { path: file, kind, ...(link !== undefined ? { link } : {}), mode: st.mode, size: 0, mtimeMs: 0, ino: 0, blake3: "" };
   return { path: file, ...(meta ? { meta: true as const } : {}), kind, ...(link !== undefined ? { link } : {}), mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, blake3: blake3(contentOf(file, kind)) };
 }
 
-/** What a stamp hashes: a file's bytes, or a folder's names (what is in it has stamps of its own). */
+function kindOf(file: string, st: fs.Stats): "f" | "d" | "s" {
+  if (isKernelFile(file) || !(st.isFile() || st.isDirectory())) return "s";
+  return st.isDirectory() ? "d" : "f";
+}
+
+/**
+ * What a stamp hashes: a file's bytes, or a folder's names, each with its
+ * kind (a file replaced by a folder of its name is a change); what is in it
+ * has stamps of its own.
+ */
 function contentOf(file: string, kind: "f" | "d"): Uint8Array {
-  return kind === "d" ? Buffer.from(fs.readdirSync(file).sort().join("\0")) : fs.readFileSync(file);
+  if (kind === "f") return fs.readFileSync(file);
+  const entries = fs.readdirSync(file, { withFileTypes: true }).map((e) => `${e.name}/${e.isDirectory() ? "d" : e.isSymbolicLink() ? "l" : e.isFile() ? "f" : "s"}`);
+  return Buffer.from(entries.sort().join("\0"));
 }
 
 /**
@@ -418,8 +452,9 @@ async function depUnchanged(dep: DepStamp): Promise<DepStamp | undefined> {
     st = undefined;
   }
   if (!st) return dep.kind === "l" ? dep : undefined;
-  const kind = st.isDirectory() ? "d" : "f";
+  const kind = kindOf(dep.path, st);
   if (kind !== dep.kind || st.mode !== dep.mode) return undefined;
+  if (kind === "s") return dep;
   if (st.size === dep.size && st.mtimeMs === dep.mtimeMs && st.ino === dep.ino) return dep;
   if (dep.meta || (kind === "f" && st.size !== dep.size)) return undefined;
   const { blake3Hex } = await import("../graph/hash.js");
@@ -561,7 +596,7 @@ export async function loadRecipe(recipeFile: string, options: LoadRecipeOptions 
   const hit = cache?.get(key);
   if (hit) {
     const entry = JSON.parse(hit) as Partial<CacheEntry>;
-    const sameHost = Object.entries(entry.env ?? {}).every(([k, v]) => (env[k] ?? null) === v) && (entry.cwd === undefined || entry.cwd === cwd);
+    const sameHost = Object.entries(entry.env ?? {}).every(([k, v]) => (k === ENV_KEYS ? envKeys(env) : (env[k] ?? null)) === v) && (entry.cwd === undefined || entry.cwd === cwd);
     const unchanged = sameHost && entry.roots && entry.deps && entry.exports ? await depsUnchanged(entry.deps) : undefined;
     if (unchanged && entry.roots && entry.deps && entry.exports) {
       if (unchanged.renewed) cache!.put(key, JSON.stringify({ ...entry, deps: unchanged.deps }));

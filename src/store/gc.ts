@@ -40,8 +40,8 @@ function lockedPaths(store: Store): string[] {
 }
 
 /** What every kind of root names now: out-links, live temp roots, live locks. */
-function rootedNow(store: Store): { roots: string[]; all: string[] } {
-  const roots = [...store.rootPaths().values()];
+function rootedNow(store: Store, forget = true): { roots: string[]; all: string[] } {
+  const roots = [...store.rootPaths({ forget }).values()];
   const temp = store.liveTempRoots().filter((b) => store.isValid(b));
   return { roots, all: [...roots, ...temp, ...lockedPaths(store)] };
 }
@@ -105,7 +105,8 @@ const GC_LOCK = "gc";
 async function collect(store: Store, options: GcOptions): Promise<GcReport> {
   const batchSize = options.batchSize ?? 256;
   // The plan: read only, so no other ukb waits for it however large the store.
-  const first = rootedNow(store);
+  // A dry run changes nothing: stale roots stay recorded.
+  const first = rootedNow(store, !options.dryRun);
   const plan = store.db.transaction(() => {
     // A root gone since it was read (a link removed, a process exited and its path collected) is no root.
     const live = new Set(store.closure(first.all.filter((b) => store.isValid(b))));

@@ -30,7 +30,7 @@ import { openDb, openRawDb } from "./db.js";
 import { contentKeys } from "./digest.js";
 import { scanReferences } from "./fsutil.js";
 import { SELF, ownerAlive } from "./lock.js";
-import { mirroredRoots } from "./roots.js";
+import { mirroredRoots, rootsComplete } from "./roots.js";
 import type { PathRow } from "./store.js";
 
 export interface RepairReport {
@@ -46,8 +46,8 @@ export interface RepairReport {
   readonly skipped: readonly { base: string; reason: string }[];
   /** Rows read from the old database, by table; a table that could not be read whole is marked. */
   readonly salvaged: Readonly<Record<SalvagedTable, { rows: number; whole: boolean }>>;
-  /** Roots that only the store's roots/ folder still knew (see roots.ts), and whether it was there at all. */
-  readonly rootsFromFolder: { readonly added: number; readonly folder: boolean };
+  /** Roots that only the store's roots/ folder still knew (see roots.ts), and whether it is known to hold them all. */
+  readonly rootsFromFolder: { readonly added: number; readonly complete: boolean };
   /** Where the old database was kept, if there was one. */
   readonly damagedCopy?: string;
 }
@@ -160,7 +160,7 @@ export async function repairStore(root: string): Promise<RepairReport> {
     // The roots' copy on the filesystem: what a damaged table lost, it still has.
     const known = new Set(roots.map((row) => row.link));
     const fromFolder = mirroredRoots(root).filter((link) => !known.has(link));
-    rootsFromFolder = { added: fromFolder.length, folder: fs.existsSync(path.join(root, "roots")) };
+    rootsFromFolder = { added: fromFolder.length, complete: rootsComplete(root) };
     roots = [...roots, ...fromFolder.map((link) => ({ link }))];
     const whole = (x: { whole: boolean }) => x.whole;
     salvaged = {

@@ -5,6 +5,12 @@
  * table is what gc reads; this folder is what `ukb store repair` reads when
  * that table is damaged, so a repaired store still knows every `./result`
  * and gc does not delete what they point at.
+ *
+ * The folder is known to hold every root only when it says so: a file
+ * `roots/complete`, written with a new store and by each gc that found every
+ * root there, removed whenever an entry could not be written. A store made
+ * by a ukb before this folder existed has roots only its database knows
+ * until a gc has run; repair then still warns.
  */
 import { createHash } from "node:crypto";
 import fs from "node:fs";
@@ -16,32 +22,64 @@ function entryFor(storeRoot: string, link: string): string {
   return path.join(storeRoot, ROOTS_DIR, createHash("sha256").update(link).digest("hex").slice(0, 32));
 }
 
+const COMPLETE = "complete";
+
 /**
- * Records `link` (absolute) in the folder, if it is not there yet. Best
- * effort: the database holds the root either way, and a folder that cannot
- * be written (a read-only copy of a store) only costs repair its backup.
+ * Records `link` (absolute) in the folder, if it is not there yet, and says
+ * whether it is there. Best effort: the database holds the root either way,
+ * and a folder that cannot be written (a store shared with a user who may
+ * not write it) only costs repair its backup, and the folder its mark.
  */
-export function mirrorRoot(storeRoot: string, link: string): void {
+export function mirrorRoot(storeRoot: string, link: string): boolean {
   const entry = entryFor(storeRoot, link);
   try {
     fs.symlinkSync(link, entry);
+    return true;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") return true;
     if (code === "ENOENT") {
       try {
         fs.mkdirSync(path.dirname(entry), { recursive: true });
         fs.symlinkSync(link, entry);
+        return true;
       } catch {
-        // see above
+        // below
       }
     }
-    // EEXIST: recorded already.
+    try {
+      fs.rmSync(path.join(storeRoot, ROOTS_DIR, COMPLETE), { force: true });
+    } catch {
+      // a folder we may not write: its mark is not ours to remove either
+    }
+    return false;
   }
 }
 
-/** Forgets `link` (a root gc found stale). */
+/** Forgets `link` (a root gc found stale). Best effort, as mirrorRoot: a leftover entry only names a link that is gone. */
 export function unmirrorRoot(storeRoot: string, link: string): void {
-  fs.rmSync(entryFor(storeRoot, link), { force: true });
+  try {
+    fs.rmSync(entryFor(storeRoot, link), { force: true });
+  } catch {
+    // see above
+  }
+}
+
+/** Marks the folder as holding every root (a new store; a gc that found them all there). */
+export function markRootsComplete(storeRoot: string): void {
+  const mark = path.join(storeRoot, ROOTS_DIR, COMPLETE);
+  if (fs.existsSync(mark)) return;
+  try {
+    fs.mkdirSync(path.dirname(mark), { recursive: true });
+    fs.writeFileSync(mark, "");
+  } catch {
+    // unmarked: repair warns, as it would have
+  }
+}
+
+/** Whether the folder holds every root (see the module's comment). */
+export function rootsComplete(storeRoot: string): boolean {
+  return fs.existsSync(path.join(storeRoot, ROOTS_DIR, COMPLETE));
 }
 
 /** Every link the folder records (repair's second source of roots). */

@@ -12,7 +12,7 @@ import { Locks, SELF, ownerAlive } from "./lock.js";
 import { removeTree } from "./fsutil.js";
 import { freeBytes, isNoSpace, nearlyFull, NoSpaceError } from "./space.js";
 import { damagedDbError, isDamagedDb, noteOpened } from "./damage.js";
-import { mirrorRoot, unmirrorRoot } from "./roots.js";
+import { markRootsComplete, mirrorRoot, unmirrorRoot } from "./roots.js";
 
 /** What the store knows about a valid path. */
 export interface PathInfo {
@@ -69,7 +69,10 @@ export class Store {
     this.logDir = path.join(root, "logs");
     this.tmpDir = path.join(root, "tmp");
     for (const d of [this.storeDir, this.logDir, this.tmpDir]) fs.mkdirSync(d, { recursive: true });
+    const fresh = !fs.existsSync(path.join(root, "ukb.sqlite"));
     this.db = openDb(path.join(root, "ukb.sqlite"));
+    // A new store has no root but those roots/ will record.
+    if (fresh) markRootsComplete(root);
     this.locks = new Locks(this.db);
     const db = this.db;
     // Prepared on first use: a no-op realise needs three statements of twenty.
@@ -459,9 +462,14 @@ export class Store {
     mirrorRoot(this.root, abs);
   }
 
-  /** Valid paths the roots point at (stale roots are forgotten). */
-  rootPaths(): Map<string, string> {
+  /**
+   * Valid paths the roots point at. Stale roots are forgotten (unless
+   * `forget` is false: a dry run), and every live one is made sure of in
+   * roots/, which is marked complete once they all are (see roots.ts).
+   */
+  rootPaths(options: { forget?: boolean } = {}): Map<string, string> {
     const live = new Map<string, string>();
+    let mirrored = true;
     for (const { link, owner } of this.stmts.roots.all()) {
       let target: string | undefined;
       try {
@@ -473,13 +481,15 @@ export class Store {
       if (base && this.isValid(base)) {
         live.set(link, base);
         // A root of a store made before roots/ existed gets its entry here.
-        mirrorRoot(this.root, link);
-      } else if (target === undefined && owner && ownerAlive(owner)) continue; // its link is still to come
-      else {
+        mirrored = mirrorRoot(this.root, link) && mirrored;
+      } else if (target === undefined && owner && ownerAlive(owner)) {
+        mirrored = mirrorRoot(this.root, link) && mirrored; // its link is still to come
+      } else if (options.forget !== false) {
         this.stmts.deleteRoot.run(link);
         unmirrorRoot(this.root, link);
       }
     }
+    if (mirrored) markRootsComplete(this.root);
     return live;
   }
 
