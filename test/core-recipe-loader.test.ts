@@ -99,6 +99,8 @@ test("what only a module loader gives still works: a recipe library requiring 'u
     "beside.ts": `import { derivation, hostTools } from "ukb";\nimport { beside } from "./sub/helper.js";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: beside, builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
     // A helper that requires a file by a computed name, relative to itself.
     "resolved.ts": `import { derivation, hostTools } from "ukb";\nimport { found } from "./sub/finder.js";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: found, builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
+    // The default export of an ES module package that Node 20.19+ lets require() load (as its namespace).
+    "esmdefault.ts": `import { derivation, hostTools } from "ukb";\nimport pkg from "esm-default";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: pkg.shout("x"), builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
     // A recipe that catches a failed require and goes on: it must not get its fallback value.
     "optional.ts": `import { derivation, hostTools } from "ukb";\nlet word = "fallback";\ntry { word = require("ts-pkg").word; } catch {}\nconst t = hostTools(["sh"]);\nexport default derivation({ name: word, builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
   };
@@ -109,8 +111,10 @@ test("what only a module loader gives still works: a recipe library requiring 'u
   write("esm/package.json", `{ "type": "module" }\n`);
   write("esm/node_modules/esm-only/package.json", `{ "name": "esm-only", "type": "module", "exports": { "import": "./index.js" } }\n`);
   write("esm/node_modules/esm-only/index.js", `export const word = "esm";\n`);
+  write("esm/node_modules/esm-default/package.json", `{ "name": "esm-default", "type": "module", "exports": "./index.js" }\n`);
+  write("esm/node_modules/esm-default/index.js", `export default { shout: (s) => s.toUpperCase() };\n`);
   for (const [name, source] of Object.entries(recipes)) {
-    const file = name === "esm.ts" ? "esm/esm.ts" : name;
+    const file = name.startsWith("esm") ? `esm/${name}` : name;
     write(file, source);
     const r = await ukb(["show", file, "--store", `store-${name}`], { cwd: dir });
     t.is(r.code, 0, `${file}: ${r.stderr}`);
