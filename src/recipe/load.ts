@@ -18,7 +18,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
-import { isModuleNamespaceObject } from "node:util/types";
+import { types } from "node:util";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { isUkbError, RecipeError } from "../errors/index.js";
 import type { DrvRecord, Graph } from "../graph/index.js";
@@ -278,7 +278,7 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
     }
     // An ES module package, which Node 20.19+ requires as its namespace: the bundle's default
     // import would then be the namespace, not the module's default. Node's loader imports it right.
-    if (isModuleNamespaceObject(value)) {
+    if (types.isModuleNamespaceObject(value)) {
       needsLoader = true;
       throw new NeedsModuleLoader(id);
     }
