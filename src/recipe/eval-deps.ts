@@ -108,29 +108,27 @@ function calledByUser(entry: AnyFn): boolean {
  *   clock as it loads (lodash does) did it for itself, not for the recipe.
  *   A package reading a file as it loads (its data, its configuration) does
  *   read it for the recipe that imports it: reads pass `"through"`;
- * - the end of the stack with a package's frame on it: yes, a package's own
- *   continuation (an asynchronous walk, a process started on the next tick)
- *   of what the recipe asked for.
+ * - the end of the stack with a frame of one of the user's packages on it:
+ *   yes, a package's own continuation (an asynchronous walk, a process
+ *   started on the next tick) of what the recipe asked for. Not with only
+ *   ukb's dependencies' frames: their timers (a test runner's, esbuild's)
+ *   run on ukb's behalf.
  */
 function reachedFromUser(entry: AnyFn, atLoad: "stop" | "through"): boolean {
   let inUsersPackage = false;
-  let inPackage = false;
   for (const file of callerFiles(entry)) {
     if (file.startsWith("node:internal/modules/") && atLoad === "stop") return false;
     if (file.startsWith("node:")) continue;
     if (OWN_TREES.some((t) => file.startsWith(t)) || file.startsWith(ownBin())) return inUsersPackage;
     if (!path.isAbsolute(file)) continue;
-    if (!isUsers(file)) {
-      inPackage = true;
-      continue;
-    }
+    if (!isUsers(file)) continue;
     if (file.includes(`${path.sep}node_modules${path.sep}`)) {
-      inPackage = inUsersPackage = true;
+      inUsersPackage = true;
       continue;
     }
     return true;
   }
-  return inPackage;
+  return inUsersPackage;
 }
 
 function isUsers(file: string): boolean {
@@ -189,16 +187,20 @@ export function startRecording(): () => Recorded {
   ownTrees();
   files.clear();
   shared.relative = false;
-  // What Node read at its start, for every recipe: the time zone and the locale that local dates and
-  // Intl format with (which no wrapper sees being read).
-  const env = new Map<string, string | null>(["TZ", "LANG", "LC_ALL", "LC_TIME"].map((k) => [k, process.env[k] ?? null]));
   let cwd: string | undefined;
   let volatile: string | undefined;
   const realEnv = process.env;
   // Values as the process started with them: a variable the recipe (or dotenv) sets, then reads, was not read of the host.
   const initialEnv: Record<string, string | undefined> = { ...realEnv };
+  const env = new Map<string, string | null>();
+  const recordEnv = (key: string) => {
+    if (!env.has(key)) env.set(key, initialEnv[key] ?? null);
+  };
+  // What Node read at its start, for every recipe: the time zone and the locale that local dates and
+  // Intl format with (which no wrapper sees being read).
+  for (const key of ["TZ", "LANG", "LC_ALL", "LC_TIME"]) recordEnv(key);
   const noteEnv = (key: string | symbol, trap: AnyFn) => {
-    if (typeof key === "string" && !env.has(key) && calledByUser(trap)) env.set(key, initialEnv[key] ?? null);
+    if (typeof key === "string" && !env.has(key) && calledByUser(trap)) recordEnv(key);
   };
   const traps: ProxyHandler<NodeJS.ProcessEnv> = {
     get(target, key) {
@@ -222,7 +224,7 @@ export function startRecording(): () => Recorded {
   // which ones there are (ENV_KEYS: a new one is a change too).
   const noteAllEnv = (trap: AnyFn) => {
     if (env.has(ENV_KEYS) || !calledByUser(trap)) return;
-    for (const key of Object.keys(initialEnv)) if (!env.has(key)) env.set(key, initialEnv[key] ?? null);
+    for (const key of Object.keys(initialEnv)) recordEnv(key);
     env.set(ENV_KEYS, envKeys(initialEnv));
   };
   process.env = new Proxy(realEnv, traps);
@@ -319,7 +321,7 @@ export function startRecording(): () => Recorded {
     noteEnv,
     noteAllEnv,
     noteEnvRead: (keys, entry) => {
-      if (reachedFromUser(entry, "through")) for (const key of keys) if (!env.has(key)) env.set(key, initialEnv[key] ?? null);
+      if (reachedFromUser(entry, "through")) for (const key of keys) recordEnv(key);
     },
     noteCwd: (here, entry) => {
       if (cwd === undefined && reachedFromUser(entry, "stop")) cwd = here;
