@@ -306,11 +306,19 @@ test("the launcher asks only a server of its own user: another user's socket hea
     net.createServer({ allowHalfOpen: true }, (c) => {
       c.on("data", (d) => fs.appendFileSync(${JSON.stringify(heard)}, d));
       c.on("end", () => c.end("ok\\nforged\\n"));
-    }).listen(${JSON.stringify(path.join(store, "server.sock"))}, () => fs.chmodSync(${JSON.stringify(path.join(store, "server.sock"))}, 0o666));
-  `], { stdio: "ignore" });
+    }).listen(${JSON.stringify(path.join(store, "server.sock"))}, () => {
+      fs.chmodSync(${JSON.stringify(path.join(store, "server.sock"))}, 0o666);
+      process.stdout.write("listening\\n");
+    });
+  `], { stdio: ["ignore", "pipe", "ignore"] });
   t.teardown(() => fake.kill());
-  for (let i = 0; i < 100 && !fs.existsSync(path.join(store, "server.sock")); i++) await new Promise((r) => setTimeout(r, 50));
-  t.true(fs.existsSync(path.join(store, "server.sock")), "the other user's listener did not start");
+  // The socket file exists from bind(), before listen(): waiting for the file raced (ECONNREFUSED in CI).
+  const started = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), 5000);
+    fake.stdout!.on("data", (d: Buffer) => d.toString().includes("listening") && (clearTimeout(timer), resolve(true)));
+    fake.on("exit", () => (clearTimeout(timer), resolve(false)));
+  });
+  t.true(started, "the other user's listener did not start");
   t.is(await ask(path.join(store, "server.sock"), "hello"), "ok\nforged\n");
   fs.writeFileSync(heard, "");
   const r = await launch(["realise", "hello.ts"], dir, { SECRET_TOKEN: "hunter2" });
