@@ -173,6 +173,12 @@ const volatileCases: [string, string, string][] = [
   ["a resolver", `await new dns.promises.Resolver().resolve4("localhost").catch(() => undefined)`, "uses the network (dns.resolve4)"],
   ["a /proc file", `fs.readFileSync("/proc/uptime", "utf8")`, "reads /proc/uptime"],
   ["a child process after chance", `Math.random() + execSync("true").length`, "runs a child process (execSync)"],
+  ["a monotonic clock", `performance.now()`, "reads the clock (performance.now)"],
+  ["a high-resolution clock", `process.hrtime.bigint()`, "reads the clock (process.hrtime.bigint)"],
+  ["the process's start", `performance.timeOrigin`, "reads the clock (performance.timeOrigin)"],
+  ["the process's id", `process.pid`, "asks the host (process.pid)"],
+  ["the process's uptime", `process.uptime()`, "asks the host (process.uptime)"],
+  ["ukb's command line", `process.argv.includes("--debug")`, "reads ukb's command line (process.argv)"],
 ];
 
 test("what no stamp can check (a child process, the network, the clock, chance, the host's figures) is evaluated on every run, and the user is told where", async (t) => {
@@ -286,7 +292,8 @@ test("reads through other doors: promisify(readFile), a Buffer path, a recursive
   write("src.txt", "s1");
   write("tree/sub/x", "");
   write("one.ts", `export const word = "one";\n`);
-  write("two.ts", `export const word = "two";\n`);
+  for (const word of ["two", "three", "four", "five", "six"]) write(`${word}.ts`, `export const word = "${word}";\n`);
+  const pathsTo = (file: string) => JSON.stringify({ compilerOptions: { paths: { "@word": [file] } } });
   write("tsconfig.json", JSON.stringify({ compilerOptions: { paths: { "@word": ["./one.ts"] } } }));
   write("package.json", "{}");
   writeRecipe(
@@ -327,7 +334,25 @@ export default derivation({ name: "doors", builder: \`\${t}/bin/sh\`, args: ["-c
     ["a copy's source", () => write("src.txt", "s2")],
     ["a stat's time, with the same bytes", () => fs.utimesSync(path.join(dir, "a.txt"), 1e9, 1e9)],
     ["the time zone", () => (env = { TZ: "Asia/Tokyo" })],
-    ["tsconfig.json's paths", () => write("tsconfig.json", JSON.stringify({ compilerOptions: { paths: { "@word": ["./two.ts"] } } }))],
+    ["tsconfig.json's paths", () => write("tsconfig.json", pathsTo("./two.ts"))],
+    [
+      "tsconfig.json extending another file",
+      () => {
+        write("base.json", pathsTo("./three.ts"));
+        write("tsconfig.json", `{ // comments and a trailing comma, as TypeScript allows\n "extends": "./base", }`);
+      },
+    ],
+    ["the file it extends", () => write("base.json", pathsTo("./four.ts"))],
+    [
+      "that file extending a package's config",
+      () => {
+        fs.mkdirSync(path.join(dir, "node_modules/shared-config"), { recursive: true });
+        // Paths in a config are relative to that config's folder.
+        write("node_modules/shared-config/paths.json", pathsTo("../../five.ts"));
+        write("base.json", JSON.stringify({ extends: "shared-config/paths.json" }));
+      },
+    ],
+    ["the package's config, two links away", () => write("node_modules/shared-config/paths.json", pathsTo("../../six.ts"))],
   ];
   for (const [label, change] of changes) {
     change();

@@ -460,6 +460,37 @@ export function startRecording(): () => Recorded {
   for (const name of ["cpus", "freemem", "totalmem", "uptime", "loadavg", "networkInterfaces", "hostname", "userInfo", "release", "version", "availableParallelism", "getPriority"]) {
     replace(os, name, noting(`asks the host (os.${name})`, HOST));
   }
+  // The process's own clocks and figures: the moment's, like Date.now. hrtime.bigint is wrapped
+  // first, so that the wrapped hrtime carries the wrapped bigint.
+  replace(performance, "now", noting("reads the clock (performance.now)", HOST));
+  replace(process.hrtime, "bigint", noting("reads the clock (process.hrtime.bigint)", HOST));
+  replace(process, "hrtime", noting("reads the clock (process.hrtime)", HOST));
+  for (const name of ["uptime", "cpuUsage", "resourceUsage", "memoryUsage"]) replace(process, name, noting(`asks the host (process.${name})`, HOST));
+  // Values, not functions: a getter for the evaluation's time stands for them.
+  const valueGetters: [object, string, string][] = [
+    [process, "pid", "asks the host (process.pid)"],
+    [process, "ppid", "asks the host (process.ppid)"],
+    // How ukb was run (`--jobs 4` or `-A kernel`) is no file's: a recipe that looks at it is evaluated each time.
+    [process, "argv", "reads ukb's command line (process.argv)"],
+    [performance, "timeOrigin", "reads the clock (performance.timeOrigin)"],
+  ];
+  for (const [owner, name, what] of valueGetters) {
+    let holder: object | null = owner;
+    while (holder && !Object.hasOwn(holder, name)) holder = Object.getPrototypeOf(holder) as object | null;
+    const property = holder && Object.getOwnPropertyDescriptor(holder, name);
+    if (!property?.configurable) continue;
+    const read = property.get ? () => property.get!.call(owner) : () => property.value;
+    const getter = function () {
+      active?.noteVolatile(what, getter, HOST);
+      return read();
+    };
+    // An assignment (Node's own `process.argv[1] = …` is a write to the array, not to this) is kept.
+    const setter = function (value: unknown) {
+      Object.defineProperty(owner, name, { value, writable: true, configurable: true, enumerable: property.enumerable ?? true });
+    };
+    Object.defineProperty(owner, name, { get: getter, set: setter, configurable: true, enumerable: property.enumerable ?? true });
+    restore.push(() => (holder === owner ? Object.defineProperty(owner, name, property) : delete (owner as Record<string, unknown>)[name]));
+  }
   // These only read environment variables (and the user's passwd entry, when HOME is unset).
   const envBacked: [string, string[]][] = [
     ["homedir", ["HOME"]],

@@ -24,6 +24,7 @@ import { isUkbError, RecipeError } from "../errors/index.js";
 import type { DrvRecord, Graph } from "../graph/index.js";
 import { closureOf, isDerivation, isOutputRef } from "./derivation.js";
 import { ENV_KEYS, envKeys, isKernelFile, startRecording, type Recorded } from "./eval-deps.js";
+import { extendsChain } from "./tsconfig.js";
 import { callerLocation, OWN_TREES, PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "./location.js";
 
 /** A recipe, evaluated. */
@@ -544,6 +545,8 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
       if (path.dirname(dir) === dir) break;
     }
   }
+  // A config's settings may come from the configs it extends, in the folder or in a package.
+  for (const f of [...imported]) if (/^[tj]sconfig\.json$/.test(path.basename(f))) for (const link of extendsChain(f)) imported.add(link);
   // A recipe loaded as CommonJS arrives wrapped: its exports object is the namespace's default.
   const inner = mod.default as Record<string, unknown> | undefined;
   if (inner && typeof inner === "object" && !isDerivation(inner) && !isOutputRef(inner) && "__esModule" in inner) mod = inner;
