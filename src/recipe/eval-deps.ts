@@ -457,6 +457,18 @@ export function startRecording(): () => Recorded {
     };
     return wrapper as AnyFn;
   });
+  // util.inspect shows a Proxy's target without its traps: what it prints of process.env is every
+  // variable, read. format() and formatWithOptions() inspect their arguments the same way.
+  const util = builtin("node:util") as typeof import("node:util");
+  for (const name of ["inspect", "format", "formatWithOptions"]) {
+    replace(util, name, (original) => {
+      const wrapper = function (this: unknown, ...args: unknown[]) {
+        if (args.includes(process.env)) active?.noteAllEnv(wrapper as AnyFn);
+        return original.apply(this, args);
+      };
+      return wrapper;
+    });
+  }
   for (const name of ["cpus", "freemem", "totalmem", "uptime", "loadavg", "networkInterfaces", "hostname", "userInfo", "release", "version", "availableParallelism", "getPriority"]) {
     replace(os, name, noting(`asks the host (os.${name})`, HOST));
   }
