@@ -29,8 +29,12 @@ export function openStore(flag: string | undefined, options: { useReserve?: bool
   return Store.open(root, { ...(options.useReserve ? { useReserve: true } : {}) });
 }
 
-/** Changes to ukb itself or to the host PATH invalidate cached evaluations. */
-function evalSalt(hostPath: string | undefined): string {
+/**
+ * Changes to ukb itself, to the system or to Node invalidate cached evaluations. (PATH is not
+ * here: hostTools records it as a variable the evaluation read, so a recipe that never searches
+ * it keeps its entry when it changes.)
+ */
+function evalSalt(): string {
   const own = path.join(PACKAGE_ROOT, RUNNING_FROM_SOURCE ? "src/cli" : "dist/cli");
   const stamps = ["../graph/derivation", "../recipe/derivation", "../recipe/load", "../recipe/host-tools", "../recipe/fetchers", "../recipe/artifacts"].map((f) => {
     for (const ext of [".js", ".ts"]) {
@@ -43,9 +47,8 @@ function evalSalt(hostPath: string | undefined): string {
     }
     return "?";
   });
-  // An unset PATH (hostTools then searches /usr/bin:/bin) is not an empty one (it finds nothing).
   // A recipe may ask which system and Node run it (process.platform, process.arch, a newer API).
-  return `${stamps.join(",")}\0${process.platform}-${process.arch}-${process.version}\0${hostPath === undefined ? "\0unset" : hostPath}`;
+  return `${stamps.join(",")}\0${process.platform}-${process.arch}-${process.version}`;
 }
 
 export interface LoadOptions {
@@ -64,7 +67,7 @@ export async function loadWithCache(store: Store, recipe: string, options: LoadO
   const env = options.env ?? process.env;
   return loadRecipe(recipe, {
     ...(options.useCache === false ? {} : { cache: store.evalCache() }),
-    salt: evalSalt(env.PATH),
+    salt: evalSalt(),
     ...(options.onEvaluate ? { onEvaluate: options.onEvaluate } : {}),
     env,
     ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),

@@ -30,12 +30,21 @@ import { callerLocation, OWN_TREES, PACKAGE_ROOT } from "./location.js";
  * module in the process (the CLI's bundle and the recipe API's). A relative path (a `.` in
  * PATH) ties the evaluation to the working folder.
  */
-const shared = ((globalThis as Record<symbol, unknown>)[Symbol.for("ukb.evalDeps.2")] ??= { files: new Set<string>(), relative: false }) as { files: Set<string>; relative: boolean };
+const shared = ((globalThis as Record<symbol, unknown>)[Symbol.for("ukb.evalDeps.3")] ??= { files: new Set<string>(), relative: false, env: new Set<string>() }) as {
+  files: Set<string>;
+  relative: boolean;
+  env: Set<string>;
+};
 const files = shared.files;
 
 export function recordDependency(file: string): void {
   if (!path.isAbsolute(file)) shared.relative = true;
   files.add(path.resolve(file));
+}
+
+/** An environment variable ukb's own recipe functions read for the recipe (hostTools: PATH). */
+export function recordEnvDependency(key: string): void {
+  shared.env.add(key);
 }
 
 /**
@@ -186,6 +195,7 @@ export function startRecording(): () => Recorded {
   // Before fs is wrapped: finding them reads package.json files.
   ownTrees();
   files.clear();
+  shared.env.clear();
   shared.relative = false;
   let cwd: string | undefined;
   let volatile: string | undefined;
@@ -526,6 +536,7 @@ export function startRecording(): () => Recorded {
     for (const undo of restore.reverse()) undo();
     syncBuiltinESMExports();
     if (shared.relative) cwd ??= process.cwd();
+    for (const key of shared.env) recordEnv(key);
     return {
       files: [...files].sort(),
       env: Object.fromEntries([...env].sort(([a], [b]) => (a < b ? -1 : 1))),

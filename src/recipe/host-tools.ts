@@ -13,7 +13,7 @@ import { RecipeError } from "../errors/index.js";
 import { blake3Hex, type HostTool } from "../graph/index.js";
 import { callerLocation } from "./location.js";
 import { checkName, makeDerivation, type Derivation } from "./derivation.js";
-import { recordDependency } from "./eval-deps.js";
+import { recordDependency, recordEnvDependency } from "./eval-deps.js";
 
 /** Host directories a build can see (read-only); a tool must live in one of them. */
 export const HOST_SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"] as const;
@@ -67,6 +67,7 @@ export interface HostToolsOptions {
 export function hostTools(programs: readonly string[], options: HostToolsOptions = {}): Derivation {
   const name = checkName(options.name ?? "host-tools", "hostTools");
   if (!Array.isArray(programs) || programs.length === 0) throw new RecipeError("hostTools() needs a non-empty list of program names", callerLocation());
+  if (options.path === undefined) recordEnvDependency("PATH");
   const searchPath = options.path ?? process.env.PATH ?? "/usr/bin:/bin";
   const tools: HostTool[] = [];
   const seen = new Set<string>();
