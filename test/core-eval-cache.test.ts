@@ -9,6 +9,7 @@ import test from "ava";
 import fs from "node:fs";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
+import Database from "better-sqlite3";
 import { HELLO, ROOT, events, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
 
 /** The output path of a realise, with the cache and without: they must agree. */
@@ -152,6 +153,15 @@ export default derivation({ name: "quiet", builder: \`\${t}/bin/sh\`, args: ["-c
   t.is(second.code, 0, second.stderr);
   t.is(fs.readFileSync(path.join(dir, "evaluations"), "utf8"), "x", "evaluated once");
   t.false(second.stderr.includes("note:"), second.stderr);
+  // The modules ukb required for the recipe (blake3, to hash sh) are ukb's, not the recipe's files.
+  const db = new Database(path.join(dir, "cache/ukb.sqlite"), { readonly: true });
+  const entries = (db.prepare("SELECT value FROM eval_cache").all() as { value: string }[]).map((r) => JSON.parse(r.value) as { deps?: { path: string }[] });
+  db.close();
+  const deps = entries.flatMap((e) => e.deps ?? []).map((d) => d.path);
+  t.true(deps.includes(path.join(dir, "quiet.ts")));
+  // (Folders of PATH are hostTools' searches: npm's node_modules/.bin is one under npx.)
+  const onPath = new Set((process.env.PATH ?? "").split(":"));
+  t.deepEqual(deps.filter((p) => p.startsWith(ROOT + path.sep) && !onPath.has(p)), []);
 });
 
 // Each case: what the recipe does, and the line it does it on (the third of the recipe).

@@ -136,10 +136,20 @@ function aliasInRequire(): void {
       }
       throw err;
     }
+    // What ukb's own code requires for the recipe (blake3 when hostTools hashes a program), and
+    // what that requires in turn, is ukb's: it changes with ukb, which the cache's key covers.
+    const parentFile = (rest[0] as { filename?: string } | undefined)?.filename;
+    if (parentFile && (OWN_TREES.some((t) => parentFile.startsWith(t)) || loadedForUkb.has(parentFile))) {
+      loadedForUkb.add(resolved);
+      return resolved;
+    }
     if (path.isAbsolute(resolved)) requiredFiles.add(resolved);
     return resolved;
   };
 }
+
+/** Modules first required by ukb's own code (or by one of those), not by the recipe. */
+const loadedForUkb = new Set<string>();
 
 /** Makes `import … from "ukb"` resolve to this ukb in Node's ES module loader too (a loader thread: tsx's path only). */
 function registerAlias(): void {
