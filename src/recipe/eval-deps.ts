@@ -50,11 +50,23 @@ export function recordEnvDependency(key: string): void {
 /**
  * ukb's own code and its dependencies, transitively, where Node would find
  * them (an `npm install ukb` hoists them beside it): their reads are not the
- * recipe's. Found once, at the first recording.
+ * recipe's. Found once, when a recording first needs to know (20–40 ms of
+ * package.json reads, which most evaluations never need), with the
+ * recording paused: those reads are ukb's.
  */
 let own: string[] | undefined;
 function ownTrees(): string[] {
   if (own) return own;
+  const recording = active;
+  active = undefined;
+  try {
+    return (own = findOwnTrees());
+  } finally {
+    active = recording;
+  }
+}
+
+function findOwnTrees(): string[] {
   const found = new Set<string>([...OWN_TREES, path.join(PACKAGE_ROOT, "node_modules") + path.sep, path.join(PACKAGE_ROOT, "bin") + path.sep]);
   const seen = new Set<string>();
   const visit = (packageDir: string) => {
@@ -83,7 +95,7 @@ function ownTrees(): string[] {
     }
   };
   visit(PACKAGE_ROOT);
-  return (own = [...found]);
+  return [...found];
 }
 
 /**
@@ -141,10 +153,15 @@ function reachedFromUser(entry: AnyFn, atLoad: "stop" | "through"): boolean {
 }
 
 function isUsers(file: string): boolean {
-  return path.isAbsolute(file) && !ownTrees().some((t) => file.startsWith(t));
+  if (!path.isAbsolute(file)) return false;
+  // ukb's own files and its node_modules, without finding where else its dependencies are (most
+  // evaluations never need to know: only a hoisted install has them elsewhere).
+  if (OWN_TREES.some((t) => file.startsWith(t)) || file.startsWith(ownBin()) || file.startsWith(ownModules())) return false;
+  return !ownTrees().some((t) => file.startsWith(t));
 }
 
 const ownBin = () => path.join(PACKAGE_ROOT, "bin") + path.sep;
+const ownModules = () => path.join(PACKAGE_ROOT, "node_modules") + path.sep;
 
 /** The files of the frames below `entry`, nearest first (frames without one skipped; `file:` URLs as paths). */
 function callerFiles(entry: AnyFn): string[] {
@@ -192,8 +209,6 @@ type AnyFn = (...args: unknown[]) => unknown;
  * note what the user's code does.
  */
 export function startRecording(): () => Recorded {
-  // Before fs is wrapped: finding them reads package.json files.
-  ownTrees();
   files.clear();
   shared.env.clear();
   shared.relative = false;
