@@ -118,6 +118,7 @@ test("bad recipes: one line naming the file (and line), exit 2, nothing built", 
     ["notdrv.ts", `${header}export default derivation({ name: "n", builder: \`\${t}/bin/sh\`, args: [{ not: "a derivation" } as any] });\n`, /notdrv\.ts:3: derivation 'n': args\[0\] must be a string or a derivation/],
     ["throws.ts", `${header}const x: any = undefined;\nexport default x.nope;\n`, /throws\.ts:4: Cannot read properties of undefined/],
     ["noexport.ts", `${header}export const only = ${sh("only", "echo > $out")};\n`, /noexport\.ts: has no default export \(exports: only\)/],
+    ["nul.ts", `${header}export default derivation({ name: "z", builder: \`\${t}/bin/sh\`, args: ["-c", "echo a\\u0000b > $out"] });\n`, /nul\.ts:3: derivation 'z': args\[1\] holds a NUL byte/],
     ["hostbuilder.ts", `${header}export default derivation({ name: "h", builder: "/usr/bin/python3", args: ["-c", "pass"] });\n`, /hostbuilder\.ts:3: derivation 'h': builder '\/usr\/bin\/python3' is not in the store; host programs reach a build through hostTools/],
   ];
   for (const [file, source, pattern] of cases) {

@@ -126,7 +126,11 @@ export interface DerivationSpec {
 const RESERVED_ENV = new Set(["UKB_CORES", "UKB_BUILD_TOP", "HOME", "PWD", "TMPDIR", "NIX_BUILD_TOP"]);
 
 function stringify(value: unknown, where: string): string {
-  if (typeof value === "string") return value;
+  if (typeof value === "string") {
+    // An argument or a variable is a C string to the builder: said here, with the recipe's line, not at build time.
+    if (value.includes("\0")) throw new RecipeError(`${where} holds a NUL byte, which no program can be given`, callerLocation());
+    return value;
+  }
   if (typeof value === "number" || typeof value === "boolean") return String(value);
   if (isDerivation(value) || isOutputRef(value)) return value.toString();
   const got = value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
