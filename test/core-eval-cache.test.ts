@@ -95,6 +95,30 @@ test("a file touched but not changed is hashed once: the same result, and its st
   }
 });
 
+test("a file rewritten in place with the same size and its old mtime put back (cp -p, tar, touch -r) is still a change: its inode's change time says so", async (t) => {
+  const dir = tempDir();
+  const data = path.join(dir, "word.txt");
+  fs.writeFileSync(data, "one");
+  const recipe = writeRecipe(dir, "word.ts", `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nconst word = fs.readFileSync(new URL("./word.txt", import.meta.url), "utf8");\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "word", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${word} > $out\`] });\n`);
+  fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
+  const realise = async () => {
+    const r = await ukb(["realise", "word.ts", "--no-out-link"], { cwd: dir });
+    t.is(r.code, 0, r.stderr);
+    return fs.readFileSync(r.stdout.trim(), "utf8").trim();
+  };
+  // Whole seconds: a time put back is then exactly the one stamped.
+  for (const file of [data, recipe]) fs.utimesSync(file, 1e9, 1e9);
+  t.is(await realise(), "one");
+  fs.writeFileSync(path.join(dir, "WORD.TXT"), "three");
+  for (const [file, before, after, expected] of [[data, "one", "two", "two"], [recipe, "word.txt", "WORD.TXT", "three"]] as const) {
+    const { mtimeMs, size, ino } = fs.statSync(file);
+    fs.writeFileSync(file, fs.readFileSync(file, "utf8").replace(before, after));
+    fs.utimesSync(file, 1e9, 1e9);
+    t.like(fs.statSync(file), { mtimeMs, size, ino }, "the stat ukb stamped, but for the change time");
+    t.is(await realise(), expected, `${path.basename(file)} rewritten: the cached evaluation is stale`);
+  }
+});
+
 test("what the recipe's code reads of the host: an environment variable, a file, a folder, a file that is not there yet", async (t) => {
   const dir = tempDir();
   writeRecipe(

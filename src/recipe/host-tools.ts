@@ -22,7 +22,7 @@ const digestCache = new Map<string, { key: string; blake3: string }>();
 
 function fileDigest(file: string): string {
   const st = fs.statSync(file);
-  const key = `${st.size}:${st.mtimeMs}:${st.ino}`;
+  const key = `${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.ino}`;
   const cached = digestCache.get(file);
   if (cached?.key === key) return cached.blake3;
   const blake3 = blake3Hex(fs.readFileSync(file));

@@ -72,6 +72,12 @@ interface DepStamp {
   mode?: number;
   size: number;
   mtimeMs: number;
+  /**
+   * The inode's change time, which no one can set: a file rewritten in place with the same size
+   * and its old mtime put back (`touch -r`, `cp -p`, tar) is still seen. (Absent in older entries:
+   * such a stamp is checked by content once, then renewed.)
+   */
+  ctimeMs?: number;
   ino: number;
   blake3: string;
 }
@@ -409,7 +415,7 @@ function stamp(file: string, blake3: (data: Uint8Array) => string, meta = false)
   }
   const kind = kindOf(file, st);
   if (kind === "s") return { path: file, kind, ...(link !== undefined ? { link } : {}), mode: st.mode, size: 0, mtimeMs: 0, ino: 0, blake3: "" };
-  return { path: file, ...(meta ? { meta: true as const } : {}), kind, ...(link !== undefined ? { link } : {}), mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, blake3: blake3(contentOf(file, kind)) };
+  return { path: file, ...(meta ? { meta: true as const } : {}), kind, ...(link !== undefined ? { link } : {}), mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, blake3: blake3(contentOf(file, kind)) };
 }
 
 function kindOf(file: string, st: fs.Stats): "f" | "d" | "s" {
@@ -466,11 +472,11 @@ async function depUnchanged(dep: DepStamp): Promise<DepStamp | undefined> {
   const kind = kindOf(dep.path, st);
   if (kind !== dep.kind || st.mode !== dep.mode) return undefined;
   if (kind === "s") return dep;
-  if (st.size === dep.size && st.mtimeMs === dep.mtimeMs && st.ino === dep.ino) return dep;
+  if (st.size === dep.size && st.mtimeMs === dep.mtimeMs && st.ctimeMs === dep.ctimeMs && st.ino === dep.ino) return dep;
   if (dep.meta || (kind === "f" && st.size !== dep.size)) return undefined;
   const { blake3Hex } = await import("../graph/hash.js");
   if (blake3Hex(contentOf(dep.path, kind)) !== dep.blake3) return undefined;
-  return { ...dep, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
+  return { ...dep, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino };
 }
 
 /**

@@ -37,7 +37,7 @@ function ownCodeStamp(): string {
     .map((f) => {
       try {
         const st = fs.statSync(path.join(PACKAGE_ROOT, f));
-        return `${f}:${st.ino}:${st.size}:${st.mtimeMs}`;
+        return `${f}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
       } catch {
         return `${f}:-`;
       }
