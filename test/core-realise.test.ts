@@ -96,9 +96,17 @@ test("--dry-run prints the plan and builds nothing", async (t) => {
   t.regex(r.stdout, /these 3 derivations will be built/);
   t.regex(r.stdout, /-shout\n/);
   t.false(fs.existsSync(path.join(dir, "result")));
+  // Half built: what is valid is listed with what will be built.
+  const greeting = await ukb(["realise", "hello.ts", "-A", "greeting", "--no-out-link"], { cwd: dir });
+  const half = await ukb(["realise", "hello.ts", "--dry-run"], { cwd: dir });
+  t.regex(half.stdout, /^this derivation will be built:\n {2}\S+-shout\nthese 2 derivations are valid already:\n/);
+  t.true(half.stdout.includes(`  ${greeting.stdout.trim()}\n`), half.stdout);
+  const json = await ukb(["realise", "hello.ts", "--dry-run", "--json"], { cwd: dir });
+  const plan = JSON.parse(json.stdout) as { validOutputs: { name: string; outputs: { out: string } }[] };
+  t.is(plan.validOutputs.find((v) => v.name === "greeting")?.outputs.out, greeting.stdout.trim());
   await ukb(["realise", "hello.ts"], { cwd: dir });
   const again = await ukb(["realise", "hello.ts", "--dry-run"], { cwd: dir });
-  t.regex(again.stdout, /nothing to build/);
+  t.regex(again.stdout, /^nothing to build: every output is valid\nthis derivation is valid already:\n {2}\S+-shout\n$/);
 });
 
 test("ukb log prints a build's log by path or by attribute", async (t) => {

@@ -96,18 +96,22 @@ export async function realiseCommand(argv: string[]): Promise<number> {
         out.write(
           `${JSON.stringify({
             valid: plan.valid.map((d) => d.name),
+            validOutputs: plan.valid.map((d) => ({ name: d.name, drv: d.hash, outputs: Object.fromEntries(Object.entries(d.outputs).map(([o, p]) => [o, store.realPath(p)])) })),
             build: plan.toBuild.map((d) => ({ name: d.name, drv: d.hash, outputs: d.outputs })),
             substitute: plan.toSubstitute.map((s) => ({ name: s.drv.name, drv: s.drv.hash, paths: s.hits.map((h) => ({ path: store.realPath(h.base), cache: h.cache, size: h.entry.size })) })),
           })}\n`,
         );
       } else {
+        const mainOutput = (d: { outputs: Readonly<Record<string, string>> }) => store.realPath(mainOutputPath(d.outputs));
         if (plan.toBuild.length === 0 && plan.toSubstitute.length === 0) out.write("nothing to build: every output is valid\n");
-        if (plan.toBuild.length > 0) out.write(`these ${plan.toBuild.length} derivations will be built:\n`);
-        for (const d of plan.toBuild) out.write(`  ${store.realPath(d.outputs.out ?? Object.values(d.outputs)[0]!)}\n`);
+        if (plan.toBuild.length > 0) out.write(`${plan.toBuild.length === 1 ? "this derivation" : `these ${plan.toBuild.length} derivations`} will be built:\n`);
+        for (const d of plan.toBuild) out.write(`  ${mainOutput(d)}\n`);
         const fetches = plan.toSubstitute.flatMap((s) => s.hits);
         if (fetches.length > 0) out.write(`these ${fetches.length} paths will be fetched (${(fetches.reduce((n, h) => n + h.entry.size, 0) / 1e6).toFixed(2)} MB unpacked):\n`);
         for (const h of fetches) out.write(`  ${store.realPath(h.base)} from ${h.cache}\n`);
-        if (plan.valid.length > 0) out.write(`${plan.valid.length} already valid\n`);
+        // What is valid already, as far as the plan looked (a valid derivation's inputs are not needed).
+        if (plan.valid.length > 0) out.write(`${plan.valid.length === 1 ? "this derivation is" : `these ${plan.valid.length} derivations are`} valid already:\n`);
+        for (const d of plan.valid) out.write(`  ${mainOutput(d)}\n`);
       }
       return ExitCode.ok;
     }
