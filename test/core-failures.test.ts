@@ -2,7 +2,7 @@ import test from "ava";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { events, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+import { UKB, events, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
 
 const header = `import { derivation, hostTools } from "ukb";\nconst t = hostTools(["sh", "bash", "cat", "touch", "sleep"]);\n`;
 const sh = (name: string, script: string) => `derivation({ name: "${name}", builder: \`\${t}/bin/sh\`, args: ["-c", ${JSON.stringify(script)}] })`;
@@ -107,6 +107,37 @@ export default derivation({ name: "top", builder: \`\${t}/bin/sh\`, args: ["-c",
   t.truthy(ev.find((e) => e.type === "done" && e.name === "good"));
   t.truthy(ev.find((e) => e.type === "failed" && e.name === "bad"));
   t.truthy(ev.find((e) => e.type === "skipped" && e.name === "top"));
+});
+
+test("on a terminal: a live status line (built, running, waiting, failed, skipped, the names running, the time), redrawn in place; the failure and a summary on lines of their own", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "tty.ts",
+    `${header}const step = (name: string, script: string) => derivation({ name, builder: \`\${t}/bin/sh\`, args: ["-c", script] });
+const bad = step("bad", \`\${t}/bin/sleep 0.3; exit 1\`);
+const slow1 = step("slow1", \`\${t}/bin/sleep 0.6; echo 1 > $out\`);
+const slow2 = step("slow2", \`\${t}/bin/sleep 0.6; echo 2 > $out\`);
+const after = step("after", \`\${t}/bin/cat \${bad} > $out\`);
+export default step("top", \`\${t}/bin/cat \${slow1} \${slow2} \${after} > $out\`);
+`,
+  );
+  // util-linux's script gives ukb a pseudo-terminal for stdout and stderr, and keeps what it wrote.
+  const typescript = path.join(dir, "typescript");
+  const command = `${process.execPath} ${UKB} realise tty.ts --keep-going --jobs 2 --no-out-link`;
+  const r = await ukb(["-qfec", command, typescript], { cwd: dir, command: "script" });
+  t.is(r.code, 1, r.stderr);
+  const screen = fs.readFileSync(typescript, "latin1");
+  const statuses = screen.split("\r\x1b[2K").map((s) => s.split("\n")[0]!).filter((s) => s.startsWith("["));
+  t.true(statuses.length >= 3, screen);
+  // (host-tools, bad, slow1, slow2, after, top: six to build; host-tools first, then two at a time.)
+  const twoRunning = statuses.filter((s) => /^\[1\/6 built, 2 running, 3 waiting\] \d+\.\ds (bad|slow1|slow2) (bad|slow1|slow2)$/.test(s));
+  // Redrawn while nothing happens: the time goes on.
+  t.true(new Set(twoRunning.map((s) => /\] (\S+)/.exec(s)![1])).size >= 2, statuses.join("\n"));
+  t.true(statuses.some((s) => /^\[\d\/6 built, \d running, \d waiting, 1 failed, 2 skipped\] /.test(s)), statuses.join("\n"));
+  t.false(statuses.some((s) => / (\d) waiting, 1 failed, 2 skipped/.test(s) && Number(/(\d) waiting/.exec(s)![1]) > 1), "skipped ones still counted as waiting");
+  t.regex(screen, /build of 'bad' failed: exit status 1/);
+  t.regex(screen, /built 3, 1 failed, 2 skipped in \d+\.\ds\r?\n/);
 });
 
 test("bad recipes: one line naming the file (and line), exit 2, nothing built", async (t) => {

@@ -70,6 +70,8 @@ function statusLine(out: NodeJS.WriteStream): Listener & { close(): void } {
   let done = 0;
   let fetched = 0;
   let failed = 0;
+  /** Not to be built, an input having failed (--keep-going): no longer waiting. */
+  let skipped = 0;
   const started = Date.now();
   let drawn = false;
   let timer: NodeJS.Timeout | undefined;
@@ -79,8 +81,8 @@ function statusLine(out: NodeJS.WriteStream): Listener & { close(): void } {
   };
   const draw = () => {
     const names = [...running.values()];
-    const waiting = total - done - failed - running.size - registering.size;
-    let line = `[${done}/${total} ${fetched ? `done (${fetched} fetched)` : "built"}, ${running.size} running, ${Math.max(0, waiting)} waiting${failed ? `, ${failed} failed` : ""}] ${((Date.now() - started) / 1000).toFixed(1)}s ${names.slice(0, 3).join(" ")}${names.length > 3 ? " …" : ""}`;
+    const waiting = total - done - failed - skipped - running.size - registering.size;
+    let line = `[${done}/${total} ${fetched ? `done (${fetched} fetched)` : "built"}, ${running.size} running, ${Math.max(0, waiting)} waiting${failed ? `, ${failed} failed` : ""}${skipped ? `, ${skipped} skipped` : ""}] ${((Date.now() - started) / 1000).toFixed(1)}s ${names.slice(0, 3).join(" ")}${names.length > 3 ? " …" : ""}`;
     const width = out.columns || 80;
     if (line.length > width - 1) line = line.slice(0, width - 2) + "…";
     clear();
@@ -127,6 +129,7 @@ function statusLine(out: NodeJS.WriteStream): Listener & { close(): void } {
         break;
       case "skipped":
         running.delete(e.drv);
+        skipped++;
         break;
       case "finish":
         if (timer) clearInterval(timer);
