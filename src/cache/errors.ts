@@ -17,13 +17,20 @@ export function describe(err: unknown): string {
 }
 
 /**
- * A response body whose failures (a reset, a stall that aborted `signal`)
+ * A response's body whose failures (a reset, a stall that aborted `signal`)
  * surface as cache errors saying `what` failed, for a warning and a local build.
+ * The Response itself is held until the body is read: Node 20's fetch (undici)
+ * cancels the body of a Response that is garbage-collected, and the body then
+ * ends with no bytes (seen: a 38-byte manifest read as empty, depending on when
+ * a collection came).
  */
-export async function* guardedBody(body: AsyncIterable<Uint8Array>, what: string, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+export async function* guardedBody(res: Response, what: string, signal: AbortSignal): AsyncGenerator<Uint8Array> {
   try {
-    yield* body;
+    yield* res.body as unknown as AsyncIterable<Uint8Array>;
   } catch (err) {
     throw cacheError(`${what}: ${signal.aborted ? describe(signal.reason) : describe(err)}`);
+  } finally {
+    // Read after the body: the Response stays reachable for as long as its body is.
+    void res.bodyUsed;
   }
 }

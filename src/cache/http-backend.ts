@@ -78,6 +78,8 @@ export class HttpBackend implements CacheBackend {
       if ((err as { kind?: string }).kind === "cache") throw err;
       throw cacheError(`${this.base}: GET ${rel}: ${signal.aborted ? describe(signal.reason) : describe(err)}`);
     }
+    // The Response held until its body is read (see guardedBody: a collected Response's body ends empty).
+    void res.bodyUsed;
     return decodeEntry(Buffer.concat(chunks), `${this.base}/${rel}`);
   }
 
@@ -89,7 +91,7 @@ export class HttpBackend implements CacheBackend {
       throw cacheError(`${this.base} has lost the blob ${ref.blake3}`);
     }
     if (res.status !== 200 || !res.body) return this.fail(res, `GET ${rel}`);
-    return guardedBody(res.body as unknown as AsyncIterable<Uint8Array>, `${this.base}: GET ${rel}`, signal);
+    return guardedBody(res, `${this.base}: GET ${rel}`, signal);
   }
 
   async blobSize(ref: BlobRef, signal: AbortSignal): Promise<number | undefined> {

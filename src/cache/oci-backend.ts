@@ -93,6 +93,8 @@ export class OciBackend implements CacheBackend {
       if (n > MAX_JSON) throw cacheError(`${this.url}: ${what} is larger than ${MAX_JSON} bytes`);
       chunks.push(Buffer.from(c));
     }
+    // The Response held until its body is read (see guardedBody: a collected Response's body ends empty).
+    void res.bodyUsed;
     return Buffer.concat(chunks);
   }
 
@@ -150,7 +152,7 @@ export class OciBackend implements CacheBackend {
       if (r.status !== 200 || !r.body) throw await this.client.unexpected(r, `fetching blob ${digest}`);
       return r;
     });
-    return guardedBody(res.body as unknown as AsyncIterable<Uint8Array>, `${this.url}: fetching blob ${digest}`, signal);
+    return guardedBody(res, `${this.url}: fetching blob ${digest}`, signal);
   }
 
   async blobSize(ref: BlobRef, signal: AbortSignal): Promise<number | undefined> {

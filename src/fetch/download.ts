@@ -316,6 +316,8 @@ async function attemptHttp(ctx: AttemptContext): Promise<{ digests: FileDigests;
         lastByteAt = Date.now();
         ctx.progress(out.sink.size, total, false);
       }
+      // The Response held until its body is read: Node 20's fetch cancels the body of a collected one.
+      void res.bodyUsed;
     }
   } catch (e) {
     await out.abandon();
