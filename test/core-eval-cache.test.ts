@@ -505,10 +505,10 @@ test.serial("two evaluations at once in one process each see their own reads, an
   const env = process.env;
   const readFileSync = fs.readFileSync;
   const [a, b] = await Promise.all([evaluateRecipe(path.join(dir, "r1.ts")), evaluateRecipe(path.join(dir, "r2.ts"))]);
-  // (TZ and the locale are read for every recipe: Node read them at its start. hostTools searched PATH.)
+  // (TZ and the locale are read for every recipe: Node read them at its start. hostTools searched PATH and read dpkg's database.)
   const implicit = ["LANG", "LC_ALL", "LC_TIME", "TZ"];
-  t.deepEqual(Object.keys(a.env).filter((k) => !implicit.includes(k)), ["PATH", "V1"]);
-  t.deepEqual(Object.keys(b.env).filter((k) => !implicit.includes(k)), ["PATH", "V2"]);
+  t.deepEqual(Object.keys(a.env).filter((k) => !implicit.includes(k)), ["DPKG_ADMINDIR", "PATH", "V1"]);
+  t.deepEqual(Object.keys(b.env).filter((k) => !implicit.includes(k)), ["DPKG_ADMINDIR", "PATH", "V2"]);
   t.true(a.deps.includes(path.join(dir, "data1.txt")) && !a.deps.includes(path.join(dir, "data2.txt")));
   t.true(b.deps.includes(path.join(dir, "data2.txt")) && !b.deps.includes(path.join(dir, "data1.txt")));
   t.is(process.env, env);

@@ -58,6 +58,11 @@ export interface DrvRecord {
   /** Virtual store paths this derivation reads: the outputs of its input derivations. */
   readonly inputPaths: readonly string[];
   readonly hostTools?: readonly HostTool[];
+  /**
+   * Host tools: the Debian packages that own them and all they depend on or recommend
+   * (`name:arch=version`, sorted), where the host has them: what the tools run with.
+   */
+  readonly hostPackages?: readonly string[];
   readonly fixed?: FixedOutput;
   /** Builtins and fetchers: parameters that are not environment variables. */
   readonly params?: Json;
@@ -92,6 +97,7 @@ export function hashedPart(d: DrvDraft | DrvRecord): Json {
     inputs: [...d.inputPaths].sort(),
   };
   if (d.hostTools) part.hostTools = d.hostTools.map((t) => ({ name: t.name, path: t.path, blake3: t.blake3 }));
+  if (d.hostPackages) part.hostPackages = [...d.hostPackages];
   if (d.fixed) part.fixed = { ...d.fixed } as { [k: string]: Json };
   if (d.params !== undefined) part.params = d.params;
   if (d.sources !== undefined) part.sources = d.sources;

@@ -14,6 +14,7 @@ import { blake3Hex, type HostTool } from "../graph/index.js";
 import { callerLocation } from "./location.js";
 import { checkName, makeDerivation, type Derivation } from "./derivation.js";
 import { recordDependency, recordEnvDependency } from "./eval-deps.js";
+import { packagesOf } from "./host-packages.js";
 
 /** Host directories a build can see (read-only); a tool must live in one of them. */
 export const HOST_SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"] as const;
@@ -70,6 +71,7 @@ export function hostTools(programs: readonly string[], options: HostToolsOptions
   if (options.path === undefined) recordEnvDependency("PATH");
   const searchPath = options.path ?? process.env.PATH ?? "/usr/bin:/bin";
   const tools: HostTool[] = [];
+  const reachedBy: string[][] = [];
   const seen = new Set<string>();
   for (const entry of programs) {
     if (typeof entry !== "string" || entry === "") throw new RecipeError("hostTools(): every program must be a non-empty string", callerLocation());
@@ -85,17 +87,22 @@ export function hostTools(programs: readonly string[], options: HostToolsOptions
       throw new RecipeError(`hostTools: '${program}' is ${outside}${outside === real ? "" : ` (${real})`}, outside the system directories builds can see (${HOST_SYSTEM_DIRS.join(" ")})`, callerLocation());
     }
     // Each link on the way (sh -> dash, awk -> /etc/alternatives/awk -> mawk): repointing one is another tool.
+    const chain: string[] = [];
     for (let p = found, hops = 0; hops < 40; hops++) {
       recordDependency(p);
+      chain.push(p);
       if (!fs.lstatSync(p).isSymbolicLink()) break;
       p = path.resolve(path.dirname(p), fs.readlinkSync(p));
     }
     recordDependency(real);
+    // The package's file is the one the chain ends at (dpkg lists /usr/bin/x86_64-linux-gnu-gcc-12, not /usr/bin/gcc).
+    reachedBy.push([real, ...chain.reverse()]);
     // Link to the real file: a chain through /etc/alternatives (awk, cc, yacc on
     // Debian) would dangle in the sandbox, which shows no /etc.
     tools.push({ name: alias, path: real, blake3: fileDigest(real) });
   }
   tools.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const packages = packagesOf(reachedBy);
   return makeDerivation({
     kind: "host-tools",
     name,
@@ -104,5 +111,6 @@ export function hostTools(programs: readonly string[], options: HostToolsOptions
     env: {},
     outputNames: ["out"],
     hostTools: tools,
+    ...(packages ? { hostPackages: packages } : {}),
   });
 }

@@ -1,0 +1,91 @@
+/**
+ * hostTools' hash covers what its programs run with: the Debian packages
+ * that own them and what those depend on (gcc's cc1, libc6-dev's headers).
+ * The tests work on a copy of this machine's dpkg database (DPKG_ADMINDIR,
+ * as dpkg itself reads it), where an upgrade is a changed Version line.
+ */
+import test from "ava";
+import fs from "node:fs";
+import path from "node:path";
+import { execFileSync } from "node:child_process";
+import { tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+
+interface Shown {
+  root: string;
+  derivations: Record<string, { name: string; hostPackages?: string[] }>;
+}
+
+const HAS_DPKG = fs.existsSync("/var/lib/dpkg/status");
+
+/** A copy of this machine's dpkg database: its status file and its file lists. */
+function copyOfDpkg(): string {
+  const admin = path.join(tempDir(), "dpkg");
+  fs.mkdirSync(path.join(admin, "info"), { recursive: true });
+  fs.copyFileSync("/var/lib/dpkg/status", path.join(admin, "status"));
+  for (const f of fs.readdirSync("/var/lib/dpkg/info")) if (f.endsWith(".list")) fs.copyFileSync(path.join("/var/lib/dpkg/info", f), path.join(admin, "info", f));
+  return admin;
+}
+
+/** `dpkg` upgrading `name` in the copy: a new Version in its paragraph of the status file. */
+function upgrade(admin: string, name: string): string {
+  const file = path.join(admin, "status");
+  const paragraphs = fs.readFileSync(file, "utf8").split("\n\n");
+  let version = "";
+  const changed = paragraphs.map((p) => {
+    if (!new RegExp(`^Package: ${name.replace(/[+.]/g, "\\$&")}$`, "m").test(p)) return p;
+    return p.replace(/^Version: (.*)$/m, (_line, v: string) => `Version: ${(version = `${v}+upgraded`)}`);
+  });
+  fs.writeFileSync(file, changed.join("\n\n"));
+  return version;
+}
+
+function installedVersion(name: string): string {
+  return execFileSync("dpkg-query", ["-W", "-f", "${Version}", name], { encoding: "utf8" });
+}
+
+test("hostTools' hash covers its programs' packages and what they depend on: an upgrade of cc1's or the headers' package changes it, of an unrelated package it does not", async (t) => {
+  if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
+  const dir = tempDir();
+  const admin = copyOfDpkg();
+  writeRecipe(dir, "cc.ts", `import { hostTools } from "ukb";\nexport default hostTools(["gcc", "sh"]);\n`);
+  const show = async () => {
+    const r = await ukb(["show", "cc.ts"], { cwd: dir, env: { DPKG_ADMINDIR: admin } });
+    t.is(r.code, 0, r.stderr);
+    const shown = JSON.parse(r.stdout) as Shown;
+    return { hash: shown.root, packages: shown.derivations[shown.root]!.hostPackages ?? [] };
+  };
+  const first = await show();
+  const has = (name: string, version = installedVersion(name)) => first.packages.some((p) => new RegExp(`^${name.replace(/[+.]/g, "\\$&")}:[\\w-]+=`).test(p) && p.endsWith(`=${version}`));
+  // gcc's driver is gcc-12's; cc1 is cpp-12's; the headers are libc6-dev's (which gcc-12 recommends); sh is dash's.
+  for (const name of ["gcc-12", "cpp-12", "libc6-dev", "linux-libc-dev", "dash", "libc6"]) t.true(has(name), `${name} missing from ${first.packages.join(" ")}`);
+
+  // An unrelated package upgraded: the same hash (the database changed: evaluated again).
+  const names = new Set(first.packages.map((p) => p.replace(/:.*$/, "")));
+  const unrelated = ["hyperfine", "nginx", "qemu-system-x86", "skopeo"].find((n) => !names.has(n) && fs.readFileSync(path.join(admin, "status"), "utf8").includes(`\nPackage: ${n}\n`));
+  t.truthy(unrelated, "no unrelated package installed to upgrade");
+  upgrade(admin, unrelated!);
+  t.is((await show()).hash, first.hash);
+
+  // The headers' package upgraded: another hash, naming the new version.
+  const version = upgrade(admin, "linux-libc-dev");
+  const second = await show();
+  t.not(second.hash, first.hash);
+  t.true(second.packages.some((p) => p.startsWith("linux-libc-dev:") && p.endsWith(`=${version}`)), second.packages.join(" "));
+});
+
+test("a program no package owns (/usr/local) adds no packages; with no dpkg database, only the programs' bytes count", async (t) => {
+  if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
+  const dir = tempDir();
+  const local = "/usr/local/bin/ukb-test-tool";
+  fs.writeFileSync(local, "#!/bin/sh\necho tool\n", { mode: 0o755 });
+  t.teardown(() => fs.rmSync(local, { force: true }));
+  writeRecipe(dir, "local.ts", `import { hostTools } from "ukb";\nexport default hostTools(["ukb-test-tool"], { path: "/usr/local/bin" });\n`);
+  const packagesWith = async (admin: string) => {
+    const r = await ukb(["show", "local.ts"], { cwd: dir, env: { DPKG_ADMINDIR: admin } });
+    t.is(r.code, 0, r.stderr);
+    const shown = JSON.parse(r.stdout) as Shown;
+    return shown.derivations[shown.root]!.hostPackages;
+  };
+  t.is(await packagesWith(copyOfDpkg()), undefined);
+  t.is(await packagesWith(path.join(dir, "no-such-dpkg")), undefined);
+});
