@@ -6,7 +6,7 @@
 import test from "ava";
 import fs from "node:fs";
 import path from "node:path";
-import { tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+import { HELLO, ROOT, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
 
 const PARTS = (v: string, extra = "") => `import { derivation, hostTools, local } from "ukb";
 const t = hostTools(["sh", "cat"]);${extra}
@@ -171,4 +171,28 @@ test("files that import each other without reading early (functions) still evalu
   const r = await ukb(["realise", "main.ts", "--store", "s", "--no-out-link"], { cwd: dir });
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /-GREETING\n$/);
+});
+
+test("ukb init: recipes in a folder of their own type-check with tsc as an editor would (the API's types, Node's), and a mistake is caught", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  writeRecipe(dir, "files.ts", `import fs from "node:fs";\nimport { derivation, hostTools, local } from "ukb";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "files", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${fs.existsSync("x")} > $out\`], env: { SRC: local("./hello.ts") } });\n`);
+  const tsc = (cwd: string) => ukb([path.join(ROOT, "node_modules/typescript/bin/tsc"), "-p", cwd], { cwd, command: process.execPath });
+  const before = await tsc(dir);
+  t.not(before.code, 0, "types found before ukb init: the test proves nothing");
+  const init = await ukb(["init"], { cwd: dir });
+  t.is(init.code, 0, init.stderr);
+  t.is(fs.realpathSync(path.join(dir, "node_modules/ukb")), fs.realpathSync(ROOT));
+  const checked = await tsc(dir);
+  t.is(checked.code, 0, checked.stdout + checked.stderr);
+  writeRecipe(dir, "wrong.ts", `import { derivation } from "ukb";\nexport default derivation({ name: 42, builder: "/bin/sh" });\n`);
+  const wrong = await tsc(dir);
+  t.not(wrong.code, 0);
+  t.regex(wrong.stdout, /wrong\.ts\(2,\d+\): error TS2322/);
+  // Again: nothing to do; a tsconfig.json of the user's own is left alone.
+  fs.writeFileSync(path.join(dir, "tsconfig.json"), "{}\n");
+  const again = await ukb(["init"], { cwd: dir });
+  t.is(again.code, 0, again.stderr);
+  t.regex(again.stderr, /already links to/);
+  t.is(fs.readFileSync(path.join(dir, "tsconfig.json"), "utf8"), "{}\n");
 });

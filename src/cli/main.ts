@@ -25,6 +25,7 @@ usage:
   ukb copy --from URL <recipe.ts|PATH...>                download them from one, verified
   ukb key generate --name N --out F   make a signing key; print the public key to trust
   ukb server start | stop | status    keep a store's server: a no-op realise through bin/ukb then takes milliseconds
+  ukb init [DIR]                      make a folder's recipes type-check in an editor (node_modules/ukb, tsconfig.json)
 
 common options: --store DIR (default ./cache, or $UKB_STORE), --json
 binary caches (realise): --substituters URL... ($UKB_SUBSTITUTERS), --trusted-keys NAME:KEY... ($UKB_TRUSTED_KEYS),
@@ -46,6 +47,7 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>
   copy: async () => (await import("./copy.js")).copyCommand,
   key: async () => (await import("./key.js")).keyCommand,
   server: async () => (await import("./server.js")).serverCommand,
+  init: async () => (await import("./init.js")).initCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {
