@@ -28,7 +28,10 @@
         bison
         python3
         unzip
+        zip
         patch
+        # The report's test renders it in headless Chromium.
+        chromium
       ];
     in
     {
@@ -38,14 +41,15 @@
           version = "0.1.0";
           src = ./.;
           nodejs = pkgs.nodejs_20;
-          # Set from `nix build` the first time the lock file changes.
-          npmDepsHash = pkgs.lib.fakeHash;
-          nativeBuildInputs = [ pkgs.python3 ];
+          # The dependencies as package-lock.json pins them, each by its own integrity hash:
+          # no npmDepsHash to keep in step with the lock file.
+          npmDeps = pkgs.importNpmLock { npmRoot = ./.; };
+          npmConfigHook = pkgs.importNpmLock.npmConfigHook;
+          nativeBuildInputs = [ pkgs.python3 pkgs.makeWrapper ];
           npmBuildScript = "build";
           postInstall = ''
             wrapProgram $out/bin/ukb --prefix PATH : ${pkgs.lib.makeBinPath [ pkgs.nodejs_20 pkgs.bubblewrap pkgs.python3 ]}
           '';
-          buildInputs = [ pkgs.makeWrapper ];
           meta.mainProgram = "ukb";
         };
         default = ukb;
