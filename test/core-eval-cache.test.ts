@@ -119,6 +119,17 @@ test("a file rewritten in place with the same size and its old mtime put back (c
   }
 });
 
+test("two shells with different PATHs (an editor's, a terminal's) each keep their evaluation: switching between them evaluates nothing again", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "sh.ts", `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nfs.appendFileSync("evaluations", "x");\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "sh", builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`);
+  const paths = [process.env.PATH!, `/usr/bin:/bin:${process.env.PATH}`];
+  for (const PATH of [...paths, ...paths]) {
+    const r = await ukb(["realise", "sh.ts", "--no-out-link"], { cwd: dir, env: { PATH } });
+    t.is(r.code, 0, r.stderr);
+  }
+  t.is(fs.readFileSync(path.join(dir, "evaluations"), "utf8"), "xx");
+});
+
 test("what the recipe's code reads of the host: an environment variable, a file, a folder, a file that is not there yet", async (t) => {
   const dir = tempDir();
   writeRecipe(

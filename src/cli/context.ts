@@ -30,11 +30,13 @@ export function openStore(flag: string | undefined, options: { useReserve?: bool
 }
 
 /**
- * Changes to ukb itself, to the system or to Node invalidate cached evaluations. (PATH is not
- * here: hostTools records it as a variable the evaluation read, so a recipe that never searches
- * it keeps its entry when it changes.)
+ * Changes to ukb itself, to the system, to Node or to the host PATH invalidate cached evaluations.
+ * PATH is in the key, not only among the variables an evaluation read: a recipe has one entry per
+ * key, and the usual recipe (hostTools searching PATH) run from two shells whose PATHs differ (an
+ * editor's and a terminal's) would otherwise be evaluated on every switch; with PATH in the key,
+ * each keeps its own entry.
  */
-function evalSalt(): string {
+function evalSalt(hostPath: string | undefined): string {
   const own = path.join(PACKAGE_ROOT, RUNNING_FROM_SOURCE ? "src/cli" : "dist/cli");
   const stamps = ["../graph/derivation", "../recipe/derivation", "../recipe/load", "../recipe/host-tools", "../recipe/fetchers", "../recipe/artifacts"].map((f) => {
     for (const ext of [".js", ".ts"]) {
@@ -47,8 +49,9 @@ function evalSalt(): string {
     }
     return "?";
   });
+  // An unset PATH (hostTools then searches /usr/bin:/bin) is not an empty one (it finds nothing).
   // A recipe may ask which system and Node run it (process.platform, process.arch, a newer API).
-  return `${stamps.join(",")}\0${process.platform}-${process.arch}-${process.version}`;
+  return `${stamps.join(",")}\0${process.platform}-${process.arch}-${process.version}\0${hostPath === undefined ? "\0unset" : hostPath}`;
 }
 
 export interface LoadOptions {
@@ -67,7 +70,7 @@ export async function loadWithCache(store: Store, recipe: string, options: LoadO
   const env = options.env ?? process.env;
   return loadRecipe(recipe, {
     ...(options.useCache === false ? {} : { cache: store.evalCache() }),
-    salt: evalSalt(),
+    salt: evalSalt(env.PATH),
     ...(options.onEvaluate ? { onEvaluate: options.onEvaluate } : {}),
     env,
     ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
