@@ -66,6 +66,11 @@ test("hostTools' hash covers its programs' packages and what they depend on: an 
   upgrade(admin, unrelated!);
   t.is((await show()).hash, first.hash);
 
+  // An Essential package reached only as a dependency (dash needs dpkg, which needs tar, for install scripts): not what sh runs with.
+  t.false(names.has("tar") || names.has("dpkg"), first.packages.join(" "));
+  upgrade(admin, "tar");
+  t.is((await show()).hash, first.hash, "a tar update rebuilt what uses sh");
+
   // The headers' package upgraded: another hash, naming the new version.
   const version = upgrade(admin, "linux-libc-dev");
   const second = await show();
@@ -87,5 +92,30 @@ test("a program no package owns (/usr/local) adds no packages; with no dpkg data
     return shown.derivations[shown.root]!.hostPackages;
   };
   t.is(await packagesWith(copyOfDpkg()), undefined);
+  // No dpkg database at all: sh, which dash owns on this machine, is covered by its bytes alone.
+  writeRecipe(dir, "local.ts", `import { hostTools } from "ukb";\nexport default hostTools(["sh"]);\n`);
+  t.true(((await packagesWith("/var/lib/dpkg")) ?? []).some((p) => p.startsWith("dash:")));
   t.is(await packagesWith(path.join(dir, "no-such-dpkg")), undefined);
+});
+
+test("a library installed for two architectures (multiarch) is the one of the package that needs it; a package named like an object's property is a package", async (t) => {
+  if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
+  const dir = tempDir();
+  const admin = copyOfDpkg();
+  writeRecipe(dir, "sh.ts", `import { hostTools } from "ukb";\nexport default hostTools(["sh"]);\n`);
+  const show = async () => {
+    const r = await ukb(["show", "sh.ts"], { cwd: dir, env: { DPKG_ADMINDIR: admin } });
+    t.is(r.code, 0, r.stderr);
+    const shown = JSON.parse(r.stdout) as Shown;
+    return { hash: shown.root, packages: shown.derivations[shown.root]!.hostPackages ?? [] };
+  };
+  const first = await show();
+  const libc = first.packages.find((p) => p.startsWith("libc6:"))!;
+  t.truthy(libc, first.packages.join(" "));
+  // Another architecture's libc6, and a package providing "constructor", after the native ones.
+  const status = path.join(admin, "status");
+  fs.appendFileSync(status, "\nPackage: libc6\nStatus: install ok installed\nArchitecture: i386\nVersion: 9.99-1\n\nPackage: odd\nStatus: install ok installed\nArchitecture: all\nVersion: 1\nProvides: constructor, __proto__\n");
+  const second = await show();
+  t.is(second.hash, first.hash, second.packages.join(" "));
+  t.true(second.packages.includes(libc));
 });

@@ -29,30 +29,44 @@ function admindir(): string {
 const PROGRAM_DIRS = /^\/(usr\/)?(local\/)?s?bin\//;
 
 interface Package {
+  readonly name: string;
   readonly version: string;
   readonly arch: string;
+  /** Essential: yes (dpkg, tar, coreutils…): on every Debian system, and depended on for install scripts. */
+  readonly essential: boolean;
   /** Depends and Pre-Depends: groups of alternatives, names without versions. */
   readonly needs: readonly (readonly string[])[];
   /** Recommends, in the same form: followed from a tool's own package only (gcc-12 recommends libc6-dev, the headers it compiles with). */
   readonly recommends: readonly (readonly string[])[];
 }
 
+/** Maps without a prototype: a package may be named `constructor`. */
+type Table<T> = Record<string, T>;
+const table = <T>(): Table<T> => Object.create(null) as Table<T>;
+
 interface Index {
   readonly key: string;
-  /** Program path (as dpkg lists it) → owning package name. */
-  readonly owners: Record<string, string>;
-  readonly packages: Record<string, Package>;
-  /** Virtual package → the installed packages that provide it. */
-  readonly provides: Record<string, string[]>;
+  /** Program path (as dpkg lists it) → the `name:arch` of the package that owns it. */
+  readonly owners: Table<string>;
+  /** `name:arch` → package (a library of two architectures is two packages). */
+  readonly packages: Table<Package>;
+  /** Name → the `name:arch` of its installed packages; a virtual name → those that provide it. */
+  readonly byName: Table<string[]>;
+  readonly provides: Table<string[]>;
+  /** The system's own architecture (dpkg's). */
+  readonly native: string;
 }
 
 let loaded: Index | undefined;
 
 /**
  * The packages that own `files` (each given as every path it was reached by:
- * the link on PATH and the file it resolves to), with everything they
- * depend on (and what they recommend themselves), as sorted `name:arch=version` entries; undefined
- * when the host has no dpkg database or owns none of them.
+ * the link on PATH and the file it resolves to), with what they depend on
+ * (and what they recommend themselves), as sorted `name:arch=version`
+ * entries; undefined when the host has no dpkg database or owns none of them.
+ * Essential packages reached as dependencies (dash needs dpkg, which needs
+ * tar, for its install scripts) are left out: on every Debian system, not
+ * what a program runs with, and a tar update must not rebuild everything.
  */
 export function packagesOf(files: readonly (readonly string[])[]): string[] | undefined {
   const dir = admindir();
@@ -64,7 +78,7 @@ export function packagesOf(files: readonly (readonly string[])[]): string[] | un
   for (const names of files) {
     for (const name of names.flatMap(mergedUsrAliases)) {
       const owner = index.owners[name];
-      if (owner) {
+      if (owner && index.packages[owner]) {
         owners.add(owner);
         break;
       }
@@ -72,26 +86,36 @@ export function packagesOf(files: readonly (readonly string[])[]): string[] | un
   }
   if (owners.size === 0) return undefined;
   const closure = new Set<string>();
-  // The first alternative installed (or provided) is the one in use.
-  const chosen = (group: readonly string[]) => group.map((alt) => (index.packages[alt] ? alt : index.provides[alt]?.[0])).find((x) => x !== undefined);
-  const visit = (name: string) => {
-    if (closure.has(name) || !index.packages[name]) return;
-    closure.add(name);
-    for (const group of index.packages[name]!.needs) {
-      const next = chosen(group);
-      if (next) visit(next);
+  // The first alternative installed (or provided) is the one in use; of a name installed for
+  // several architectures, the one of the package that needs it, else an arch-independent one.
+  const chosen = (group: readonly string[], arch: string) => {
+    for (const alt of group) {
+      const keys = index.byName[alt] ?? index.provides[alt];
+      if (!keys) continue;
+      return keys.find((k) => k === `${alt}:${arch}`) ?? keys.find((k) => k.endsWith(":all")) ?? keys.find((k) => k.endsWith(`:${index.native}`)) ?? keys[0];
+    }
+    return undefined;
+  };
+  const visit = (key: string, isOwner: boolean) => {
+    const pkg = index.packages[key];
+    if (!pkg || closure.has(key) || (pkg.essential && !isOwner)) return;
+    closure.add(key);
+    for (const group of pkg.needs) {
+      const next = chosen(group, pkg.arch);
+      if (next) visit(next, false);
     }
   };
   // Recommends one level deep: what a tool works with (a compiler's headers), not what those
   // recommend in turn (libc6-dev's man pages, fonts, image libraries).
   for (const owner of owners) {
-    visit(owner);
-    for (const group of index.packages[owner]?.recommends ?? []) {
-      const next = chosen(group);
-      if (next) visit(next);
+    visit(owner, true);
+    const pkg = index.packages[owner]!;
+    for (const group of pkg.recommends) {
+      const next = chosen(group, pkg.arch);
+      if (next) visit(next, false);
     }
   }
-  return [...closure].map((name) => `${name}:${index.packages[name]!.arch}=${index.packages[name]!.version}`).sort();
+  return [...closure].map((key) => `${key}=${index.packages[key]!.version}`).sort();
 }
 
 /** /bin/x and /usr/bin/x are one file on a merged-/usr system, and dpkg lists either. */
@@ -111,10 +135,12 @@ function loadIndex(dir: string): Index | undefined {
     return undefined;
   }
   if (loaded?.key === key) return loaded;
-  const cacheFile = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "ukb", "dpkg-index-2.json");
+  const cacheFile = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "ukb", "dpkg-index-3.json");
   try {
     const cached = JSON.parse(fs.readFileSync(cacheFile, "utf8")) as Index;
-    if (cached.key === key) return (loaded = cached);
+    // Read back into tables without prototypes (JSON.parse makes plain objects).
+    const tables = (o: object) => Object.assign(Object.create(null) as object, o);
+    if (cached.key === key) return (loaded = { ...cached, owners: tables(cached.owners), packages: tables(cached.packages), byName: tables(cached.byName), provides: tables(cached.provides) } as Index);
   } catch {
     // none yet, or unreadable: made again
   }
@@ -122,41 +148,53 @@ function loadIndex(dir: string): Index | undefined {
   try {
     fs.mkdirSync(path.dirname(cacheFile), { recursive: true });
     const tmp = `${cacheFile}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(loaded));
-    fs.renameSync(tmp, cacheFile);
+    try {
+      fs.writeFileSync(tmp, JSON.stringify(loaded));
+      fs.renameSync(tmp, cacheFile);
+    } finally {
+      fs.rmSync(tmp, { force: true });
+    }
   } catch {
-    // A cache folder we may not write: the index is made on each evaluation.
+    // A cache folder we may not write (or a full disk): the index is made on each evaluation.
   }
   return loaded;
 }
 
 function buildIndex(dir: string, key: string): Index {
   const info = path.join(dir, "info");
-  const packages: Record<string, Package> = {};
-  const provides: Record<string, string[]> = {};
+  const packages = table<Package>();
+  const byName = table<string[]>();
+  const provides = table<string[]>();
   for (const paragraph of fs.readFileSync(path.join(dir, "status"), "utf8").split(/\n\n+/)) {
     const fields = parseParagraph(paragraph);
     const name = fields.Package;
     if (!name || !/ installed$/.test(fields.Status ?? "") || !fields.Version) continue;
+    const arch = fields.Architecture ?? "all";
+    const pkgKey = `${name}:${arch}`;
     const needs = ["Pre-Depends", "Depends"].flatMap((f) => parseRelations(fields[f]));
-    packages[name] = { version: fields.Version, arch: fields.Architecture ?? "all", needs, recommends: parseRelations(fields.Recommends) };
-    for (const [virtual] of parseRelations(fields.Provides)) if (virtual) (provides[virtual] ??= []).push(name);
+    packages[pkgKey] = { name, version: fields.Version, arch, essential: fields.Essential === "yes", needs, recommends: parseRelations(fields.Recommends) };
+    (byName[name] ??= []).push(pkgKey);
+    for (const [virtual] of parseRelations(fields.Provides)) if (virtual) (provides[virtual] ??= []).push(pkgKey);
   }
-  for (const list of Object.values(provides)) list.sort();
-  const owners: Record<string, string> = {};
+  for (const list of [...Object.values(byName), ...Object.values(provides)]) list.sort();
+  const native = byName.dpkg?.[0]?.replace(/^dpkg:/, "") ?? "all";
+  const owners = table<string>();
   for (const entry of fs.readdirSync(info)) {
     if (!entry.endsWith(".list")) continue;
-    // `name.list`, or `name:arch.list` for a package of several architectures.
-    const name = entry.slice(0, -".list".length).replace(/:.*$/, "");
+    // `name.list` (one architecture: the one installed, or the system's), or `name:arch.list`.
+    const stem = entry.slice(0, -".list".length);
+    const keys = byName[stem.replace(/:.*$/, "")] ?? [];
+    const owner = stem.includes(":") ? stem : (keys.find((k) => k.endsWith(`:${native}`)) ?? keys[0]);
+    if (!owner) continue;
     let text: string;
     try {
       text = fs.readFileSync(path.join(info, entry), "utf8");
     } catch {
       continue;
     }
-    for (const line of text.split("\n")) if (PROGRAM_DIRS.test(line)) owners[line] ??= name;
+    for (const line of text.split("\n")) if (PROGRAM_DIRS.test(line)) owners[line] ??= owner;
   }
-  return { key, owners, packages, provides };
+  return { key, owners, packages, byName, provides, native };
 }
 
 /** A control paragraph's fields; continuation lines join their field. */
