@@ -119,6 +119,25 @@ test("a file rewritten in place with the same size and its old mtime put back (c
   }
 });
 
+test("a tsconfig.json extending a package's config through its \"exports\": a change of the file exports points at is seen", async (t) => {
+  const dir = tempDir();
+  const write = (f: string, text: string) => (fs.mkdirSync(path.dirname(path.join(dir, f)), { recursive: true }), fs.writeFileSync(path.join(dir, f), text));
+  for (const word of ["a", "b"]) write(`${word}.ts`, `export const word = "${word}";\n`);
+  write("node_modules/cfgpkg/package.json", JSON.stringify({ name: "cfgpkg", exports: { "./base": "./configs/base.json" } }));
+  write("node_modules/cfgpkg/configs/base.json", JSON.stringify({ compilerOptions: { paths: { "@word": ["../../../a.ts"] } } }));
+  write("tsconfig.json", JSON.stringify({ extends: "cfgpkg/base" }));
+  writeRecipe(dir, "w.ts", `import { derivation, hostTools } from "ukb";\nimport { word } from "@word";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "w", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${word} > $out\`] });\n`);
+  const realise = async (noCache = false) => {
+    const r = await ukb(["realise", "w.ts", "--no-out-link", ...(noCache ? ["--no-eval-cache"] : [])], { cwd: dir });
+    t.is(r.code, 0, r.stderr);
+    return fs.readFileSync(r.stdout.trim(), "utf8").trim();
+  };
+  t.is(await realise(), "a");
+  write("node_modules/cfgpkg/configs/base.json", JSON.stringify({ compilerOptions: { paths: { "@word": ["../../../b.ts"] } } }));
+  t.is(await realise(), "b", "the cached evaluation is stale");
+  t.is(await realise(true), "b");
+});
+
 test("two shells with different PATHs (an editor's, a terminal's) each keep their evaluation: switching between them evaluates nothing again", async (t) => {
   const dir = tempDir();
   writeRecipe(dir, "sh.ts", `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nfs.appendFileSync("evaluations", "x");\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "sh", builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`);

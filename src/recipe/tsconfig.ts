@@ -19,6 +19,12 @@ export function extendsChain(config: string): string[] {
   const files = new Set<string>();
   const visit = (file: string) => {
     for (const spec of extendsOf(file)) {
+      // A package's "exports" may map the name elsewhere (`cfg/base` → ./configs/base.json).
+      for (const target of exportsTargets(spec, path.dirname(file), files)) {
+        if (files.has(target)) continue;
+        files.add(target);
+        if (isFile(target)) visit(target);
+      }
       for (const candidate of candidatesFor(spec, path.dirname(file))) {
         if (files.has(candidate)) break;
         files.add(candidate);
@@ -73,6 +79,51 @@ function candidatesFor(spec: string, dir: string): string[] {
     if (path.dirname(d) === d) break;
   }
   return found;
+}
+
+/**
+ * The files a package's "exports" maps a bare `spec` to, in the first
+ * node_modules up from `dir` that has the package (as Node and TypeScript
+ * look); every manifest looked at is added to `seen` (stamped). All the
+ * conditions' targets count: which one a resolver picks, each may be read.
+ */
+function exportsTargets(spec: string, dir: string, seen: Set<string>): string[] {
+  if (spec.startsWith(".") || path.isAbsolute(spec)) return [];
+  const parts = spec.split("/");
+  const name = spec.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0]!;
+  const subpath = `.${spec.slice(name.length)}`;
+  for (let d = dir; ; d = path.dirname(d)) {
+    const packageDir = path.join(d, "node_modules", name);
+    const manifest = path.join(packageDir, "package.json");
+    seen.add(manifest);
+    if (isFile(manifest)) {
+      let exportsField: unknown;
+      try {
+        exportsField = (JSON.parse(fs.readFileSync(manifest, "utf8")) as { exports?: unknown }).exports;
+      } catch {
+        return [];
+      }
+      if (!exportsField || typeof exportsField !== "object" || Array.isArray(exportsField)) return typeof exportsField === "string" && subpath === "." ? [path.resolve(packageDir, exportsField)] : [];
+      const map = exportsField as Record<string, unknown>;
+      const targets: string[] = [];
+      for (const [key, value] of Object.entries(map)) {
+        const star = key.indexOf("*");
+        const matched = star < 0 ? (key === subpath || key === `${subpath}.json` ? "" : undefined) : subpath.startsWith(key.slice(0, star)) && subpath.endsWith(key.slice(star + 1)) ? subpath.slice(star, subpath.length - (key.length - star - 1)) : undefined;
+        if (matched === undefined) continue;
+        for (const target of stringsIn(value)) targets.push(path.resolve(packageDir, target.replace("*", matched)));
+      }
+      return targets;
+    }
+    if (path.dirname(d) === d) return [];
+  }
+}
+
+/** Every string of an exports value (a path, a conditions object, a list of fallbacks). */
+function stringsIn(value: unknown): string[] {
+  if (typeof value === "string") return [value];
+  if (Array.isArray(value)) return value.flatMap(stringsIn);
+  if (value && typeof value === "object") return Object.values(value).flatMap(stringsIn);
+  return [];
 }
 
 /** The config a package's manifest names in its "tsconfig" field. */
