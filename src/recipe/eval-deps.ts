@@ -22,6 +22,7 @@
 import fs from "node:fs";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import path from "node:path";
+import { types } from "node:util";
 import { fileURLToPath } from "node:url";
 import { callerLocation, OWN_TREES, PACKAGE_ROOT } from "./location.js";
 
@@ -488,7 +489,7 @@ export function startRecording(): () => Recorded {
   for (const name of ["inspect", "format", "formatWithOptions"]) {
     replace(util, name, (original) => {
       const wrapper = function (this: unknown, ...args: unknown[]) {
-        if (args.includes(process.env)) active?.noteAllEnv(wrapper as AnyFn);
+        if (holdsEnv(args)) active?.noteAllEnv(wrapper as AnyFn);
         return original.apply(this, args);
       };
       return wrapper;
@@ -563,6 +564,25 @@ export function startRecording(): () => Recorded {
 }
 
 const PROMISIFY_CUSTOM = Symbol.for("nodejs.util.promisify.custom");
+
+/**
+ * Whether what util.inspect is given shows the environment: process.env or
+ * process, or an array or object holding one, as deep as inspect prints by
+ * default (a bounded search of data properties: no getter is run, no other
+ * Proxy's traps).
+ */
+function holdsEnv(values: unknown[]): boolean {
+  const queue: [unknown, number][] = values.map((v) => [v, 0]);
+  const seen = new Set<object>();
+  for (let i = 0; i < queue.length && i < 2000; i++) {
+    const [value, depth] = queue[i]!;
+    if (value === process.env || value === process) return true;
+    if (typeof value !== "object" || value === null || seen.has(value) || depth > 3 || types.isProxy(value)) continue;
+    seen.add(value);
+    for (const property of Object.values(Object.getOwnPropertyDescriptors(value))) if ("value" in property) queue.push([property.value, depth + 1]);
+  }
+  return false;
+}
 
 /** What the wrappers report to: the recording under way, if any. */
 let active:
