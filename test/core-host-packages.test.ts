@@ -4,7 +4,7 @@
  * The tests work on a copy of this machine's dpkg database (DPKG_ADMINDIR,
  * as dpkg itself reads it), where an upgrade is a changed Version line.
  */
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import fs from "node:fs";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
@@ -39,6 +39,14 @@ function upgrade(admin: string, name: string): string {
   return version;
 }
 
+/** `ukb show` of `recipe` in `dir` with dpkg's database at `admin`: the root's hash and its hostPackages. */
+async function shown(t: ExecutionContext, dir: string, recipe: string, admin: string): Promise<{ hash: string; packages: string[] | undefined }> {
+  const r = await ukb(["show", recipe], { cwd: dir, env: { DPKG_ADMINDIR: admin } });
+  t.is(r.code, 0, r.stderr);
+  const graph = JSON.parse(r.stdout) as Shown;
+  return { hash: graph.root, packages: graph.derivations[graph.root]!.hostPackages };
+}
+
 function installedVersion(name: string): string {
   return execFileSync("dpkg-query", ["-W", "-f", "${Version}", name], { encoding: "utf8" });
 }
@@ -49,10 +57,8 @@ test("hostTools' hash covers its programs' packages and what they depend on: an 
   const admin = copyOfDpkg();
   writeRecipe(dir, "cc.ts", `import { hostTools } from "ukb";\nexport default hostTools(["gcc", "sh"]);\n`);
   const show = async () => {
-    const r = await ukb(["show", "cc.ts"], { cwd: dir, env: { DPKG_ADMINDIR: admin } });
-    t.is(r.code, 0, r.stderr);
-    const shown = JSON.parse(r.stdout) as Shown;
-    return { hash: shown.root, packages: shown.derivations[shown.root]!.hostPackages ?? [] };
+    const { hash, packages } = await shown(t, dir, "cc.ts", admin);
+    return { hash, packages: packages ?? [] };
   };
   const first = await show();
   const has = (name: string, version = installedVersion(name)) => first.packages.some((p) => new RegExp(`^${name.replace(/[+.]/g, "\\$&")}:[\\w-]+=`).test(p) && p.endsWith(`=${version}`));
@@ -85,12 +91,7 @@ test("a program no package owns (/usr/local) adds no packages; with no dpkg data
   fs.writeFileSync(local, "#!/bin/sh\necho tool\n", { mode: 0o755 });
   t.teardown(() => fs.rmSync(local, { force: true }));
   writeRecipe(dir, "local.ts", `import { hostTools } from "ukb";\nexport default hostTools(["ukb-test-tool"], { path: "/usr/local/bin" });\n`);
-  const packagesWith = async (admin: string) => {
-    const r = await ukb(["show", "local.ts"], { cwd: dir, env: { DPKG_ADMINDIR: admin } });
-    t.is(r.code, 0, r.stderr);
-    const shown = JSON.parse(r.stdout) as Shown;
-    return shown.derivations[shown.root]!.hostPackages;
-  };
+  const packagesWith = async (admin: string) => (await shown(t, dir, "local.ts", admin)).packages;
   t.is(await packagesWith(copyOfDpkg()), undefined);
   // No dpkg database at all: sh, which dash owns on this machine, is covered by its bytes alone.
   writeRecipe(dir, "local.ts", `import { hostTools } from "ukb";\nexport default hostTools(["sh"]);\n`);
@@ -104,10 +105,8 @@ test("a library installed for two architectures (multiarch) is the one of the pa
   const admin = copyOfDpkg();
   writeRecipe(dir, "sh.ts", `import { hostTools } from "ukb";\nexport default hostTools(["sh"]);\n`);
   const show = async () => {
-    const r = await ukb(["show", "sh.ts"], { cwd: dir, env: { DPKG_ADMINDIR: admin } });
-    t.is(r.code, 0, r.stderr);
-    const shown = JSON.parse(r.stdout) as Shown;
-    return { hash: shown.root, packages: shown.derivations[shown.root]!.hostPackages ?? [] };
+    const { hash, packages } = await shown(t, dir, "sh.ts", admin);
+    return { hash, packages: packages ?? [] };
   };
   const first = await show();
   const libc = first.packages.find((p) => p.startsWith("libc6:"))!;
