@@ -206,4 +206,8 @@ test("flake.nix parses (Debian's nix-instantiate), and its package needs no hash
   const flake = fs.readFileSync(path.join(ROOT, "flake.nix"), "utf8");
   t.false(flake.includes("fakeHash"), "a placeholder hash: `nix build` cannot succeed");
   t.regex(flake, /importNpmLock/);
+  // importNpmLock fetches each package from its "resolved" URL (an npm set to omit them writes none).
+  const lock = JSON.parse(fs.readFileSync(path.join(ROOT, "package-lock.json"), "utf8")) as { packages: Record<string, { integrity?: string; resolved?: string }> };
+  const unresolved = Object.entries(lock.packages).filter(([, p]) => p.integrity && !p.resolved?.startsWith("https://"));
+  t.deepEqual(unresolved.map(([k]) => k), []);
 });
