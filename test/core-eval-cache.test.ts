@@ -486,14 +486,15 @@ module.exports.default = derivation({ name: "more", builder: \`\${t}/bin/sh\`, a
     t.is(await run(true), expected);
   }
   // util.inspect prints a Proxy's target without its traps: every variable, read.
-  writeRecipe(dir, "inspect.ts", `const { derivation, hostTools } = require("ukb");\nconst util = require("node:util");\nconst shown = [util.inspect(process.env), util.format("%o", process.env), util.inspect({ settings: [process.env] })].map((s) => s.includes("SHOWN_B") ? "shown" : "hidden").join(" ");\nconst t = hostTools(["sh"]);\nmodule.exports.default = derivation({ name: "inspect", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${shown} > $out\`] });\n`);
+  writeRecipe(dir, "inspect.ts", `const { derivation, hostTools } = require("ukb");\nconst util = require("node:util");\nutil.inspect(Buffer.alloc(200_000_000));\nconst shown = [util.inspect(process.env), util.format("%o", process.env), util.inspect({ settings: [process.env] }), util.inspect(new Map([["env", process.env]])), util.inspect({ a: { b: { c: { d: { e: process.env } } } } }, { depth: null })].map((s) => s.includes("SHOWN_B") ? "shown" : "hidden").join(" ");\nconst t = hostTools(["sh"]);\nmodule.exports.default = derivation({ name: "inspect", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${shown} > $out\`] });\n`);
   const inspected = async (extra: NodeJS.ProcessEnv) => {
     const r = await ukb(["realise", "inspect.ts", "--no-out-link"], { cwd: dir, env: extra });
     t.is(r.code, 0, r.stderr);
     return fs.readFileSync(r.stdout.trim(), "utf8").trim();
   };
-  t.is(await inspected({}), "hidden hidden hidden");
-  t.is(await inspected({ SHOWN_B: "1" }), "shown shown shown", "a variable only util.inspect saw: stale");
+  // (A 200 MB Buffer inspected on the way: looked into, it took seconds, or threw 'Too many properties to enumerate'.)
+  t.is(await inspected({}), "hidden hidden hidden hidden hidden");
+  t.is(await inspected({ SHOWN_B: "1" }), "shown shown shown shown shown", "a variable only util.inspect saw: stale");
   // A device's or /proc's content is the moment's: volatile. A Worker subclass still works.
   fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
   writeRecipe(dir, "proc.ts", `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nimport { Worker } from "node:worker_threads";\nconst up = fs.readFileSync("/proc/uptime", "utf8").length > 0;\nclass W extends Worker {}\nconst w = new W("1", { eval: true });\nconst ok = w instanceof Worker && typeof w.postMessage === "function";\nawait new Promise((done) => w.on("exit", done));\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "proc", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${up} \${ok} > $out\`] });\n`);

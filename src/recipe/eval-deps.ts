@@ -567,21 +567,51 @@ const PROMISIFY_CUSTOM = Symbol.for("nodejs.util.promisify.custom");
 
 /**
  * Whether what util.inspect is given shows the environment: process.env or
- * process, or an array or object holding one, as deep as inspect prints by
- * default (a bounded search of data properties: no getter is run, no other
- * Proxy's traps).
+ * process, or an array, object, Map or Set holding one, as deep as the call
+ * asks inspect to print (its `depth` option, default 2). Bounded, so that
+ * inspecting a large Buffer or array costs what inspect itself does: typed
+ * arrays and buffers are skipped, 100 entries of each collection looked at,
+ * 5000 values in all; data properties only, no getter run, no other Proxy's
+ * traps. (A getter printed with `getters: true` is not followed.)
  */
 function holdsEnv(values: unknown[]): boolean {
-  const queue: [unknown, number][] = values.map((v) => [v, 0]);
-  const seen = new Set<object>();
-  for (let i = 0; i < queue.length && i < 2000; i++) {
-    const [value, depth] = queue[i]!;
-    if (value === process.env || value === process) return true;
-    if (typeof value !== "object" || value === null || seen.has(value) || depth > 3 || types.isProxy(value)) continue;
-    seen.add(value);
-    for (const property of Object.values(Object.getOwnPropertyDescriptors(value))) if ("value" in property) queue.push([property.value, depth + 1]);
+  let maxDepth = 3;
+  for (const v of values) {
+    if (typeof v !== "object" || v === null || Array.isArray(v) || types.isProxy(v)) continue;
+    const depth = Object.getOwnPropertyDescriptor(v, "depth")?.value as unknown;
+    if (depth === null || depth === Infinity) maxDepth = 20;
+    else if (typeof depth === "number") maxDepth = Math.max(maxDepth, Math.min(20, depth + 1));
   }
-  return false;
+  const queue: [object, number][] = [];
+  let found = false;
+  const consider = (value: unknown, depth: number) => {
+    if (value === process.env || value === process) found = true;
+    else if (typeof value === "object" && value !== null && depth <= maxDepth && queue.length < 5000) queue.push([value, depth]);
+  };
+  for (const v of values) consider(v, 0);
+  const seen = new Set<object>();
+  for (let i = 0; i < queue.length && !found; i++) {
+    const [value, depth] = queue[i]!;
+    if (seen.has(value) || types.isProxy(value) || ArrayBuffer.isView(value) || types.isAnyArrayBuffer(value)) continue;
+    seen.add(value);
+    if (types.isMap(value) || types.isSet(value)) {
+      let n = 0;
+      // The prototype's iterator: a subclass's own is not run.
+      const entries = types.isMap(value) ? Map.prototype.entries.call(value) : Set.prototype.values.call(value);
+      for (const entry of entries as Iterable<unknown>) {
+        if (n++ >= 100) break;
+        if (types.isMap(value)) for (const part of entry as [unknown, unknown]) consider(part, depth + 1);
+        else consider(entry, depth + 1);
+      }
+      continue;
+    }
+    const keys = Array.isArray(value) ? Array.from({ length: Math.min(value.length, 100) }, (_, k) => String(k)) : Object.keys(value).slice(0, 100);
+    for (const key of keys) {
+      const property = Object.getOwnPropertyDescriptor(value, key);
+      if (property && "value" in property) consider(property.value, depth + 1);
+    }
+  }
+  return found;
 }
 
 /** What the wrappers report to: the recording under way, if any. */
