@@ -136,6 +136,14 @@ test("a tsconfig.json extending a package's config through its \"exports\": a ch
   write("node_modules/cfgpkg/configs/base.json", JSON.stringify({ compilerOptions: { paths: { "@word": ["../../../b.ts"] } } }));
   t.is(await realise(), "b", "the cached evaluation is stale");
   t.is(await realise(true), "b");
+  // The package's own name mapped by conditions alone ("default", no "." key).
+  write("node_modules/cfg2/package.json", JSON.stringify({ name: "cfg2", exports: { default: "./configs/base.json" } }));
+  write("node_modules/cfg2/configs/base.json", JSON.stringify({ compilerOptions: { paths: { "@word": ["../../../a.ts"] } } }));
+  write("tsconfig.json", JSON.stringify({ extends: "cfg2" }));
+  t.is(await realise(), "a");
+  write("node_modules/cfg2/configs/base.json", JSON.stringify({ compilerOptions: { paths: { "@word": ["../../../b.ts"] } } }));
+  t.is(await realise(), "b", "conditions of the package's name: the cached evaluation is stale");
+  t.is(await realise(true), "b");
 });
 
 test("two shells with different PATHs (an editor's, a terminal's) each keep their evaluation: switching between them evaluates nothing again", async (t) => {

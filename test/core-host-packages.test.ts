@@ -41,7 +41,8 @@ function upgrade(admin: string, name: string): string {
 
 /** `ukb show` of `recipe` in `dir` with dpkg's database at `admin`: the root's hash and its hostPackages. */
 async function shown(t: ExecutionContext, dir: string, recipe: string, admin: string): Promise<{ hash: string; packages: string[] | undefined }> {
-  const r = await ukb(["show", recipe], { cwd: dir, env: { DPKG_ADMINDIR: admin } });
+  // The index of a copied database is kept beside it, not in the user's cache folder.
+  const r = await ukb(["show", recipe], { cwd: dir, env: { DPKG_ADMINDIR: admin, XDG_CACHE_HOME: path.join(dir, "xdg-cache") } });
   t.is(r.code, 0, r.stderr);
   const graph = JSON.parse(r.stdout) as Shown;
   return { hash: graph.root, packages: graph.derivations[graph.root]!.hostPackages };

@@ -135,7 +135,9 @@ function loadIndex(dir: string): Index | undefined {
     return undefined;
   }
   if (loaded?.key === key) return loaded;
-  const cacheFile = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "ukb", "dpkg-index-3.json");
+  // One file per database (a chroot's is another), named by its folder; the key inside decides.
+  const name = dir === "/var/lib/dpkg" ? "dpkg-index-3.json" : `dpkg-index-3${dir.replace(/[^A-Za-z0-9.-]+/g, "_").slice(-150)}.json`;
+  const cacheFile = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "ukb", name);
   try {
     const cached = JSON.parse(fs.readFileSync(cacheFile, "utf8")) as Index;
     // Read back into tables without prototypes (JSON.parse makes plain objects).

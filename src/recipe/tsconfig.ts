@@ -103,14 +103,18 @@ function exportsTargets(spec: string, dir: string, seen: Set<string>): string[] 
       } catch {
         return [];
       }
-      if (!exportsField || typeof exportsField !== "object" || Array.isArray(exportsField)) return typeof exportsField === "string" && subpath === "." ? [path.resolve(packageDir, exportsField)] : [];
+      if (!exportsField) return [];
+      // A string, a list of fallbacks, or an object of conditions ("default", "require"…: keys
+      // without a dot) is what the package's own name maps to.
+      const sugar = typeof exportsField !== "object" || Array.isArray(exportsField) || Object.keys(exportsField).every((k) => !k.startsWith("."));
+      if (sugar) return subpath === "." ? stringsIn(exportsField).map((target) => path.resolve(packageDir, target)) : [];
       const map = exportsField as Record<string, unknown>;
       const targets: string[] = [];
       for (const [key, value] of Object.entries(map)) {
         const star = key.indexOf("*");
         const matched = star < 0 ? (key === subpath || key === `${subpath}.json` ? "" : undefined) : subpath.startsWith(key.slice(0, star)) && subpath.endsWith(key.slice(star + 1)) ? subpath.slice(star, subpath.length - (key.length - star - 1)) : undefined;
         if (matched === undefined) continue;
-        for (const target of stringsIn(value)) targets.push(path.resolve(packageDir, target.replace("*", matched)));
+        for (const target of stringsIn(value)) targets.push(path.resolve(packageDir, target.replaceAll("*", matched)));
       }
       return targets;
     }
