@@ -196,3 +196,25 @@ test("ukb init: recipes in a folder of their own type-check with tsc as an edito
   t.regex(again.stderr, /already links to/);
   t.is(fs.readFileSync(path.join(dir, "tsconfig.json"), "utf8"), "{}\n");
 });
+
+test("every export of the recipe API, and every public member of its classes, has TSDoc (what an editor shows)", async (t) => {
+  const { default: ts } = await import("typescript");
+  const entry = path.join(ROOT, "src/recipe/index.ts");
+  const program = ts.createProgram([entry], { strict: true, module: ts.ModuleKind.ESNext, moduleResolution: ts.ModuleResolutionKind.Bundler, target: ts.ScriptTarget.ES2022, noEmit: true });
+  const checker = program.getTypeChecker();
+  const undocumented: string[] = [];
+  const documented = (symbol: import("typescript").Symbol) => ts.displayPartsToString(symbol.getDocumentationComment(checker)).trim().length > 0;
+  const exports = checker.getExportsOfModule(checker.getSymbolAtLocation(program.getSourceFile(entry)!)!);
+  t.true(exports.length > 20, "the API's exports were not found");
+  for (const exported of exports) {
+    const symbol = exported.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(exported) : exported;
+    if (!documented(symbol)) undocumented.push(exported.name);
+    if (!(symbol.flags & ts.SymbolFlags.Class)) continue;
+    for (const member of checker.getDeclaredTypeOfSymbol(symbol).getProperties()) {
+      const declaration = member.declarations?.[0];
+      if (!declaration || ts.getCombinedModifierFlags(declaration) & (ts.ModifierFlags.Private | ts.ModifierFlags.Protected)) continue;
+      if (!documented(member)) undocumented.push(`${exported.name}.${member.name}`);
+    }
+  }
+  t.deepEqual(undocumented, []);
+});

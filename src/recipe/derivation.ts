@@ -37,6 +37,7 @@ const registry: Registry = ((globalThis as Record<symbol, unknown>)[Symbol.for("
 
 /** One output of a derivation; interpolates to its store path. */
 export class OutputRef {
+  /** Marks an output reference, for {@link isOutputRef}. */
   readonly [OUTPUT_BRAND] = true;
   constructor(
     /** The derivation that produces this output. */
@@ -50,6 +51,7 @@ export class OutputRef {
   get path(): string {
     return this.derivation.drv.outputs[this.name]!;
   }
+  /** The output's store path: what `` `${ref}` `` gives, recording the dependency. */
   toString(): string {
     return this.path;
   }
@@ -57,6 +59,7 @@ export class OutputRef {
 
 /** An immutable build step; interpolating it into a string yields its main output's path. */
 export class Derivation {
+  /** Marks a derivation, for {@link isDerivation}. */
   readonly [BRAND] = true;
   /** The derivation's data and identity. */
   readonly drv: DrvRecord;
@@ -92,15 +95,21 @@ export class Derivation {
     if (!ref) throw new RecipeError(`derivation '${this.name}' has no output '${name}' (it has ${this.drv.outputNames.join(", ")})`, callerLocation());
     return ref;
   }
+  /** The main output's store path: what `` `${drv}` `` gives, recording the dependency. */
   toString(): string {
     return this.path;
   }
 }
 
+/**
+ * Whether `value` is a derivation (from any copy of the recipe API in the
+ * process: the check is by brand, not by class).
+ */
 export function isDerivation(value: unknown): value is Derivation {
   return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
 }
 
+/** Whether `value` is one output of a derivation (`drv.output("dbg")`), by brand as {@link isDerivation}. */
 export function isOutputRef(value: unknown): value is OutputRef {
   return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[OUTPUT_BRAND] === true;
 }
