@@ -24,7 +24,7 @@ import { createRequire, syncBuiltinESMExports } from "node:module";
 import path from "node:path";
 import { types } from "node:util";
 import { fileURLToPath } from "node:url";
-import { callerLocation, OWN_TREES, PACKAGE_ROOT } from "./location.js";
+import { callerLocation, isOwnCode, OWN_TREES, PACKAGE_ROOT } from "./location.js";
 
 /**
  * What ukb's own recipe functions record (hostTools, local()), shared by every copy of this
@@ -68,7 +68,7 @@ function ownTrees(): string[] {
 }
 
 function findOwnTrees(): string[] {
-  const found = new Set<string>([...OWN_TREES, path.join(PACKAGE_ROOT, "node_modules") + path.sep, path.join(PACKAGE_ROOT, "bin") + path.sep]);
+  const found = new Set<string>([...OWN_TREES, ownModules(), ownBin()]);
   const seen = new Set<string>();
   const visit = (packageDir: string) => {
     let manifest: { dependencies?: Record<string, string>; optionalDependencies?: Record<string, string> };
@@ -141,7 +141,7 @@ function reachedFromUser(entry: AnyFn, atLoad: "stop" | "through"): boolean {
   for (const file of callerFiles(entry)) {
     if (file.startsWith("node:internal/modules/") && atLoad === "stop") return false;
     if (file.startsWith("node:")) continue;
-    if (OWN_TREES.some((t) => file.startsWith(t)) || file.startsWith(ownBin())) return inUsersPackage;
+    if (isOwnCode(file) || file.startsWith(ownBin())) return inUsersPackage;
     if (!path.isAbsolute(file)) continue;
     if (!isUsers(file)) continue;
     if (file.includes(`${path.sep}node_modules${path.sep}`)) {
@@ -157,7 +157,7 @@ function isUsers(file: string): boolean {
   if (!path.isAbsolute(file)) return false;
   // ukb's own files and its node_modules, without finding where else its dependencies are (most
   // evaluations never need to know: only a hoisted install has them elsewhere).
-  if (OWN_TREES.some((t) => file.startsWith(t)) || file.startsWith(ownBin()) || file.startsWith(ownModules())) return false;
+  if (isOwnCode(file) || file.startsWith(ownBin()) || file.startsWith(ownModules())) return false;
   return !ownTrees().some((t) => file.startsWith(t));
 }
 
@@ -304,15 +304,21 @@ export function startRecording(): () => Recorded {
     // A recursive listing, or a copy of a folder: every folder and file below it was read.
     if (how.tree) for (const below of treeBelow(file)) files.add(below);
   };
-  const reading =
-    (how: { meta?: boolean; tree?: (args: unknown[]) => boolean; content?: boolean } = {}) =>
+  /**
+   * A wrapper that tells the recording under way of each call (with the call's arguments and
+   * itself, where the stack walk starts), then does what the original does.
+   */
+  const watching =
+    (onCall: (args: unknown[], wrapper: AnyFn) => void) =>
     (original: AnyFn): AnyFn => {
       const wrapper = function (this: unknown, ...args: unknown[]) {
-        active?.noteRead(args[0], wrapper, { meta: how.meta ?? false, tree: how.tree?.(args) ?? false, content: how.content ?? false });
+        onCall(args, wrapper);
         return original.apply(this, args);
       };
       return wrapper;
     };
+  const reading = (how: { meta?: boolean; tree?: (args: unknown[]) => boolean; content?: boolean } = {}) =>
+    watching((args, wrapper) => active?.noteRead(args[0], wrapper, { meta: how.meta ?? false, tree: how.tree?.(args) ?? false, content: how.content ?? false }));
   const recursive = (args: unknown[]) => typeof args[1] === "object" && args[1] !== null && (args[1] as { recursive?: unknown }).recursive === true;
   const always = () => true;
   const fsPromises = fs.promises as unknown as Record<string, unknown>;
@@ -355,15 +361,7 @@ export function startRecording(): () => Recorded {
     noteRead,
     noteVolatile,
   };
-  const noting =
-    (what: string, rank: number) =>
-    (original: AnyFn): AnyFn => {
-      const wrapper = function (this: unknown, ...args: unknown[]) {
-        active?.noteVolatile(what, wrapper, rank);
-        return original.apply(this, args);
-      };
-      return wrapper;
-    };
+  const noting = (what: string, rank: number) => watching((_args, wrapper) => active?.noteVolatile(what, wrapper, rank));
   // Required here, not imported: a no-op realise loads this module but never records.
   const builtin = createRequire(import.meta.url);
   const childProcess = builtin("node:child_process") as typeof import("node:child_process");
@@ -454,13 +452,11 @@ export function startRecording(): () => Recorded {
     });
     restore.push(() => Object.defineProperty(dateTimeFormat, "format", formatGetter));
   }
-  replace(dateTimeFormat, "formatToParts", (original) => {
-    const wrapper = function (this: unknown, ...args: unknown[]) {
-      if (args[0] === undefined) active?.noteVolatile("reads the clock (Intl.DateTimeFormat formatToParts())", wrapper, HOST);
-      return original.apply(this, args);
-    };
-    return wrapper;
-  });
+  replace(
+    dateTimeFormat,
+    "formatToParts",
+    watching((args, wrapper) => args[0] === undefined && active?.noteVolatile("reads the clock (Intl.DateTimeFormat formatToParts())", wrapper, HOST)),
+  );
   replace(Math, "random", noting("draws a random number (Math.random)", HOST));
   // Every name of the same functions (pseudoRandomBytes, prng and rng are randomBytes), and keys, which are random too.
   const randomNames = ["randomUUID", "randomBytes", "pseudoRandomBytes", "prng", "rng", "randomInt", "randomFillSync", "randomFill", "getRandomValues", "generateKeyPair", "generateKeyPairSync", "generateKey", "generateKeySync", "generatePrime", "generatePrimeSync", "createECDH", "createDiffieHellman", "createDiffieHellmanGroup", "getDiffieHellman"];
@@ -486,15 +482,7 @@ export function startRecording(): () => Recorded {
   // util.inspect shows a Proxy's target without its traps: what it prints of process.env is every
   // variable, read. format() and formatWithOptions() inspect their arguments the same way.
   const util = builtin("node:util") as typeof import("node:util");
-  for (const name of ["inspect", "format", "formatWithOptions"]) {
-    replace(util, name, (original) => {
-      const wrapper = function (this: unknown, ...args: unknown[]) {
-        if (holdsEnv(args)) active?.noteAllEnv(wrapper as AnyFn);
-        return original.apply(this, args);
-      };
-      return wrapper;
-    });
-  }
+  for (const name of ["inspect", "format", "formatWithOptions"]) replace(util, name, watching((args, wrapper) => holdsEnv(args) && active?.noteAllEnv(wrapper)));
   for (const name of ["cpus", "freemem", "totalmem", "uptime", "loadavg", "networkInterfaces", "hostname", "userInfo", "release", "version", "availableParallelism", "getPriority"]) {
     replace(os, name, noting(`asks the host (os.${name})`, HOST));
   }
@@ -534,15 +522,7 @@ export function startRecording(): () => Recorded {
     ["homedir", ["HOME"]],
     ["tmpdir", ["TMPDIR", "TMP", "TEMP"]],
   ];
-  for (const [name, keys] of envBacked) {
-    replace(os, name, (original) => {
-      const wrapper = function (this: unknown, ...args: unknown[]) {
-        active?.noteEnvRead(keys, wrapper);
-        return original.apply(this, args);
-      };
-      return wrapper;
-    });
-  }
+  for (const [name, keys] of envBacked) replace(os, name, watching((_args, wrapper) => active?.noteEnvRead(keys, wrapper)));
   // `import { readFileSync } from "node:fs"` in an ES module recipe sees the wrapped functions too.
   syncBuiltinESMExports();
 

@@ -25,7 +25,7 @@ import type { DrvRecord, Graph } from "../graph/index.js";
 import { closureOf, isDerivation, isOutputRef } from "./derivation.js";
 import { ENV_KEYS, envKeys, isKernelFile, startRecording, type Recorded } from "./eval-deps.js";
 import { extendsChain } from "./tsconfig.js";
-import { callerLocation, OWN_TREES, PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "./location.js";
+import { callerLocation, isOwnCode, PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "./location.js";
 
 /** A recipe, evaluated. */
 export interface LoadedRecipe {
@@ -145,7 +145,7 @@ function aliasInRequire(): void {
     // What ukb's own code requires for the recipe (blake3 when hostTools hashes a program), and
     // what that requires in turn, is ukb's: it changes with ukb, which the cache's key covers.
     const parentFile = (rest[0] as { filename?: string } | undefined)?.filename;
-    if (parentFile && (OWN_TREES.some((t) => parentFile.startsWith(t)) || loadedForUkb.has(parentFile))) {
+    if (parentFile && (isOwnCode(parentFile) || loadedForUkb.has(parentFile))) {
       loadedForUkb.add(resolved);
       return resolved;
     }
@@ -192,7 +192,7 @@ function isEsm(file: string): boolean {
 
 /** Whether a file belongs to the user's recipes (not to ukb or its dependencies). */
 function isRecipeFile(p: string): boolean {
-  return !p.includes(`${path.sep}node_modules${path.sep}`) && !OWN_TREES.some((t) => p.startsWith(t));
+  return !p.includes(`${path.sep}node_modules${path.sep}`) && !isOwnCode(p);
 }
 
 type Esbuild = typeof import("esbuild");
@@ -581,7 +581,7 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
     exports,
     roots,
     graph: { drvs: closureOf(Object.values(roots)) },
-    deps: [...new Set([...imported, ...readFiles])].filter((f) => !OWN_TREES.some((t) => f.startsWith(t))).sort(),
+    deps: [...new Set([...imported, ...readFiles])].filter((f) => !isOwnCode(f)).sort(),
     env,
     ...(cwd !== undefined ? { cwd } : {}),
     statted,

@@ -17,13 +17,18 @@ export const RUNNING_FROM_SOURCE = import.meta.url.endsWith(".ts");
 /** ukb's own source and compiled trees (stack traces of dist/ map back to src/). */
 export const OWN_TREES = [path.join(PACKAGE_ROOT, "src") + path.sep, path.join(PACKAGE_ROOT, "dist") + path.sep];
 
+/** Whether `file` is ukb's own source or compiled code. */
+export function isOwnCode(file: string): boolean {
+  return OWN_TREES.some((t) => file.startsWith(t));
+}
+
 export function callerLocation(): { file?: string; line?: number } {
   const stack = new Error().stack?.split("\n").slice(1) ?? [];
   for (const frame of stack) {
     const m = /(?:\(|at )((?:file:\/\/)?\/[^():]+):(\d+):\d+\)?\s*$/.exec(frame);
     if (!m) continue;
     const file = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
-    if (OWN_TREES.some((t) => file.startsWith(t)) || file.includes(`${path.sep}node_modules${path.sep}`)) continue;
+    if (isOwnCode(file) || file.includes(`${path.sep}node_modules${path.sep}`)) continue;
     return { file: path.relative(process.cwd(), file) || file, line: Number(m[2]) };
   }
   return {};

@@ -24,7 +24,6 @@ import { RecipeError } from "../errors/index.js";
 import { callerLocation } from "./location.js";
 import { checkName, derivation, isDerivation, isOutputRef, type Derivation, type OutputRef } from "./derivation.js";
 import { fetchzip } from "./fetchers.js";
-import { recordEnvDependency } from "./eval-deps.js";
 import { hostTools } from "./host-tools.js";
 import { cpio, ociImage, rootfs, type OciImageSpec, type RootfsFile } from "./artifacts.js";
 
@@ -303,7 +302,7 @@ function resolveTool(program: string, searchPath: string): string {
 
 /** The host tools of a Unikraft build (one derivation, shared by every app of the recipe); `extra` adds programs. */
 export function defaultTools(extra: readonly string[] = []): Derivation {
-  recordEnvDependency("PATH");
+  // (hostTools records PATH, which it searches too.)
   const searchPath = process.env.PATH ?? "/usr/bin:/bin";
   return hostTools([...DEFAULT_TOOLS, ...extra].map((p) => (p.includes("=") ? p : resolveTool(p, searchPath))), { name: "unikraft-build-tools" });
 }
