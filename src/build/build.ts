@@ -10,6 +10,7 @@ import { UkbError } from "../errors/index.js";
 import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
 import { damagedDbError, explainNoSpace, formatBytes, isDamagedDb, freeBytes, hashTree, isSymlink, nearlyFull, NO_SPACE_HINT, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
 import { BUILD_TOP, findBwrap, sandboxArgs } from "./sandbox.js";
+import { hostProgramsIn, hostViewFor } from "./host-view.js";
 import { getBuiltin } from "./builtins.js";
 import { sandboxPool } from "./sandbox-pool.js";
 
@@ -151,6 +152,7 @@ async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly
     env: buildEnv(drv, opts.cores),
     builder: drv.builder,
     args: drv.args,
+    view: hostViewFor(hostProgramsIn(store, inputClosure)),
   };
   // Set up behind a gate (a pooled sandbox where one can run, one bwrap for this build otherwise);
   // the builder starts once a job slot is ours.

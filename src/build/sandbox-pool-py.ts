@@ -6,7 +6,9 @@
  * /.ukb-host. Per build, this program only mounts: the build's scratch store
  * at /ukb/store with its inputs read-only inside, its build folder at /build,
  * a fresh /tmp and /dev/shm, a fresh IPC namespace, and an empty read-only
- * cover over /.ukb-host. On "go" it starts the builder with posix_spawn (no
+ * cover over /.ukb-host. A sandbox's first build also brings the view of the
+ * system directories its builds see (src/build/host-view.ts), mounted once
+ * over them; ukb gives a sandbox only builds of that view. On "go" it starts the builder with posix_spawn (no
  * fork: forks are dear here), and when the builder exits it kills whatever
  * the build left running (kill(-1) from PID 1 reaches every process of the
  * sandbox), unmounts all of it and answers "done ID STATUS".
@@ -34,9 +36,11 @@ libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND = 1, 2, 4, 8, 32, 4096
 NOATIME, NODIRATIME, RELATIME = 1024, 2048, 1 << 21
+MOVE = 8192
 DETACH = 2
 CLONE_NEWIPC = 0x08000000
 HOST = "/.ukb-host"
+VIEW = "/.ukb-view"
 STORE = "/ukb/store"
 BUILD = "/build"
 
@@ -124,20 +128,57 @@ def send(text):
     os.write(1, (text + "\n").encode())
 
 cur = None  # the build under way: {"id", "log", "pid", "mounts"}
+viewed = False  # whether the system directories show a view (once, for the sandbox's life)
+retiring = False  # a view half made: this sandbox ends after the build it was for
+
+def apply_view(fields):
+    # Per system directory: ROOT, N, then N entries "d" PATH | "b" PATH | "l" PATH TARGET. Built
+    # in a tmpfs at VIEW from the host's files still visible at ROOT, made read-only, then moved
+    # over ROOT. This program has imported all it needs; it reads nothing there again.
+    global viewed, retiring
+    retiring = True
+    i = 0
+    while i < len(fields):
+        root, n = fields[i], int(fields[i + 1])
+        i += 2
+        mount("tmpfs", VIEW, "tmpfs", NOSUID | NODEV, "mode=755")
+        for _ in range(n):
+            kind, p = fields[i], fields[i + 1]
+            i += 2
+            dst = VIEW + p[len(root):]
+            if kind == "d":
+                os.mkdir(dst, 0o755)
+            elif kind == "l":
+                os.symlink(fields[i], dst)
+                i += 1
+            else:
+                if stat.S_ISDIR(os.stat(p).st_mode):
+                    os.mkdir(dst, 0o755)
+                else:
+                    os.close(os.open(dst, os.O_WRONLY | os.O_CREAT, 0o444))
+                bind(p, dst, True)
+        mount(None, VIEW, None, REMOUNT | BIND | RDONLY | NOSUID | NODEV | kept_flags(VIEW))
+        mount(VIEW, root, None, MOVE)
+    viewed, retiring = True, False
 
 def prep(i, fields):
-    # store, build, log, argc, argv..., envc, (key, value)..., then (base, rel) pairs of inputs
+    # store, build, log, argc, argv..., envc, (key, value)..., viewc, view fields..., then (base, rel) pairs of inputs
     global cur
     store, build, log, argc = fields[0], fields[1], fields[2], int(fields[3])
     argv = fields[4:4 + argc]
     envc = int(fields[4 + argc])
     kv = fields[5 + argc:5 + argc + 2 * envc]
     env = dict(zip(kv[0::2], kv[1::2]))
-    rest = fields[5 + argc + 2 * envc:]
+    at = 5 + argc + 2 * envc
+    viewc = int(fields[at])
+    view = fields[at + 1:at + 1 + viewc]
+    rest = fields[at + 1 + viewc:]
     inputs = list(zip(rest[0::2], rest[1::2]))
     cur = {"id": i, "log": None, "pid": None, "mounts": [], "argv": argv, "env": env}
     try:
         cur["log"] = os.open(HOST + "/" + log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if view and not viewed:
+            apply_view(view)
         if libc.unshare(CLONE_NEWIPC) != 0:
             fail("unshare(CLONE_NEWIPC)")
         fresh_keyrings()
@@ -209,7 +250,7 @@ def finish(code, message=None):
         if message is not None:
             os.write(build["log"], (message + "\n").encode())
         os.close(build["log"])
-    if state_changed():
+    if retiring or state_changed():
         # The build changed this program's own limits, priority or affinity, which every later
         # builder would inherit: this sandbox is done, ukb starts another.
         send("done %d %d retire" % (build["id"], code))

@@ -26,10 +26,13 @@ import { UkbError } from "../errors/index.js";
 import { VIRTUAL_STORE } from "../graph/index.js";
 import { AGENT_SOURCE } from "./sandbox-pool-py.js";
 import { BUILD_TOP, findBwrap, SYSTEM_DIRS, systemDirArgs, type SandboxSpec } from "./sandbox.js";
+import type { HostView } from "./host-view.js";
 import { holdEventLoop, toExit, type Exit, type GatedRun } from "./spawner.js";
 
 /** Where the store's root folder appears inside a pooled sandbox (hidden from each build while it runs). */
 const HOST = "/.ukb-host";
+/** Where a sandbox's view of the system directories is made before it is moved over them. */
+const VIEW_STAGE = "/.ukb-view";
 /** The python3 to run inside: UKB_PYTHON, or the system's; it must live in the system directories, all a sandbox sees of the host. */
 function findSandboxPython(): string | { missing: string } {
   const wanted = process.env.UKB_PYTHON;
@@ -49,6 +52,22 @@ interface Agent {
   /** The build it runs: its id and how to report its end. */
   current: { id: number; finish: (exit: Exit) => void } | undefined;
   dead: boolean;
+  /** The key of the view of the system directories it shows ("" for all of them); undefined until its first build. */
+  view: string | undefined;
+}
+
+/** A view in the agent's terms: per system folder, its path, its number of entries, then each entry. */
+function viewFields(view: HostView): string[] {
+  const fields: string[] = [];
+  for (const { root, entries } of view.roots) {
+    fields.push(root, String(entries.length));
+    for (const e of entries) {
+      if (e.kind === "dir") fields.push("d", e.path);
+      else if (e.kind === "symlink") fields.push("l", e.path, e.target);
+      else fields.push("b", e.path);
+    }
+  }
+  return fields;
 }
 
 type Mode = "pool" | "fresh" | "auto";
@@ -79,17 +98,22 @@ class SandboxPool {
       if (rel.startsWith("..") || path.isAbsolute(rel)) throw new UkbError("build", `${p} is outside the store ${this.root}`);
       return rel;
     };
+    const viewKey = spec.view?.key ?? "";
+    let agent = await this.acquire(viewKey);
+    // One that died since it was spare (its death is seen only now): the next, or a new one.
+    while (agent?.dead) agent = await this.acquire(viewKey);
+    if (!agent) return this.refuse();
+    const chosen = agent;
+    // Its first build: the view goes with it, and stays the sandbox's.
+    const view = chosen.view === undefined && spec.view ? viewFields(spec.view) : [];
+    chosen.view = viewKey;
     const request = [
       "prep", id, inside(spec.storeDir), inside(spec.buildDir), inside(spec.log),
       1 + spec.args.length, spec.builder, ...spec.args,
       Object.keys(spec.env).length, ...Object.entries(spec.env).flat(),
+      view.length, ...view,
       ...[...spec.inputs].sort().flatMap(([base, real]) => [base, inside(real)]),
     ];
-    let agent = await this.acquire();
-    // One that died since it was spare (its death is seen only now): the next, or a new one.
-    while (agent?.dead) agent = await this.acquire();
-    if (!agent) return this.refuse();
-    const chosen = agent;
     let opened = false;
     let ended = false;
     const onAbort = () => this.send(chosen, ["kill", id]);
@@ -145,11 +169,29 @@ class SandboxPool {
     }
   }
 
-  /** A spare sandbox (once up), or a new one; undefined (and the pool marked broken) if one will not start. */
-  private async acquire(): Promise<Agent | undefined> {
-    for (let agent = this.spare.pop(); agent; agent = this.spare.pop()) {
-      if (!agent.dead && (await agent.ready) && !agent.dead) return agent;
+  /**
+   * A spare sandbox showing view `viewKey`, or one that shows none yet (once
+   * up), or a new one; undefined (and the pool marked broken) if one will not
+   * start. A spare of another view gives its place to the new one.
+   */
+  private async acquire(viewKey: string): Promise<Agent | undefined> {
+    for (;;) {
+      // The latest of that view, else the latest with none.
+      let at = -1;
+      for (let i = this.spare.length - 1; i >= 0; i--) {
+        const view = this.spare[i]!.view;
+        if (view === viewKey) {
+          at = i;
+          break;
+        }
+        if (view === undefined && at < 0) at = i;
+      }
+      if (at < 0) break;
+      const [agent] = this.spare.splice(at, 1);
+      if (!agent!.dead && (await agent!.ready) && !agent!.dead) return agent;
     }
+    const other = this.spare.shift();
+    if (other) other.proc.kill("SIGKILL");
     const agent = this.start();
     if (agent && (await agent.ready)) return agent;
     this.broken ??= "its sandbox would not start (bwrap --cap-add, or mounts inside a user namespace, refused)";
@@ -171,7 +213,7 @@ class SandboxPool {
       "--cap-add", "ALL",
       ...systemDirArgs(),
       "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-      "--dir", VIRTUAL_STORE, "--dir", BUILD_TOP,
+      "--dir", VIRTUAL_STORE, "--dir", BUILD_TOP, "--dir", VIEW_STAGE,
       "--bind", this.root, HOST,
       "--remount-ro", "/",
       "--chdir", "/",
@@ -179,7 +221,7 @@ class SandboxPool {
     ];
     const proc = spawn(findBwrap(), args, { stdio: ["pipe", "pipe", "inherit"], detached: true });
     let announce: (ok: boolean) => void = () => undefined;
-    const agent: Agent = { proc, ready: new Promise<boolean>((r) => (announce = r)), current: undefined, dead: false };
+    const agent: Agent = { proc, ready: new Promise<boolean>((r) => (announce = r)), current: undefined, dead: false, view: undefined };
     proc.stdin!.on("error", () => undefined);
     proc.once("error", () => announce(false));
     const lines = createInterface({ input: proc.stdout! });

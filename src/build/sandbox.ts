@@ -8,9 +8,9 @@
 import fs from "node:fs";
 import { UkbError } from "../errors/index.js";
 import { VIRTUAL_STORE } from "../graph/index.js";
+import { SYSTEM_DIRS, type HostView } from "./host-view.js";
 
-/** Host directories every build sees read-only (a symlink stays a symlink, as /bin → usr/bin on merged-/usr systems). */
-export const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"];
+export { SYSTEM_DIRS };
 
 /** Where the build directory is mounted: fixed, so paths recorded by compilers do not vary. */
 export const BUILD_TOP = "/build";
@@ -35,11 +35,14 @@ export interface SandboxSpec {
   env: Readonly<Record<string, string>>;
   builder: string;
   args: readonly string[];
+  /** What the build sees of the system directories; all of them, read-only, when undefined. */
+  view?: HostView | undefined;
 }
 
 let systemDirs: string[] | undefined;
-/** How the host's system directories appear in every sandbox (looked at once per process). */
-export function systemDirArgs(): string[] {
+/** How the host's system directories appear in a sandbox: whole (looked at once per process), or as `view` shows them. */
+export function systemDirArgs(view?: HostView): string[] {
+  if (view) return viewArgs(view);
   if (systemDirs) return systemDirs;
   const a: string[] = [];
   for (const dir of SYSTEM_DIRS) {
@@ -55,6 +58,27 @@ export function systemDirArgs(): string[] {
   return (systemDirs = a);
 }
 
+/** A view in bwrap's terms: over each system folder a tmpfs holding its entries, then made read-only. */
+function viewArgs(view: HostView): string[] {
+  const a: string[] = [];
+  const replaced = new Set(view.roots.map((r) => r.root));
+  for (const dir of SYSTEM_DIRS) {
+    if (replaced.has(dir)) continue;
+    const link = readlinkOrUndefined(dir);
+    if (link !== undefined) a.push("--symlink", link, dir);
+  }
+  for (const { root, entries } of view.roots) {
+    a.push("--tmpfs", root);
+    for (const e of entries) {
+      if (e.kind === "dir") a.push("--dir", e.path);
+      else if (e.kind === "symlink") a.push("--symlink", e.target, e.path);
+      else a.push("--ro-bind", e.path, e.path);
+    }
+    a.push("--remount-ro", root);
+  }
+  return a;
+}
+
 function readlinkOrUndefined(p: string): string | undefined {
   try {
     return fs.readlinkSync(p);
@@ -68,7 +92,7 @@ export function sandboxArgs(spec: SandboxSpec): string[] {
   // --as-pid-1: the builder is PID 1 of its namespace, as in Nix's sandbox; no init process
   // (one fork less per build); whatever it leaves running dies with it.
   const a: string[] = ["--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "localhost"];
-  a.push(...systemDirArgs());
+  a.push(...systemDirArgs(spec.view));
   // /proc/sys read-only: bwrap leaves it writable, and when ukb runs as root a builder could
   // otherwise set the host's sysctls (kernel.core_pattern runs a program as the host's root).
   a.push("--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev", "--tmpfs", "/tmp");

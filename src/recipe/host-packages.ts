@@ -7,57 +7,12 @@
  * when the program itself changes.
  *
  * Where a program is not a package's (no dpkg on the host, /usr/local), its
- * bytes are all the hash covers, as before.
- *
- * Finding which package owns a file means reading every
- * /var/lib/dpkg/info/*.list (dpkg -S does the same): ~150 ms here. The index
- * of programs it gives, and the package table, are kept in the user's cache
- * folder, keyed by the dpkg database's stamp, so that happens once per
- * change of the installed packages.
+ * bytes are all the hash covers, as before. Reading dpkg's database is
+ * src/host's; this module records what the evaluation read of it.
  */
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
+import { dpkgAdmindir, loadIndex, ownersOf, packageClosure } from "../host/index.js";
 import { recordDependency, recordEnvDependency } from "./eval-deps.js";
-
-/** dpkg's database: /var/lib/dpkg, or where DPKG_ADMINDIR says, as for dpkg itself (a chroot's, say). */
-function admindir(): string {
-  recordEnvDependency("DPKG_ADMINDIR");
-  return process.env.DPKG_ADMINDIR || "/var/lib/dpkg";
-}
-/** Folders whose files are programs: only their entries of the .list files are indexed. */
-const PROGRAM_DIRS = /^\/(usr\/)?(local\/)?s?bin\//;
-
-interface Package {
-  readonly name: string;
-  readonly version: string;
-  readonly arch: string;
-  /** Essential: yes (dpkg, tar, coreutils…): on every Debian system, and depended on for install scripts. */
-  readonly essential: boolean;
-  /** Depends and Pre-Depends: groups of alternatives, names without versions. */
-  readonly needs: readonly (readonly string[])[];
-  /** Recommends, in the same form: followed from a tool's own package only (gcc-12 recommends libc6-dev, the headers it compiles with). */
-  readonly recommends: readonly (readonly string[])[];
-}
-
-/** Maps without a prototype: a package may be named `constructor`. */
-type Table<T> = Record<string, T>;
-const table = <T>(): Table<T> => Object.create(null) as Table<T>;
-
-interface Index {
-  readonly key: string;
-  /** Program path (as dpkg lists it) → the `name:arch` of the package that owns it. */
-  readonly owners: Table<string>;
-  /** `name:arch` → package (a library of two architectures is two packages). */
-  readonly packages: Table<Package>;
-  /** Name → the `name:arch` of its installed packages; a virtual name → those that provide it. */
-  readonly byName: Table<string[]>;
-  readonly provides: Table<string[]>;
-  /** The system's own architecture (dpkg's). */
-  readonly native: string;
-}
-
-let loaded: Index | undefined;
 
 /**
  * The packages that own `files` (each given as every path it was reached by:
@@ -69,163 +24,14 @@ let loaded: Index | undefined;
  * what a program runs with, and a tar update must not rebuild everything.
  */
 export function packagesOf(files: readonly (readonly string[])[]): string[] | undefined {
-  const dir = admindir();
+  recordEnvDependency("DPKG_ADMINDIR");
+  const dir = dpkgAdmindir();
   const index = loadIndex(dir);
   if (!index) return undefined;
   // An upgrade changes the database: the evaluation is then done again.
   recordDependency(path.join(dir, "status"));
-  const owners = new Set<string>();
-  for (const names of files) {
-    for (const name of names.flatMap(mergedUsrAliases)) {
-      const owner = index.owners[name];
-      if (owner && index.packages[owner]) {
-        owners.add(owner);
-        break;
-      }
-    }
-  }
+  const owners = ownersOf(index, files);
   if (owners.size === 0) return undefined;
-  const closure = new Set<string>();
-  // The first alternative installed (or provided) is the one in use; of a name installed for
-  // several architectures, the one of the package that needs it, else an arch-independent one.
-  const chosen = (group: readonly string[], arch: string) => {
-    for (const alt of group) {
-      const keys = index.byName[alt] ?? index.provides[alt];
-      if (!keys) continue;
-      return keys.find((k) => k === `${alt}:${arch}`) ?? keys.find((k) => k.endsWith(":all")) ?? keys.find((k) => k.endsWith(`:${index.native}`)) ?? keys[0];
-    }
-    return undefined;
-  };
-  const visit = (key: string, isOwner: boolean) => {
-    const pkg = index.packages[key];
-    if (!pkg || closure.has(key) || (pkg.essential && !isOwner)) return;
-    closure.add(key);
-    for (const group of pkg.needs) {
-      const next = chosen(group, pkg.arch);
-      if (next) visit(next, false);
-    }
-  };
-  // Recommends one level deep: what a tool works with (a compiler's headers), not what those
-  // recommend in turn (libc6-dev's man pages, fonts, image libraries).
-  for (const owner of owners) {
-    visit(owner, true);
-    const pkg = index.packages[owner]!;
-    for (const group of pkg.recommends) {
-      const next = chosen(group, pkg.arch);
-      if (next) visit(next, false);
-    }
-  }
+  const closure = packageClosure(index, owners, { essentialDependencies: false });
   return [...closure].map((key) => `${key}=${index.packages[key]!.version}`).sort();
-}
-
-/** /bin/x and /usr/bin/x are one file on a merged-/usr system, and dpkg lists either. */
-function mergedUsrAliases(file: string): string[] {
-  const m = /^\/(usr\/)?((s?bin|lib\w*)\/.*)$/.exec(file);
-  if (!m) return [file];
-  return [file, m[1] ? `/${m[2]}` : `/usr/${m[2]}`];
-}
-
-function loadIndex(dir: string): Index | undefined {
-  let key: string;
-  try {
-    const status = fs.statSync(path.join(dir, "status"));
-    const info = fs.statSync(path.join(dir, "info"));
-    key = `${dir}:${status.ino}:${status.size}:${status.mtimeMs}:${status.ctimeMs}:${info.mtimeMs}:${info.ctimeMs}`;
-  } catch {
-    return undefined;
-  }
-  if (loaded?.key === key) return loaded;
-  // One file per database (a chroot's is another), named by its folder; the key inside decides.
-  const name = dir === "/var/lib/dpkg" ? "dpkg-index-3.json" : `dpkg-index-3${dir.replace(/[^A-Za-z0-9.-]+/g, "_").slice(-150)}.json`;
-  const cacheFile = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "ukb", name);
-  try {
-    const cached = JSON.parse(fs.readFileSync(cacheFile, "utf8")) as Index;
-    // Read back into tables without prototypes (JSON.parse makes plain objects).
-    const tables = (o: object) => Object.assign(Object.create(null) as object, o);
-    if (cached.key === key) return (loaded = { ...cached, owners: tables(cached.owners), packages: tables(cached.packages), byName: tables(cached.byName), provides: tables(cached.provides) } as Index);
-  } catch {
-    // none yet, or unreadable: made again
-  }
-  loaded = buildIndex(dir, key);
-  try {
-    fs.mkdirSync(path.dirname(cacheFile), { recursive: true });
-    const tmp = `${cacheFile}.${process.pid}.tmp`;
-    try {
-      fs.writeFileSync(tmp, JSON.stringify(loaded));
-      fs.renameSync(tmp, cacheFile);
-    } finally {
-      fs.rmSync(tmp, { force: true });
-    }
-  } catch {
-    // A cache folder we may not write (or a full disk): the index is made on each evaluation.
-  }
-  return loaded;
-}
-
-function buildIndex(dir: string, key: string): Index {
-  const info = path.join(dir, "info");
-  const packages = table<Package>();
-  const byName = table<string[]>();
-  const provides = table<string[]>();
-  for (const paragraph of fs.readFileSync(path.join(dir, "status"), "utf8").split(/\n\n+/)) {
-    const fields = parseParagraph(paragraph);
-    const name = fields.Package;
-    if (!name || !/ installed$/.test(fields.Status ?? "") || !fields.Version) continue;
-    const arch = fields.Architecture ?? "all";
-    const pkgKey = `${name}:${arch}`;
-    const needs = ["Pre-Depends", "Depends"].flatMap((f) => parseRelations(fields[f]));
-    packages[pkgKey] = { name, version: fields.Version, arch, essential: fields.Essential === "yes", needs, recommends: parseRelations(fields.Recommends) };
-    (byName[name] ??= []).push(pkgKey);
-    for (const [virtual] of parseRelations(fields.Provides)) if (virtual) (provides[virtual] ??= []).push(pkgKey);
-  }
-  for (const list of [...Object.values(byName), ...Object.values(provides)]) list.sort();
-  const native = byName.dpkg?.[0]?.replace(/^dpkg:/, "") ?? "all";
-  const owners = table<string>();
-  for (const entry of fs.readdirSync(info)) {
-    if (!entry.endsWith(".list")) continue;
-    // `name.list` (one architecture: the one installed, or the system's), or `name:arch.list`.
-    const stem = entry.slice(0, -".list".length);
-    const keys = byName[stem.replace(/:.*$/, "")] ?? [];
-    const owner = stem.includes(":") ? stem : (keys.find((k) => k.endsWith(`:${native}`)) ?? keys[0]);
-    if (!owner) continue;
-    let text: string;
-    try {
-      text = fs.readFileSync(path.join(info, entry), "utf8");
-    } catch {
-      continue;
-    }
-    for (const line of text.split("\n")) if (PROGRAM_DIRS.test(line)) owners[line] ??= owner;
-  }
-  return { key, owners, packages, byName, provides, native };
-}
-
-/** A control paragraph's fields; continuation lines join their field. */
-function parseParagraph(paragraph: string): Record<string, string> {
-  const fields: Record<string, string> = {};
-  let last: string | undefined;
-  for (const line of paragraph.split("\n")) {
-    if (/^\s/.test(line)) {
-      if (last) fields[last] += ` ${line.trim()}`;
-      continue;
-    }
-    const colon = line.indexOf(":");
-    if (colon <= 0) continue;
-    last = line.slice(0, colon);
-    fields[last] = line.slice(colon + 1).trim();
-  }
-  return fields;
-}
-
-/** `a (>= 1), b:any | c` → [["a"], ["b", "c"]]: names only (what is installed satisfied dpkg). */
-function parseRelations(value: string | undefined): string[][] {
-  if (!value) return [];
-  return value
-    .split(",")
-    .map((group) =>
-      group
-        .split("|")
-        .map((alt) => alt.trim().split(/[\s(:[<]/)[0]!)
-        .filter((alt) => alt.length > 0),
-    )
-    .filter((group) => group.length > 0);
 }
