@@ -31,6 +31,8 @@ import { holdEventLoop, toExit, type Exit, type GatedRun } from "./spawner.js";
 
 /** Where the store's root folder appears inside a pooled sandbox (hidden from each build while it runs). */
 const HOST = "/.ukb-host";
+/** How many idle sandboxes of other views are kept when one of a new view starts. */
+const SPARES_KEPT = 4;
 /** Where a sandbox's view of the system directories is made before it is moved over them. */
 const VIEW_STAGE = "/.ukb-view";
 /** The python3 to run inside: UKB_PYTHON, or the system's; it must live in the system directories, all a sandbox sees of the host. */
@@ -172,7 +174,7 @@ class SandboxPool {
   /**
    * A spare sandbox showing view `viewKey`, or one that shows none yet (once
    * up), or a new one; undefined (and the pool marked broken) if one will not
-   * start. A spare of another view gives its place to the new one.
+   * start.
    */
   private async acquire(viewKey: string): Promise<Agent | undefined> {
     for (;;) {
@@ -190,8 +192,9 @@ class SandboxPool {
       const [agent] = this.spare.splice(at, 1);
       if (!agent!.dead && (await agent!.ready) && !agent!.dead) return agent;
     }
-    const other = this.spare.shift();
-    if (other) other.proc.kill("SIGKILL");
+    // Spares of other views wait for their next build, up to a few: a graph alternates between
+    // a handful of tool sets (a compiler's, an archiver's).
+    if (this.spare.length >= SPARES_KEPT) this.spare.shift()!.proc.kill("SIGKILL");
     const agent = this.start();
     if (agent && (await agent.ready)) return agent;
     this.broken ??= "its sandbox would not start (bwrap --cap-add, or mounts inside a user namespace, refused)";
