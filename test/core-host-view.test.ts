@@ -34,17 +34,19 @@ async function realise(t: ExecutionContext, dir: string, recipe: string, env: No
   return { path: out, text: fs.readFileSync(out, "utf8") };
 }
 
-test("a build sees its tools' packages and /bin/sh, not the rest of the host's /usr, in a pooled sandbox and in one bwrap per build alike", async (t) => {
+test("a build sees its tools' packages and the Essential ones, not the rest of the host's /usr, in a pooled sandbox and in one bwrap per build alike", async (t) => {
   if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
-  // On the host: all of them. ls is coreutils', so are dir and sleep; python3 and the compiler are no one's here.
-  const paths = ["/bin/sh", "/usr/bin/ls", "/usr/bin/dir", "/usr/bin/sleep", "/usr/bin/python3", "/usr/bin/gcc", "/usr/include/stdio.h"];
+  // On the host: all of them. unxz is xz-utils' (as xz is); bash, perl and ls are Essential packages';
+  // bzip2, python3 and the compiler are no declared tool's.
+  const paths = ["/bin/sh", "/usr/bin/xz", "/usr/bin/unxz", "/usr/bin/bash", "/usr/bin/perl", "/usr/bin/ls", "/usr/bin/bzip2", "/usr/bin/python3", "/usr/bin/gcc", "/usr/include/stdio.h"];
   for (const p of paths) t.true(fs.existsSync(p), `${p} is not on this host`);
   const dir = tempDir();
-  writeRecipe(dir, "look.ts", looker(["sh", "ls"], paths));
+  writeRecipe(dir, "look.ts", looker(["sh", "xz"], paths));
+  const expected = paths.map((p, i) => `${i < 6 ? "seen" : "hidden"} ${p}\n`).join("");
   const seen: Record<string, string> = {};
   for (const mode of MODES) {
     const { path: out, text } = await realise(t, dir, "look.ts", { UKB_SANDBOX: mode }, `store-${mode}`);
-    t.is(text, ["seen /bin/sh", "seen /usr/bin/ls", "seen /usr/bin/dir", "seen /usr/bin/sleep", "hidden /usr/bin/python3", "hidden /usr/bin/gcc", "hidden /usr/include/stdio.h", ""].join("\n"), mode);
+    t.is(text, expected, mode);
     seen[mode] = path.basename(out);
   }
   t.is(seen.pool, seen.fresh);
@@ -96,7 +98,7 @@ export default derivation({
   if (!strayWritten && !other) t.log("only stdio.h was tried: nothing else to hide on this host");
 });
 
-test("pooled sandboxes keep to one view: a build after one of other tools, in the same ukb, sees its own tools' packages only", async (t) => {
+test("pooled sandboxes keep to one view: builds of other tools, one after the other in the same ukb, each see their own tools' packages only", async (t) => {
   if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
   const dir = tempDir();
   // The compiler's own file (/usr/bin/gcc is a link of another package, gcc, which hostTools goes past).
@@ -105,42 +107,76 @@ test("pooled sandboxes keep to one view: a build after one of other tools, in th
     dir,
     "two.ts",
     `import { derivation, hostTools } from "ukb";
-const coreutils = hostTools(["sh", "ls", "umount"], { name: "coreutils-tools" });
+const archiver = hostTools(["sh", "xz", "umount"], { name: "archiver-tools" });
 const compiler = hostTools(["sh", "gcc"], { name: "compiler-tools" });
-const probe = (t: typeof coreutils, name: string, after?: unknown) => derivation({
+const probe = (t: typeof archiver, name: string) => derivation({
   name,
   builder: \`\${t}/bin/sh\`,
-  args: ["-c", \`: \${after ?? ""}; for f in /usr/bin/ls ${gcc} /usr/bin/umount; do if [ -e $f ]; then echo "seen $f"; else echo "hidden $f"; fi; done > $out
+  args: ["-c", \`for f in /usr/bin/xz ${gcc} /usr/bin/umount; do if [ -e $f ]; then echo "seen $f"; else echo "hidden $f"; fi; done > $out
 /usr/bin/umount -l /usr 2>/dev/null && echo "UNMOUNTED" >> $out; true\`],
 });
-const first = probe(coreutils, "first");
-const second = probe(compiler, "second", first);
-export default probe(coreutils, "third", second);
+const first = probe(archiver, "first");
+const second = probe(compiler, "second");
+const third = probe(archiver, "third");
+// Built last; the three before it, in either order, from one pool of sandboxes.
+export default derivation({ name: "all", builder: \`\${archiver}/bin/sh\`, args: ["-c", \`echo \${first} \${second} \${third} > $out\`] });
 `,
   );
   const r = await ukb(["realise", "two.ts", "--no-out-link", "--jobs", "1"], { cwd: dir, env: { ...process.env, UKB_SANDBOX: "pool" } });
   t.is(r.code, 0, r.stderr);
   const store = path.join(dir, "cache", "store");
   const read = (name: string) => fs.readFileSync(path.join(store, fs.readdirSync(store).find((b) => b.endsWith(`-${name}`))!), "utf8");
-  const coreutilsView = `seen /usr/bin/ls\nhidden ${gcc}\nseen /usr/bin/umount\n`;
-  t.is(read("first"), coreutilsView);
-  t.is(read("second"), `hidden /usr/bin/ls\nseen ${gcc}\nhidden /usr/bin/umount\n`);
-  // Back to the first view (a sandbox of it may be spare again, or a new one): and no builder can take the view away.
-  t.is(read("third"), coreutilsView);
+  const archiverView = `seen /usr/bin/xz\nhidden ${gcc}\nseen /usr/bin/umount\n`;
+  t.is(read("first"), archiverView);
+  t.is(read("second"), `hidden /usr/bin/xz\nseen ${gcc}\nhidden /usr/bin/umount\n`);
+  // Whichever ran after another view (a sandbox of its own view spare again, or a new one); and no builder can take the view away.
+  t.is(read("third"), archiverView);
 });
 
-test("a hostTools output whose derivation the store does not know (substituted in another's closure) still shows its tools' packages", async (t) => {
+test("what a build sees follows from its derivation graph, not from what its inputs hold: a path linking into /usr, its derivation unknown to the store (as a substituted closure leaves it), shows nothing more", async (t) => {
   if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
   const dir = tempDir();
-  writeRecipe(dir, "a.ts", looker(["sh", "ls"], ["/usr/bin/ls", "/usr/bin/python3"], "a"));
-  await realise(t, dir, "a.ts", {});
-  // Forget which derivation made each path, as a substituted closure leaves them.
+  const recipe = (name: string) => `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "mkdir", "ln"]);
+// Not a hostTools output, though its bin/ links into /usr as one does.
+const links = derivation({ name: "links", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/mkdir -p $out/bin && \${t}/bin/ln -s /usr/bin/python3 $out/bin/py\`] });
+const uses = derivation({ name: "uses", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${links} > $out\`] });
+export default derivation({
+  name: ${JSON.stringify(name)},
+  builder: \`\${t}/bin/sh\`,
+  args: ["-c", \`: \${uses}; if [ -e /usr/bin/python3 ]; then echo seen > $out; else echo hidden > $out; fi\`],
+});
+`;
+  writeRecipe(dir, "a.ts", recipe("a"));
+  t.is((await realise(t, dir, "a.ts", {})).text, "hidden\n");
+  // Forget which derivation made each path.
   const db = new Database(path.join(dir, "store", "ukb.sqlite"));
   db.prepare("DELETE FROM drv_outputs").run();
+  db.prepare("DELETE FROM drvs").run();
   db.close();
-  writeRecipe(dir, "b.ts", looker(["sh", "ls"], ["/usr/bin/ls", "/usr/bin/python3"], "b"));
-  const { text } = await realise(t, dir, "b.ts", {});
-  t.is(text, "seen /usr/bin/ls\nhidden /usr/bin/python3\n");
+  writeRecipe(dir, "b.ts", recipe("b"));
+  t.is((await realise(t, dir, "b.ts", {})).text, "hidden\n");
+});
+
+test("a host tool outside the bin folders (apt's http method) is found in dpkg's file lists: its packages are hashed and shown", async (t) => {
+  if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
+  const method = "/usr/lib/apt/methods/http";
+  t.true(fs.existsSync(method), `${method} is not on this host`);
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "m.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "http=${method}"]);
+export default derivation({ name: "method", builder: \`\${t}/bin/sh\`, args: ["-c", "for f in ${method} /usr/bin/apt-get /usr/bin/python3; do if [ -e $f ]; then echo seen $f; else echo hidden $f; fi; done > $out"] });
+`,
+  );
+  const shown = await ukb(["show", "m.ts"], { cwd: dir });
+  t.is(shown.code, 0, shown.stderr);
+  const graph = JSON.parse(shown.stdout) as { derivations: Record<string, { kind: string; hostPackages?: string[] }> };
+  const tools = Object.values(graph.derivations).find((d) => d.kind === "host-tools")!;
+  t.true((tools.hostPackages ?? []).some((p) => p.startsWith("apt:")), (tools.hostPackages ?? []).join(" "));
+  t.is((await realise(t, dir, "m.ts", {})).text, `seen ${method}\nseen /usr/bin/apt-get\nhidden /usr/bin/python3\n`);
 });
 
 test("a host tool no package owns: the build sees the system directories whole (what the tool runs with is unknown)", async (t) => {
@@ -163,4 +199,30 @@ export default derivation({ name: "unowned", builder: \`\${t}/bin/sh\`, args: ["
 `,
   );
   t.is((await realise(t, dir, "u.ts", {})).text, "seen\n");
+  // Said in the build's log, where `ukb log` shows it.
+  const log = await ukb(["log", "u.ts", "--store", path.join(dir, "store")], { cwd: dir });
+  t.regex(log.stdout, new RegExp(`sees all of the host's system directories: its host tool ${tool} belongs to no Debian package`));
+});
+
+test("what every Debian system has is there though no tool's package depends on it: bash for ldd, perl for shasum, libc-bin's UTF-8 locale", async (t) => {
+  if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "base.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "ldd", "shasum", "grep"]);
+export default derivation({
+  name: "base",
+  builder: \`\${t}/bin/sh\`,
+  args: ["-c", \`P=\${t}/bin; { $P/ldd $P/grep | $P/grep -c libc.so; echo abc | $P/shasum; printf '\\\\303\\\\251\\\\n' | $P/grep -c '^.$'; } > $out 2>&1\`],
+  env: { LC_ALL: "C.UTF-8" },
+});
+`,
+  );
+  for (const mode of MODES) {
+    const { text } = await realise(t, dir, "base.ts", { UKB_SANDBOX: mode }, `store-${mode}`);
+    // ldd (a bash script) finds grep's libc; shasum (perl) hashes; é is one character in C.UTF-8.
+    t.is(text, "1\n03cfd743661f07975fa2f1220c5194cbaff48451  -\n1\n", mode);
+  }
 });

@@ -10,7 +10,7 @@ import { UkbError } from "../errors/index.js";
 import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
 import { damagedDbError, explainNoSpace, formatBytes, isDamagedDb, freeBytes, hashTree, isSymlink, nearlyFull, NO_SPACE_HINT, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
 import { BUILD_TOP, findBwrap, sandboxArgs } from "./sandbox.js";
-import { hostProgramsIn, hostViewFor } from "./host-view.js";
+import { hostProgramsOf, hostViewFor } from "./host-view.js";
 import { getBuiltin } from "./builtins.js";
 import { sandboxPool } from "./sandbox-pool.js";
 
@@ -65,6 +65,12 @@ export interface BuildOptions {
   slot?: (signal?: AbortSignal) => Promise<() => void>;
   /** Called when the builder starts running. */
   onStart?: () => void;
+  /**
+   * The evaluation's derivations by hash: which host tools a build's inputs
+   * were made with decides what it sees of the host (host-view.ts). Without
+   * it, or for a hash it lacks, the store's record.
+   */
+  drvs?: Readonly<Record<string, DrvRecord>>;
 }
 
 export interface BuildResult {
@@ -145,6 +151,8 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null): strin
 async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly string[], tmp: string, logFile: string, opts: BuildOptions): Promise<void> {
   const inputs = new Map<string, string>();
   for (const base of inputClosure) inputs.set(base, store.realPath(base));
+  const { view, note } = hostViewFor(hostProgramsOf(drv, (hash) => opts.drvs?.[hash] ?? store.getDrv(hash)));
+  if (note) fs.appendFileSync(logFile, `${note}\n`);
   const spec = {
     storeDir: path.join(tmp, "store"),
     buildDir: path.join(tmp, "build"),
@@ -152,7 +160,7 @@ async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly
     env: buildEnv(drv, opts.cores),
     builder: drv.builder,
     args: drv.args,
-    view: hostViewFor(hostProgramsIn(store, inputClosure)),
+    view,
   };
   // Set up behind a gate (a pooled sandbox where one can run, one bwrap for this build otherwise);
   // the builder starts once a job slot is ours.

@@ -28,8 +28,9 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { dpkgAdmindir, loadIndex, ownersOf, packageClosure, packageFiles } from "../host/index.js";
-import type { Store } from "../store/index.js";
+import { dpkgAdmindir, essentialPackages, loadIndex, ownersOf, packageClosure, packageFiles } from "../host/index.js";
+import { UkbError } from "../errors/index.js";
+import type { DrvRecord } from "../graph/index.js";
 
 /** Host directories every build sees read-only (a symlink stays a symlink, as /bin → usr/bin on merged-/usr systems). */
 export const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"];
@@ -54,86 +55,67 @@ export interface HostView {
 const DOCUMENTATION = /^\/usr\/share\/(doc|man|info|locale|lintian|bug|doc-base|menu)(\/|$)/;
 
 /**
- * The host programs the store paths of a build's input closure lead to:
- * the tools of its `hostTools` outputs (their `bin/` links point at them).
+ * The host programs a build may run: the tools of every `hostTools`
+ * derivation among its inputs, theirs, and so on. Taken from the derivation
+ * graph, never from what is in the store (a substituted input could bring
+ * anything), so what a build sees follows from its hash: every package shown
+ * is covered by the hash of some derivation it depends on.
  */
-export function hostProgramsIn(store: Store, closure: readonly string[]): string[] {
+export function hostProgramsOf(drv: DrvRecord, lookup: (hash: string) => DrvRecord | undefined): string[] {
   const programs = new Set<string>();
-  for (const base of closure) for (const program of programsOf(store, base)) programs.add(program);
+  for (const input of Object.keys(drv.inputDrvs)) for (const program of programsBelow(input, lookup)) programs.add(program);
   return [...programs].sort();
 }
 
-/** Per store (its real folder) and path: the host programs it leads to. A valid path never changes; a deep graph asks of the same paths again and again. */
-const programsByPath = new Map<string, readonly string[]>();
+/** Derivation hash → the host programs it and its inputs lead to (a deep graph asks of the same derivations again and again). */
+const programsByDrv = new Map<string, readonly string[]>();
 
-function programsOf(store: Store, base: string): readonly string[] {
-  const real = store.realPath(base);
-  let programs = programsByPath.get(real);
-  if (programs) return programs;
-  const drv = store.drvOf(base);
-  if (drv) programs = drv.kind === "host-tools" ? (drv.hostTools ?? []).map((tool) => tool.path) : [];
-  // A path whose derivation this store never saw (substituted as part of another's closure):
-  // its links into the system directories, if it is a hostTools output.
-  else programs = hostLinksIn(path.join(real, "bin"));
-  programsByPath.set(real, programs);
-  return programs;
+function programsBelow(hash: string, lookup: (hash: string) => DrvRecord | undefined): readonly string[] {
+  const known = programsByDrv.get(hash);
+  if (known) return known;
+  const drv = lookup(hash);
+  if (!drv) throw new UkbError("internal", `derivation ${hash} of the graph is unknown: what its build may see of the host cannot be told`);
+  const programs = new Set<string>();
+  if (drv.kind === "host-tools") for (const tool of drv.hostTools ?? []) programs.add(tool.path);
+  for (const input of Object.keys(drv.inputDrvs)) for (const program of programsBelow(input, lookup)) programs.add(program);
+  const sorted = [...programs].sort();
+  programsByDrv.set(hash, sorted);
+  return sorted;
 }
 
-function hostLinksIn(bin: string): string[] {
-  let names: string[];
-  try {
-    names = fs.readdirSync(bin);
-  } catch {
-    return [];
-  }
-  const targets: string[] = [];
-  for (const name of names) {
-    let target: string;
-    try {
-      target = fs.readlinkSync(path.join(bin, name));
-    } catch {
-      continue;
-    }
-    if (SYSTEM_DIRS.some((d) => target.startsWith(`${d}/`))) targets.push(target);
-  }
-  return targets;
+/** What a build sees of the system directories: `view`, or all of them; `note` says why all, where the user would not guess. */
+export interface HostViewChoice {
+  readonly view?: HostView;
+  readonly note?: string;
 }
 
-const views = new Map<string, HostView | undefined>();
+const views = new Map<string, HostViewChoice>();
 
-/**
- * The view of the system directories for a build whose host tools are
- * `programs` (real paths); undefined where the build sees them whole.
- */
-export function hostViewFor(programs: readonly string[]): HostView | undefined {
-  if (process.env.UKB_HOST_VIEW === "system") return undefined;
+/** The view of the system directories for a build whose host tools are `programs` (real paths). */
+export function hostViewFor(programs: readonly string[]): HostViewChoice {
+  if (process.env.UKB_HOST_VIEW === "system") return {};
   const dir = dpkgAdmindir();
   const index = loadIndex(dir);
-  if (!index) return undefined;
+  if (!index) return {};
   const memo = `${index.key}\0${programs.join("\0")}`;
-  if (views.has(memo)) return views.get(memo);
-  const view = makeView(dir, programs);
-  views.set(memo, view);
-  return view;
+  let choice = views.get(memo);
+  if (!choice) views.set(memo, (choice = makeView(dir, programs)));
+  return choice;
 }
 
-function makeView(dir: string, programs: readonly string[]): HostView | undefined {
+function makeView(dir: string, programs: readonly string[]): HostViewChoice {
   const index = loadIndex(dir)!;
   const owners = new Set<string>();
   for (const program of programs) {
-    const owner = ownersOf(index, [[program]]);
+    const owner = ownersOf(dir, index, [[program]]);
     // A program no package owns: what it runs with is unknown, so the build sees everything.
-    if (owner.size === 0) return undefined;
+    if (owner.size === 0) return { note: `ukb: this build sees all of the host's system directories: its host tool ${program} belongs to no Debian package` };
     for (const o of owner) owners.add(o);
   }
-  let sh: string | undefined;
-  try {
-    sh = fs.realpathSync("/bin/sh");
-  } catch {
-    // no /bin/sh on this host
-  }
-  if (sh) for (const o of ownersOf(index, [["/bin/sh", sh]])) owners.add(o);
-  const packages = packageClosure(index, owners, { essentialDependencies: false });
+  // The Essential packages, which no package declares it needs: /bin/sh, bash and perl for
+  // scripts (ldd, shasum), libc-bin's locales, coreutils. Every Debian system has them.
+  for (const key of essentialPackages(index)) owners.add(key);
+  const packages = packageClosure(index, owners, { essentialDependencies: true });
 
   const shown = new Set<string>();
   const realDirs = new Map<string, string | undefined>();
@@ -172,8 +154,10 @@ function makeView(dir: string, programs: readonly string[]): HostView | undefine
     const { entries } = walk(root, shown);
     roots.push({ root, entries });
   }
-  const key = crypto.createHash("sha256").update(JSON.stringify(roots)).digest("hex").slice(0, 32);
-  return { key, roots, packages: packages.size };
+  // The database's stamp too: an upgrade during a long realise replaces files, and a pooled
+  // sandbox's binds would still show the old ones.
+  const key = crypto.createHash("sha256").update(index.key).update(JSON.stringify(roots)).digest("hex").slice(0, 32);
+  return { view: { key, roots, packages: packages.size } };
 }
 
 /** The entries of `dir` that are shown; whole: every entry of it is (then it is bound as one). */

@@ -136,7 +136,6 @@ def apply_view(fields):
     # in a tmpfs at VIEW from the host's files still visible at ROOT, made read-only, then moved
     # over ROOT. This program has imported all it needs; it reads nothing there again.
     global viewed, retiring
-    retiring = True
     i = 0
     while i < len(fields):
         root, n = fields[i], int(fields[i + 1])
@@ -175,6 +174,11 @@ def prep(i, fields):
     rest = fields[at + 1 + viewc:]
     inputs = list(zip(rest[0::2], rest[1::2]))
     cur = {"id": i, "log": None, "pid": None, "mounts": [], "argv": argv, "env": env}
+    global retiring
+    if view and not viewed:
+        # ukb counts this sandbox as showing the view from now on: if it is not made, for
+        # whatever reason, the sandbox must not take another build.
+        retiring = True
     try:
         cur["log"] = os.open(HOST + "/" + log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if view and not viewed:

@@ -100,6 +100,9 @@ class SandboxPool {
       if (rel.startsWith("..") || path.isAbsolute(rel)) throw new UkbError("build", `${p} is outside the store ${this.root}`);
       return rel;
     };
+    // What can fail is checked before a sandbox is taken.
+    const fixed = [inside(spec.storeDir), inside(spec.buildDir), inside(spec.log)];
+    const inputs = [...spec.inputs].sort().flatMap(([base, real]) => [base, inside(real)]);
     const viewKey = spec.view?.key ?? "";
     let agent = await this.acquire(viewKey);
     // One that died since it was spare (its death is seen only now): the next, or a new one.
@@ -110,11 +113,11 @@ class SandboxPool {
     const view = chosen.view === undefined && spec.view ? viewFields(spec.view) : [];
     chosen.view = viewKey;
     const request = [
-      "prep", id, inside(spec.storeDir), inside(spec.buildDir), inside(spec.log),
+      "prep", id, ...fixed,
       1 + spec.args.length, spec.builder, ...spec.args,
       Object.keys(spec.env).length, ...Object.entries(spec.env).flat(),
       view.length, ...view,
-      ...[...spec.inputs].sort().flatMap(([base, real]) => [base, inside(real)]),
+      ...inputs,
     ];
     let opened = false;
     let ended = false;

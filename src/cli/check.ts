@@ -25,7 +25,7 @@ export async function checkCommand(argv: string[]): Promise<number> {
     let differing = 0;
     for (const drv of topoOrder(recipe.graph, [target.hash])) {
       if (drv.kind === "fixed" || drv.kind === "host-tools") continue;
-      const result = await checkDerivation(store, drv, { cores });
+      const result = await checkDerivation(store, drv, { cores, drvs: recipe.graph.drvs });
       for (const [output, diff] of Object.entries(result.differences)) {
         const label = output === "out" ? drv.name : `${drv.name}.${output}`;
         if (values.json) writeStdout(`${JSON.stringify({ name: label, drv: drv.hash, identical: !diff, ...(diff ? { difference: diff } : {}), ms: result.ms })}\n`);

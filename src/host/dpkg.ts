@@ -165,19 +165,49 @@ function parseRelations(value: string | undefined): string[][] {
     .filter((group) => group.length > 0);
 }
 
-/** The `name:arch` of the packages that own `files`, each given as every path it was reached by (a link on PATH, the file it resolves to). */
-export function ownersOf(index: Index, files: readonly (readonly string[])[]): Set<string> {
+/**
+ * The `name:arch` of the packages that own `files`, each given as every path
+ * it was reached by (a link on PATH, the file it resolves to). A program
+ * outside the bin folders the index covers (java is
+ * /usr/lib/jvm/…/bin/java) is looked for in every package's file list, as
+ * `dpkg -S` does.
+ */
+export function ownersOf(dir: string, index: Index, files: readonly (readonly string[])[]): Set<string> {
   const owners = new Set<string>();
+  const missed: string[][] = [];
   for (const names of files) {
-    for (const name of names.flatMap(mergedUsrAliases)) {
-      const owner = index.owners[name];
-      if (owner && index.packages[owner]) {
-        owners.add(owner);
-        break;
-      }
+    const aliases = names.flatMap(mergedUsrAliases);
+    const owner = aliases.map((name) => index.owners[name]).find((o) => o !== undefined && index.packages[o]);
+    if (owner) owners.add(owner);
+    else if (aliases.some((name) => !PROGRAM_DIRS.test(name))) missed.push(aliases);
+  }
+  if (missed.length > 0) {
+    const found = ownersFromLists(dir, index, missed.flat());
+    for (const aliases of missed) {
+      const owner = aliases.map((name) => found.get(name)).find((o) => o !== undefined);
+      if (owner) owners.add(owner);
     }
   }
   return owners;
+}
+
+/** Per database and path: the package whose list has it (null: none), found by reading every list once per batch of paths never asked before. */
+const listed = new Map<string, string | null>();
+
+function ownersFromLists(dir: string, index: Index, names: readonly string[]): Map<string, string> {
+  const wanted = new Set(names.filter((name) => !listed.has(`${index.key}\0${name}`)));
+  if (wanted.size > 0) {
+    for (const key of Object.keys(index.packages).sort()) {
+      for (const file of packageFiles(dir, index, key)) if (wanted.has(file) && !listed.get(`${index.key}\0${file}`)) listed.set(`${index.key}\0${file}`, key);
+    }
+    for (const name of wanted) if (!listed.has(`${index.key}\0${name}`)) listed.set(`${index.key}\0${name}`, null);
+  }
+  const found = new Map<string, string>();
+  for (const name of names) {
+    const owner = listed.get(`${index.key}\0${name}`);
+    if (owner) found.set(name, owner);
+  }
+  return found;
 }
 
 /**
@@ -235,4 +265,9 @@ export function packageFiles(dir: string, index: Index, key: string): string[] {
     return text.split("\n").filter((line) => line.startsWith("/") && line !== "/.");
   }
   return [];
+}
+
+/** The installed Essential packages (coreutils, bash, perl-base, libc-bin…): every Debian system has them, and packages need not say they use them. */
+export function essentialPackages(index: Index): string[] {
+  return Object.keys(index.packages).filter((key) => index.packages[key]!.essential).sort();
 }

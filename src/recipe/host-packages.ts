@@ -30,7 +30,7 @@ export function packagesOf(files: readonly (readonly string[])[]): string[] | un
   if (!index) return undefined;
   // An upgrade changes the database: the evaluation is then done again.
   recordDependency(path.join(dir, "status"));
-  const owners = ownersOf(index, files);
+  const owners = ownersOf(dir, index, files);
   if (owners.size === 0) return undefined;
   const closure = packageClosure(index, owners, { essentialDependencies: false });
   return [...closure].map((key) => `${key}=${index.packages[key]!.version}`).sort();

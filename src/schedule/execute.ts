@@ -250,6 +250,7 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
         } else {
           work = buildDerivation(store, d, {
             cores: opts.cores,
+            drvs: plan.graph.drvs,
             signal: cancel.signal,
             slot: (signal) =>
               slots.acquire(signal).then((release) => () => {
