@@ -226,3 +226,34 @@ export default derivation({
     t.is(text, "1\n03cfd743661f07975fa2f1220c5194cbaff48451  -\n1\n", mode);
   }
 });
+
+test.serial("a view kept in the user's cache is made again when a folder it bound whole gains a file", async (t) => {
+  if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
+  const { hostViewFor } = await import("../src/build/host-view.js");
+  const cache = tempDir();
+  const before = process.env.XDG_CACHE_HOME;
+  process.env.XDG_CACHE_HOME = cache;
+  t.teardown(() => {
+    if (before === undefined) delete process.env.XDG_CACHE_HOME;
+    else process.env.XDG_CACHE_HOME = before;
+  });
+  const sh = fs.realpathSync("/bin/sh");
+  const { view } = hostViewFor([sh]);
+  t.truthy(view, "no view of sh's packages");
+  t.true(fs.readdirSync(path.join(cache, "ukb", "host-views")).length > 0, "the view was not kept");
+  // A folder the view binds whole (every entry of it is a shown package's), under /usr/share.
+  const whole = view!.roots.flatMap((r) => r.entries).find((e) => e.kind === "bind" && e.path.startsWith("/usr/share/") && fs.statSync(e.path).isDirectory());
+  t.truthy(whole, "no folder bound whole under /usr/share");
+  const stray = path.join(whole!.path, `ukb-stray-${process.pid}`);
+  try {
+    fs.writeFileSync(stray, "not a package's\n");
+  } catch {
+    return t.log(`${whole!.path} is not writable here: the stale view is not tried`);
+  }
+  t.teardown(() => fs.rmSync(stray, { force: true }));
+  const dir = tempDir();
+  writeRecipe(dir, "stray.ts", looker(["sh"], [stray], "stray"));
+  // The same tools (so the same cached view, by name), in a new process: the folder's stamp changed.
+  const { text } = await realise(t, dir, "stray.ts", { XDG_CACHE_HOME: cache });
+  t.is(text, `hidden ${stray}\n`);
+});

@@ -27,6 +27,7 @@
  */
 import crypto from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { dpkgAdmindir, essentialPackages, loadIndex, ownersOf, packageClosure, packageFiles } from "../host/index.js";
 import { UkbError } from "../errors/index.js";
@@ -99,11 +100,69 @@ export function hostViewFor(programs: readonly string[]): HostViewChoice {
   if (!index) return {};
   const memo = `${index.key}\0${programs.join("\0")}`;
   let choice = views.get(memo);
-  if (!choice) views.set(memo, (choice = makeView(dir, programs)));
+  if (!choice) {
+    const file = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "ukb", "host-views", `${crypto.createHash("sha256").update(memo).digest("hex").slice(0, 32)}.json`);
+    choice = readCachedView(file);
+    if (!choice) {
+      const read: string[] = [];
+      choice = makeView(dir, programs, read);
+      writeCachedView(file, choice, read);
+    }
+    views.set(memo, choice);
+  }
   return choice;
 }
 
-function makeView(dir: string, programs: readonly string[]): HostViewChoice {
+/**
+ * Making a view reads ~70 file lists and a few hundred folders (~50 ms);
+ * a new ukb process would do it again for every cold realise. It is kept in
+ * the user's cache folder with the stamps of the folders it read: a file
+ * added to or removed from one of them (a folder once bound whole may no
+ * longer be) makes it again. The dpkg database's stamp is in its name.
+ */
+interface CachedView {
+  readonly version: 1;
+  /** Folder → its stamp when the view was made. */
+  readonly folders: Readonly<Record<string, string>>;
+  readonly choice: HostViewChoice;
+}
+
+function folderStamp(folder: string): string {
+  try {
+    const st = fs.statSync(folder);
+    return `${st.ino}:${st.mtimeMs}:${st.ctimeMs}`;
+  } catch {
+    return "missing";
+  }
+}
+
+function readCachedView(file: string): HostViewChoice | undefined {
+  try {
+    const cached = JSON.parse(fs.readFileSync(file, "utf8")) as CachedView;
+    if (cached.version !== 1) return undefined;
+    for (const [folder, stamp] of Object.entries(cached.folders)) if (folderStamp(folder) !== stamp) return undefined;
+    return cached.choice;
+  } catch {
+    return undefined;
+  }
+}
+
+function writeCachedView(file: string, choice: HostViewChoice, read: readonly string[]): void {
+  const folders: Record<string, string> = {};
+  for (const folder of read) folders[folder] = folderStamp(folder);
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(tmp, JSON.stringify({ version: 1, folders, choice } satisfies CachedView));
+    fs.renameSync(tmp, file);
+  } catch {
+    // A cache folder we may not write, or a full disk: made again next time.
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
+/** Makes the view; `read` gets every folder whose listing it depends on. */
+function makeView(dir: string, programs: readonly string[], read: string[]): HostViewChoice {
   const index = loadIndex(dir)!;
   const owners = new Set<string>();
   for (const program of programs) {
@@ -123,7 +182,7 @@ function makeView(dir: string, programs: readonly string[]): HostViewChoice {
     if (!realDirs.has(d)) {
       let real: string | undefined;
       try {
-        real = fs.realpathSync(d);
+        real = fs.realpathSync.native(d);
       } catch {
         real = undefined;
       }
@@ -134,11 +193,13 @@ function makeView(dir: string, programs: readonly string[]): HostViewChoice {
   for (const key of packages) {
     for (const listed of packageFiles(dir, index, key)) {
       // As the file is found on this host: /lib/x86_64-linux-gnu/libc.so.6 is under /usr/lib on a merged-/usr system.
-      const parent = realDir(path.dirname(listed));
+      // (dpkg's lists hold absolute, normalised paths: plain string cuts are enough, and cheaper than node:path.)
+      const slash = listed.lastIndexOf("/");
+      const parent = slash === 0 ? "/" : realDir(listed.slice(0, slash));
       if (!parent) continue;
-      const file = path.join(parent, path.basename(listed));
+      const file = `${parent === "/" ? "" : parent}/${listed.slice(slash + 1)}`;
       if (DOCUMENTATION.test(file) || !SYSTEM_DIRS.some((d) => file.startsWith(`${d}/`))) continue;
-      for (let p = file; p !== "/" && !shown.has(p); p = path.dirname(p)) shown.add(p);
+      for (let p = file; p.length > 1 && !shown.has(p); p = p.slice(0, p.lastIndexOf("/")) || "/") shown.add(p);
     }
   }
 
@@ -151,7 +212,7 @@ function makeView(dir: string, programs: readonly string[]): HostViewChoice {
       continue;
     }
     if (!st.isDirectory()) continue;
-    const { entries } = walk(root, shown);
+    const { entries } = walk(root, shown, read);
     roots.push({ root, entries });
   }
   // The database's stamp too: an upgrade during a long realise replaces files, and a pooled
@@ -161,10 +222,11 @@ function makeView(dir: string, programs: readonly string[]): HostViewChoice {
 }
 
 /** The entries of `dir` that are shown; whole: every entry of it is (then it is bound as one). */
-function walk(dir: string, shown: ReadonlySet<string>): { whole: boolean; entries: ViewEntry[] } {
+function walk(dir: string, shown: ReadonlySet<string>, read: string[]): { whole: boolean; entries: ViewEntry[] } {
   const entries: ViewEntry[] = [];
   let whole = true;
   let dirents: fs.Dirent[];
+  read.push(dir);
   try {
     dirents = fs.readdirSync(dir, { withFileTypes: true });
   } catch {
@@ -179,7 +241,7 @@ function walk(dir: string, shown: ReadonlySet<string>): { whole: boolean; entrie
     }
     if (e.isSymbolicLink()) entries.push({ kind: "symlink", path: p, target: fs.readlinkSync(p) });
     else if (e.isDirectory()) {
-      const sub = walk(p, shown);
+      const sub = walk(p, shown, read);
       if (sub.whole) entries.push({ kind: "bind", path: p });
       else {
         whole = false;
