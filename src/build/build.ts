@@ -10,7 +10,7 @@ import { UkbError } from "../errors/index.js";
 import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
 import { damagedDbError, explainNoSpace, formatBytes, isDamagedDb, freeBytes, hashTree, isSymlink, nearlyFull, NO_SPACE_HINT, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
 import { BUILD_TOP, findBwrap, sandboxArgs } from "./sandbox.js";
-import { hostProgramsOf, hostViewFor } from "./host-view.js";
+import { hostToolsOf, hostViewFor } from "./host-view.js";
 import { getBuiltin } from "./builtins.js";
 import { sandboxPool } from "./sandbox-pool.js";
 
@@ -151,7 +151,7 @@ function describeExit(code: number | null, signal: NodeJS.Signals | null): strin
 async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly string[], tmp: string, logFile: string, opts: BuildOptions): Promise<void> {
   const inputs = new Map<string, string>();
   for (const base of inputClosure) inputs.set(base, store.realPath(base));
-  const { view, note } = hostViewFor(hostProgramsOf(drv, (hash) => opts.drvs?.[hash] ?? store.getDrv(hash)));
+  const { view, note } = hostViewFor(hostToolsOf(drv, (hash) => opts.drvs?.[hash] ?? store.getDrv(hash)));
   if (note) fs.appendFileSync(logFile, `${note}\n`);
   const spec = {
     storeDir: path.join(tmp, "store"),

@@ -55,33 +55,45 @@ export interface HostView {
 /** Left out of every view: what no build reads. */
 const DOCUMENTATION = /^\/usr\/share\/(doc|man|info|locale|lintian|bug|doc-base|menu)(\/|$)/;
 
-/**
- * The host programs a build may run: the tools of every `hostTools`
- * derivation among its inputs, theirs, and so on. Taken from the derivation
- * graph, never from what is in the store (a substituted input could bring
- * anything), so what a build sees follows from its hash: every package shown
- * is covered by the hash of some derivation it depends on.
- */
-export function hostProgramsOf(drv: DrvRecord, lookup: (hash: string) => DrvRecord | undefined): string[] {
-  const programs = new Set<string>();
-  for (const input of Object.keys(drv.inputDrvs)) for (const program of programsBelow(input, lookup)) programs.add(program);
-  return [...programs].sort();
+/** The host tools a build may run, and the packages their hashes cover (`name:arch`). */
+export interface HostToolSet {
+  readonly programs: readonly string[];
+  readonly packages: readonly string[];
 }
 
-/** Derivation hash → the host programs it and its inputs lead to (a deep graph asks of the same derivations again and again). */
-const programsByDrv = new Map<string, readonly string[]>();
+/**
+ * The host tools of every `hostTools` derivation among a build's inputs,
+ * theirs, and so on, with the packages each hashed (`hostPackages`). Taken
+ * from the derivation graph, never from what is in the store (a substituted
+ * input could bring anything), so what a build sees follows from its hash:
+ * every package shown, Essential ones aside, is covered by the hash of some
+ * derivation it depends on.
+ */
+export function hostToolsOf(drv: DrvRecord, lookup: (hash: string) => DrvRecord | undefined): HostToolSet {
+  const programs = new Set<string>();
+  const packages = new Set<string>();
+  for (const input of Object.keys(drv.inputDrvs)) {
+    const below = toolsBelow(input, lookup);
+    for (const p of below.programs) programs.add(p);
+    for (const p of below.packages) packages.add(p);
+  }
+  return { programs: [...programs].sort(), packages: [...packages].sort() };
+}
 
-function programsBelow(hash: string, lookup: (hash: string) => DrvRecord | undefined): readonly string[] {
-  const known = programsByDrv.get(hash);
+/** Derivation hash → the host tools it and its inputs lead to (a deep graph asks of the same derivations again and again). */
+const toolsByDrv = new Map<string, HostToolSet>();
+
+function toolsBelow(hash: string, lookup: (hash: string) => DrvRecord | undefined): HostToolSet {
+  const known = toolsByDrv.get(hash);
   if (known) return known;
   const drv = lookup(hash);
   if (!drv) throw new UkbError("internal", `derivation ${hash} of the graph is unknown: what its build may see of the host cannot be told`);
-  const programs = new Set<string>();
-  if (drv.kind === "host-tools") for (const tool of drv.hostTools ?? []) programs.add(tool.path);
-  for (const input of Object.keys(drv.inputDrvs)) for (const program of programsBelow(input, lookup)) programs.add(program);
-  const sorted = [...programs].sort();
-  programsByDrv.set(hash, sorted);
-  return sorted;
+  const own: HostToolSet =
+    drv.kind === "host-tools" ? { programs: (drv.hostTools ?? []).map((t) => t.path), packages: (drv.hostPackages ?? []).map((p) => p.replace(/=.*$/, "")) } : { programs: [], packages: [] };
+  const set = Object.keys(drv.inputDrvs).length === 0 ? own : hostToolsOf(drv, lookup);
+  const merged = set === own ? own : { programs: [...new Set([...own.programs, ...set.programs])].sort(), packages: [...new Set([...own.packages, ...set.packages])].sort() };
+  toolsByDrv.set(hash, merged);
+  return merged;
 }
 
 /** What a build sees of the system directories: `view`, or all of them; `note` says why all, where the user would not guess. */
@@ -92,20 +104,20 @@ export interface HostViewChoice {
 
 const views = new Map<string, HostViewChoice>();
 
-/** The view of the system directories for a build whose host tools are `programs` (real paths). */
-export function hostViewFor(programs: readonly string[]): HostViewChoice {
+/** The view of the system directories for a build whose host tools are `tools`. */
+export function hostViewFor(tools: HostToolSet): HostViewChoice {
   if (process.env.UKB_HOST_VIEW === "system") return {};
   const dir = dpkgAdmindir();
   const index = loadIndex(dir);
   if (!index) return {};
-  const memo = `${index.key}\0${programs.join("\0")}`;
+  const memo = `${index.key}\0${tools.programs.join("\0")}\0\0${tools.packages.join("\0")}`;
   let choice = views.get(memo);
   if (!choice) {
     const file = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "ukb", "host-views", `${crypto.createHash("sha256").update(memo).digest("hex").slice(0, 32)}.json`);
     choice = readCachedView(file);
     if (!choice) {
       const read: string[] = [];
-      choice = makeView(dir, programs, read);
+      choice = makeView(dir, tools, read);
       writeCachedView(file, choice, read);
     }
     views.set(memo, choice);
@@ -162,19 +174,16 @@ function writeCachedView(file: string, choice: HostViewChoice, read: readonly st
 }
 
 /** Makes the view; `read` gets every folder whose listing it depends on. */
-function makeView(dir: string, programs: readonly string[], read: string[]): HostViewChoice {
+function makeView(dir: string, tools: HostToolSet, read: string[]): HostViewChoice {
   const index = loadIndex(dir)!;
-  const owners = new Set<string>();
-  for (const program of programs) {
-    const owner = ownersOf(dir, index, [[program]]);
+  for (const program of tools.programs) {
     // A program no package owns: what it runs with is unknown, so the build sees everything.
-    if (owner.size === 0) return { note: `ukb: this build sees all of the host's system directories: its host tool ${program} belongs to no Debian package` };
-    for (const o of owner) owners.add(o);
+    if (ownersOf(dir, index, [program]).size === 0) return { note: `ukb: this build sees all of the host's system directories: its host tool ${program} belongs to no Debian package` };
   }
-  // The Essential packages, which no package declares it needs: /bin/sh, bash and perl for
-  // scripts (ldd, shasum), libc-bin's locales, coreutils. Every Debian system has them.
-  for (const key of essentialPackages(index)) owners.add(key);
-  const packages = packageClosure(index, owners, { essentialDependencies: true });
+  // What the tools' hashes cover, and the Essential packages, which no package declares it
+  // needs: /bin/sh, bash and perl for scripts (ldd, shasum), libc-bin's locales, coreutils.
+  const packages = packageClosure(index, essentialPackages(index), { essentialDependencies: true });
+  for (const key of tools.packages) packages.add(key);
 
   const shown = new Set<string>();
   const realDirs = new Map<string, string | undefined>();

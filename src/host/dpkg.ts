@@ -166,28 +166,22 @@ function parseRelations(value: string | undefined): string[][] {
 }
 
 /**
- * The `name:arch` of the packages that own `files`, each given as every path
- * it was reached by (a link on PATH, the file it resolves to). A program
- * outside the bin folders the index covers (java is
- * /usr/lib/jvm/…/bin/java) is looked for in every package's file list, as
- * `dpkg -S` does.
+ * The `name:arch` of the packages that own any path of `paths` (a program's
+ * link on PATH, each link on the way, the file it resolves to: /usr/bin/gcc
+ * is gcc's, the file it leads to gcc-12's; /usr/bin/python3 is
+ * python3-minimal's, python3.11 python3.11-minimal's). A path outside the
+ * bin folders the index covers (java is /usr/lib/jvm/…/bin/java) is looked
+ * for in every package's file list, as `dpkg -S` does.
  */
-export function ownersOf(dir: string, index: Index, files: readonly (readonly string[])[]): Set<string> {
+export function ownersOf(dir: string, index: Index, paths: readonly string[]): Set<string> {
   const owners = new Set<string>();
-  const missed: string[][] = [];
-  for (const names of files) {
-    const aliases = names.flatMap(mergedUsrAliases);
-    const owner = aliases.map((name) => index.owners[name]).find((o) => o !== undefined && index.packages[o]);
-    if (owner) owners.add(owner);
-    else if (aliases.some((name) => !PROGRAM_DIRS.test(name))) missed.push(aliases);
+  const missed: string[] = [];
+  for (const name of paths.flatMap(mergedUsrAliases)) {
+    const owner = index.owners[name];
+    if (owner !== undefined && index.packages[owner]) owners.add(owner);
+    else if (!PROGRAM_DIRS.test(name)) missed.push(name);
   }
-  if (missed.length > 0) {
-    const found = ownersFromLists(dir, index, missed.flat());
-    for (const aliases of missed) {
-      const owner = aliases.map((name) => found.get(name)).find((o) => o !== undefined);
-      if (owner) owners.add(owner);
-    }
-  }
+  if (missed.length > 0) for (const owner of ownersFromLists(dir, index, missed).values()) owners.add(owner);
   return owners;
 }
 

@@ -16,9 +16,10 @@ import { recordDependency, recordEnvDependency } from "./eval-deps.js";
 
 /**
  * The packages that own `files` (each given as every path it was reached by:
- * the link on PATH and the file it resolves to), with what they depend on
- * (and what they recommend themselves), as sorted `name:arch=version`
- * entries; undefined when the host has no dpkg database or owns none of them.
+ * the link on PATH, the links on the way, the file it resolves to; a package
+ * owning any of them counts), with what they depend on (and what they
+ * recommend themselves), as sorted `name:arch=version` entries; undefined
+ * when the host has no dpkg database or owns none of them.
  * Essential packages reached as dependencies (dash needs dpkg, which needs
  * tar, for its install scripts) are left out: on every Debian system, not
  * what a program runs with, and a tar update must not rebuild everything.
@@ -30,7 +31,7 @@ export function packagesOf(files: readonly (readonly string[])[]): string[] | un
   if (!index) return undefined;
   // An upgrade changes the database: the evaluation is then done again.
   recordDependency(path.join(dir, "status"));
-  const owners = ownersOf(dir, index, files);
+  const owners = ownersOf(dir, index, files.flat());
   if (owners.size === 0) return undefined;
   const closure = packageClosure(index, owners, { essentialDependencies: false });
   return [...closure].map((key) => `${key}=${index.packages[key]!.version}`).sort();
