@@ -14,4 +14,4 @@ apt-get install -y -qq --no-install-recommends \
   libarchive-tools cpio dpkg-dev make gcc libc6-dev binutils diffutils flex bison python3 unzip patch \
   skopeo umoci oci-image-tool docker-registry \
   nginx qemu-system-x86 chromium \
-  nix-bin b3sum hyperfine bsdutils >/dev/null
+  nix-bin b3sum hyperfine bsdutils zlib1g-dev perl >/dev/null

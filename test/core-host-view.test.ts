@@ -262,3 +262,36 @@ test.serial("a view kept in the user's cache is made again when a folder it boun
   const { text } = await realise(t, dir, "stray.ts", { XDG_CACHE_HOME: cache });
   t.is(text, `hidden ${stray}\n`);
 });
+
+test("hostTools' packages option declares a library no program brings: zlib1g-dev's header and library are hashed and shown, an unknown package is a bad recipe", async (t) => {
+  if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
+  t.true(fs.existsSync("/usr/include/zlib.h"), "zlib1g-dev is not installed (scripts/install-deps.sh installs it)");
+  const dir = tempDir();
+  const recipe = (packages: string) => `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "gcc", "as", "ld", "perl"], { packages: ${packages} });
+export default derivation({
+  name: "zlib-user",
+  builder: \`\${t}/bin/sh\`,
+  args: ["-c", \`printf '#include <zlib.h>\\\\n#include <stdio.h>\\\\nint main(void){printf("%%lu\\\\\\\\n", crc32(0, (const unsigned char *)"abc", 3));return 0;}\\\\n' > z.c && gcc -o z z.c -lz && ./z > $out && perl -MDigest::SHA=sha1_hex -e 'print sha1_hex("abc"), "\\\\n"' >> $out\`],
+  env: { PATH: \`\${t}/bin\` },
+});
+`;
+  writeRecipe(dir, "z.ts", recipe(`["zlib1g-dev", "perl"]`));
+  const shown = await ukb(["show", "z.ts"], { cwd: dir });
+  const tools = Object.values((JSON.parse(shown.stdout) as { derivations: Record<string, { kind: string; hostPackages?: string[] }> }).derivations).find((d) => d.kind === "host-tools")!;
+  for (const name of ["zlib1g-dev", "libperl5.36", "perl"]) t.true(tools.hostPackages!.some((p) => p.startsWith(`${name}:`)), `${name} not in ${tools.hostPackages!.join(" ")}`);
+  for (const mode of MODES) {
+    // crc32("abc") and Digest::SHA, which perl-base alone lacks.
+    t.is((await realise(t, dir, "z.ts", { UKB_SANDBOX: mode }, `store-${mode}`)).text, "891568578\na9993e364706816aba3e25717850c26c9cd0d89d\n", mode);
+  }
+  // Without them the same build fails: the header and the module are not there.
+  writeRecipe(dir, "bare.ts", recipe("[]"));
+  const bare = await ukb(["realise", "bare.ts", "--no-out-link"], { cwd: dir });
+  t.is(bare.code, 1, bare.stderr);
+  t.regex(bare.stderr, /zlib\.h: No such file or directory/);
+
+  writeRecipe(dir, "bad.ts", recipe(`["no-such-package-ukb"]`));
+  const bad = await ukb(["realise", "bad.ts", "--no-out-link"], { cwd: dir });
+  t.is(bad.code, 2, bad.stderr);
+  t.regex(bad.stderr, /bad\.ts:2: hostTools: package 'no-such-package-ukb' is not installed on this host/);
+});

@@ -12,7 +12,9 @@
  */
 import path from "node:path";
 import { dpkgAdmindir, loadIndex, ownersOf, packageClosure } from "../host/index.js";
+import { RecipeError } from "../errors/index.js";
 import { recordDependency, recordEnvDependency } from "./eval-deps.js";
+import { callerLocation } from "./location.js";
 
 /**
  * The packages that own `files` (each given as every path it was reached by:
@@ -24,14 +26,24 @@ import { recordDependency, recordEnvDependency } from "./eval-deps.js";
  * tar, for its install scripts) are left out: on every Debian system, not
  * what a program runs with, and a tar update must not rebuild everything.
  */
-export function packagesOf(files: readonly (readonly string[])[]): string[] | undefined {
+export function packagesOf(files: readonly (readonly string[])[], named: readonly string[] = []): string[] | undefined {
   recordEnvDependency("DPKG_ADMINDIR");
   const dir = dpkgAdmindir();
   const index = loadIndex(dir);
-  if (!index) return undefined;
+  if (!index) {
+    if (named.length > 0) throw new RecipeError(`hostTools: packages (${named.join(", ")}) need dpkg's database, and this host has none at ${dir}`, callerLocation());
+    return undefined;
+  }
   // An upgrade changes the database: the evaluation is then done again.
   recordDependency(path.join(dir, "status"));
   const owners = ownersOf(dir, index, files.flat());
+  for (const name of named) {
+    // `name` or `name:arch`; of a name installed for several architectures, the system's own.
+    const keys = name.includes(":") ? [name].filter((k) => index.packages[k]) : (index.byName[name] ?? []);
+    const key = keys.find((k) => k.endsWith(`:${index.native}`)) ?? keys.find((k) => k.endsWith(":all")) ?? keys[0];
+    if (!key) throw new RecipeError(`hostTools: package '${name}' is not installed on this host`, callerLocation());
+    owners.add(key);
+  }
   if (owners.size === 0) return undefined;
   const closure = packageClosure(index, owners, { essentialDependencies: false });
   return [...closure].map((key) => `${key}=${index.packages[key]!.version}`).sort();

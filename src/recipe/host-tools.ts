@@ -58,6 +58,14 @@ export interface HostToolsOptions {
   name?: string;
   /** The PATH to search; default the host's `PATH`. */
   path?: string;
+  /**
+   * Debian packages the build uses without running a program of theirs:
+   * headers and libraries (`"zlib1g-dev"`), a language's library (`"perl"`,
+   * whose modules perl-base lacks). Hashed, with what they depend on, and
+   * shown to the build like the programs' packages; nothing else of the
+   * host's /usr is.
+   */
+  packages?: readonly string[];
 }
 
 /**
@@ -67,7 +75,10 @@ export interface HostToolsOptions {
  */
 export function hostTools(programs: readonly string[], options: HostToolsOptions = {}): Derivation {
   const name = checkName(options.name ?? "host-tools", "hostTools");
-  if (!Array.isArray(programs) || programs.length === 0) throw new RecipeError("hostTools() needs a non-empty list of program names", callerLocation());
+  const named = options.packages ?? [];
+  if (!Array.isArray(named) || named.some((p) => typeof p !== "string" || !/^[a-z0-9][a-z0-9+.-]*(:[a-z0-9-]+)?$/.test(p)))
+    throw new RecipeError("hostTools(): packages must be a list of Debian package names (zlib1g-dev, perl, libssl-dev:amd64)", callerLocation());
+  if (!Array.isArray(programs) || (programs.length === 0 && named.length === 0)) throw new RecipeError("hostTools() needs a non-empty list of program names (or of packages)", callerLocation());
   if (options.path === undefined) recordEnvDependency("PATH");
   const searchPath = options.path ?? process.env.PATH ?? "/usr/bin:/bin";
   const tools: HostTool[] = [];
@@ -102,7 +113,7 @@ export function hostTools(programs: readonly string[], options: HostToolsOptions
     tools.push({ name: alias, path: real, blake3: fileDigest(real) });
   }
   tools.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const packages = packagesOf(reachedBy);
+  const packages = packagesOf(reachedBy, [...named].sort());
   return makeDerivation({
     kind: "host-tools",
     name,
