@@ -22,6 +22,7 @@ function copyOfDpkg(): string {
   const admin = path.join(tempDir(), "dpkg");
   fs.mkdirSync(path.join(admin, "info"), { recursive: true });
   fs.copyFileSync("/var/lib/dpkg/status", path.join(admin, "status"));
+  if (fs.existsSync("/var/lib/dpkg/diversions")) fs.copyFileSync("/var/lib/dpkg/diversions", path.join(admin, "diversions"));
   for (const f of fs.readdirSync("/var/lib/dpkg/info")) if (f.endsWith(".list")) fs.copyFileSync(path.join("/var/lib/dpkg/info", f), path.join(admin, "info", f));
   return admin;
 }
@@ -118,4 +119,20 @@ test("a library installed for two architectures (multiarch) is the one of the pa
   const second = await show();
   t.is(second.hash, first.hash, second.packages.join(" "));
   t.true(second.packages.includes(libc));
+});
+
+test("a diverted program is the diverting package's (dpkg-divert), as dpkg -S says: the package whose list also names the path is not its owner", async (t) => {
+  if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
+  const dir = tempDir();
+  const admin = copyOfDpkg();
+  writeRecipe(dir, "tr.ts", `import { hostTools } from "ukb";\nexport default hostTools(["tr"]);\n`);
+  const before = await shown(t, dir, "tr.ts", admin);
+  t.true((before.packages ?? []).some((p) => p.startsWith("coreutils:")), (before.packages ?? []).join(" "));
+  // hyperfine (installed by install-deps, needed by nothing here) now ships /usr/bin/tr and has diverted coreutils' to tr.coreutils.
+  fs.appendFileSync(path.join(admin, "info", "hyperfine.list"), "/usr/bin/tr\n");
+  fs.appendFileSync(path.join(admin, "diversions"), "/usr/bin/tr\n/usr/bin/tr.coreutils\nhyperfine\n");
+  const after = await shown(t, dir, "tr.ts", admin);
+  t.true((after.packages ?? []).some((p) => p.startsWith("hyperfine:")), (after.packages ?? []).join(" "));
+  t.false((after.packages ?? []).some((p) => p.startsWith("coreutils:")), (after.packages ?? []).join(" "));
+  t.not(after.hash, before.hash);
 });

@@ -1,29 +1,30 @@
 /**
  * What a build sees of the host's system directories: only the files of the
- * Debian packages its host tools run with, not all of /usr.
+ * Debian packages its host tools' hashes cover, and the Essential ones, not
+ * all of /usr.
  *
  * Why: a compiler searches /usr/include and /usr/local/include, a configure
  * script probes for zlib.h or perl, a Makefile runs /usr/bin/python3 by
  * path. With all of /usr visible, whatever else the host has installed
  * changes a build's output while no hash changes: the same derivation built
  * on two machines differs, and a binary cache serves the one to the other.
- * Nix shows a build nothing of the host; ukb shows it the packages that
- * `hostTools` found for its programs (src/host: the owners, what they depend
- * on, what they recommend themselves), plus /bin/sh's, which make, system()
- * and every `#!/bin/sh` script run by that path (Nix's sandbox gives a
- * /bin/sh too). That is what hostTools' hash covers (src/recipe/host-packages.ts):
- * Essential packages reached only as dependencies (dpkg, tar) are neither
- * hashed nor shown.
+ * Nix shows a build nothing of the host; ukb shows it the `hostPackages` of
+ * every `hostTools` derivation in its graph (src/recipe/host-packages.ts:
+ * the packages of the programs, of the links to them, and those named by
+ * `packages`, with what they depend on and recommend themselves), plus the
+ * Essential packages and their dependencies, which no package declares it
+ * needs (/bin/sh, bash and perl-base for scripts, libc-bin's locales), as
+ * Debian's build chroots (sbuild) have them. Those are shown, not hashed.
  *
  * The view is a tree of mounts over each system directory (a tmpfs, its
- * folders, and read-only binds of the packages' files; a folder all of
- * whose entries are the packages' is bound whole). Documentation (man,
- * info, doc, locale) is left out: builds do not read it and it would double
- * the mounts.
+ * folders, and read-only binds of the packages' files, placed where
+ * dpkg-divert moved them; a folder all of whose entries are the packages'
+ * is bound whole). Documentation (man, info, doc, locale) is left out:
+ * builds do not read it and it would double the mounts.
  *
  * Where the packages are not known, the build sees the system directories
  * whole, as before: a host without dpkg, a host tool no package owns
- * (/usr/local/bin), or UKB_HOST_VIEW=system.
+ * (/usr/local/bin; its log says so), or UKB_HOST_VIEW=system.
  */
 import crypto from "node:crypto";
 import fs from "node:fs";

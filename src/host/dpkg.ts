@@ -49,6 +49,31 @@ export interface Index {
   readonly provides: Table<string[]>;
   /** The system's own architecture (dpkg's). */
   readonly native: string;
+  /**
+   * dpkg-divert's table: a path another package's file was moved from → where
+   * it lies now and the package that moved it (":" for the administrator).
+   * postgresql-common puts its wrapper at /usr/bin/pg_config and libpq-dev's
+   * file at /usr/bin/pg_config.libpq-dev, though both lists say pg_config.
+   */
+  readonly diversions: Table<{ readonly to: string; readonly by: string }>;
+}
+
+/** Where a file a package's list names really lies: elsewhere if another package (or the administrator) diverted it. */
+export function placed(index: Index, packageName: string, listed: string): string {
+  const diversion = index.diversions[listed];
+  return diversion && diversion.by !== packageName ? diversion.to : listed;
+}
+
+function readDiversions(dir: string): Table<{ to: string; by: string }> {
+  const diversions = table<{ to: string; by: string }>();
+  let lines: string[];
+  try {
+    lines = fs.readFileSync(path.join(dir, "diversions"), "utf8").split("\n");
+  } catch {
+    return diversions;
+  }
+  for (let i = 0; i + 2 < lines.length; i += 3) diversions[lines[i]!] = { to: lines[i + 1]!, by: lines[i + 2]! };
+  return diversions;
 }
 
 let loaded: Index | undefined;
@@ -65,19 +90,26 @@ export function loadIndex(dir: string): Index | undefined {
   try {
     const status = fs.statSync(path.join(dir, "status"));
     const info = fs.statSync(path.join(dir, "info"));
-    key = `${dir}:${status.ino}:${status.size}:${status.mtimeMs}:${status.ctimeMs}:${info.mtimeMs}:${info.ctimeMs}`;
+    let diverted = "none";
+    try {
+      const d = fs.statSync(path.join(dir, "diversions"));
+      diverted = `${d.ino}:${d.size}:${d.mtimeMs}:${d.ctimeMs}`;
+    } catch {
+      // no diversions file: none
+    }
+    key = `${dir}:${status.ino}:${status.size}:${status.mtimeMs}:${status.ctimeMs}:${info.mtimeMs}:${info.ctimeMs}:${diverted}`;
   } catch {
     return undefined;
   }
   if (loaded?.key === key) return loaded;
   // One file per database (a chroot's is another), named by its folder; the key inside decides.
-  const name = dir === "/var/lib/dpkg" ? "dpkg-index-3.json" : `dpkg-index-3${dir.replace(/[^A-Za-z0-9.-]+/g, "_").slice(-150)}.json`;
+  const name = dir === "/var/lib/dpkg" ? "dpkg-index-4.json" : `dpkg-index-4${dir.replace(/[^A-Za-z0-9.-]+/g, "_").slice(-150)}.json`;
   const cacheFile = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "ukb", name);
   try {
     const cached = JSON.parse(fs.readFileSync(cacheFile, "utf8")) as Index;
     // Read back into tables without prototypes (JSON.parse makes plain objects).
     const tables = (o: object) => Object.assign(Object.create(null) as object, o);
-    if (cached.key === key) return (loaded = { ...cached, owners: tables(cached.owners), packages: tables(cached.packages), byName: tables(cached.byName), provides: tables(cached.provides) } as Index);
+    if (cached.key === key) return (loaded = { ...cached, owners: tables(cached.owners), packages: tables(cached.packages), byName: tables(cached.byName), provides: tables(cached.provides), diversions: tables(cached.diversions) } as Index);
   } catch {
     // none yet, or unreadable: made again
   }
@@ -116,6 +148,7 @@ function buildIndex(dir: string, key: string): Index {
   for (const list of [...Object.values(byName), ...Object.values(provides)]) list.sort();
   const native = byName.dpkg?.[0]?.replace(/^dpkg:/, "") ?? "all";
   const owners = table<string>();
+  const diversions = readDiversions(dir);
   for (const entry of fs.readdirSync(info)) {
     if (!entry.endsWith(".list")) continue;
     // `name.list` (one architecture: the one installed, or the system's), or `name:arch.list`.
@@ -129,9 +162,17 @@ function buildIndex(dir: string, key: string): Index {
     } catch {
       continue;
     }
-    for (const line of text.split("\n")) if (PROGRAM_DIRS.test(line)) owners[line] ??= owner;
+    const name = stem.replace(/:.*$/, "");
+    for (const line of text.split("\n")) {
+      if (!PROGRAM_DIRS.test(line)) continue;
+      const diversion = diversions[line];
+      // A diverted path is the diverting package's; the file another package listed there lies where it was moved.
+      if (diversion && diversion.by !== name) owners[diversion.to] ??= owner;
+      else if (diversion) owners[line] = owner;
+      else owners[line] ??= owner;
+    }
   }
-  return { key, owners, packages, byName, provides, native };
+  return { key, owners, packages, byName, provides, native, diversions };
 }
 
 /** A control paragraph's fields; continuation lines join their field. */
@@ -256,7 +297,10 @@ export function packageFiles(dir: string, index: Index, key: string): string[] {
     } catch {
       continue;
     }
-    return text.split("\n").filter((line) => line.startsWith("/") && line !== "/.");
+    return text
+      .split("\n")
+      .filter((line) => line.startsWith("/") && line !== "/.")
+      .map((line) => placed(index, pkg.name, line));
   }
   return [];
 }
