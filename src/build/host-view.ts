@@ -49,8 +49,6 @@ export interface HostView {
   readonly key: string;
   /** The system directories it replaces (those that are real folders, not links), each with its entries. */
   readonly roots: readonly { readonly root: string; readonly entries: readonly ViewEntry[] }[];
-  /** How many packages it shows. */
-  readonly packages: number;
 }
 
 /** Left out of every view: what no build reads. */
@@ -71,14 +69,7 @@ export interface HostToolSet {
  * derivation it depends on.
  */
 export function hostToolsOf(drv: DrvRecord, lookup: (hash: string) => DrvRecord | undefined): HostToolSet {
-  const programs = new Set<string>();
-  const packages = new Set<string>();
-  for (const input of Object.keys(drv.inputDrvs)) {
-    const below = toolsBelow(input, lookup);
-    for (const p of below.programs) programs.add(p);
-    for (const p of below.packages) packages.add(p);
-  }
-  return { programs: [...programs].sort(), packages: [...packages].sort() };
+  return union(Object.keys(drv.inputDrvs).map((input) => toolsBelow(input, lookup)));
 }
 
 /** Derivation hash → the host tools it and its inputs lead to (a deep graph asks of the same derivations again and again). */
@@ -89,12 +80,17 @@ function toolsBelow(hash: string, lookup: (hash: string) => DrvRecord | undefine
   if (known) return known;
   const drv = lookup(hash);
   if (!drv) throw new UkbError("internal", `derivation ${hash} of the graph is unknown: what its build may see of the host cannot be told`);
-  const own: HostToolSet =
-    drv.kind === "host-tools" ? { programs: (drv.hostTools ?? []).map((t) => t.path), packages: (drv.hostPackages ?? []).map((p) => p.replace(/=.*$/, "")) } : { programs: [], packages: [] };
-  const set = Object.keys(drv.inputDrvs).length === 0 ? own : hostToolsOf(drv, lookup);
-  const merged = set === own ? own : { programs: [...new Set([...own.programs, ...set.programs])].sort(), packages: [...new Set([...own.packages, ...set.packages])].sort() };
-  toolsByDrv.set(hash, merged);
-  return merged;
+  const own: HostToolSet = {
+    programs: drv.kind === "host-tools" ? (drv.hostTools ?? []).map((t) => t.path) : [],
+    packages: drv.kind === "host-tools" ? (drv.hostPackages ?? []).map((p) => p.replace(/=.*$/, "")) : [],
+  };
+  const tools = union([own, hostToolsOf(drv, lookup)]);
+  toolsByDrv.set(hash, tools);
+  return tools;
+}
+
+function union(sets: readonly HostToolSet[]): HostToolSet {
+  return { programs: [...new Set(sets.flatMap((s) => s.programs))].sort(), packages: [...new Set(sets.flatMap((s) => s.packages))].sort() };
 }
 
 /** What a build sees of the system directories: `view`, or all of them; `note` says why all, where the user would not guess. */
@@ -228,7 +224,7 @@ function makeView(dir: string, tools: HostToolSet, read: string[]): HostViewChoi
   // The database's stamp too: an upgrade during a long realise replaces files, and a pooled
   // sandbox's binds would still show the old ones.
   const key = crypto.createHash("sha256").update(index.key).update(JSON.stringify(roots)).digest("hex").slice(0, 32);
-  return { view: { key, roots, packages: packages.size } };
+  return { view: { key, roots } };
 }
 
 /** The entries of `dir` that are shown; whole: every entry of it is (then it is bound as one). */

@@ -2,8 +2,10 @@
  * The sandbox a builder runs in (bubblewrap): new user-visible namespaces for
  * mounts, network (none), PIDs, IPC and hostname; the store read-only at the
  * fixed path /ukb/store holding only the build's inputs and their closure; a
- * fresh /build; /tmp empty; the host's system directories read-only and
- * nothing else of the host; an environment made only of what is declared.
+ * fresh /build; /tmp empty; of the host's system directories, read-only, the
+ * files of the packages its host tools' hashes cover and the Essential ones
+ * (host-view.ts), and nothing else of the host; an environment made only of
+ * what is declared.
  */
 import fs from "node:fs";
 import { UkbError } from "../errors/index.js";
