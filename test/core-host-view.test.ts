@@ -276,7 +276,8 @@ export default derivation({
   env: { PATH: \`\${t}/bin\` },
 });
 `;
-  writeRecipe(dir, "z.ts", recipe(`["zlib1g-dev", "perl"]`));
+  // libz-dev: the virtual name zlib1g-dev provides, as a Build-Depends line would say it.
+  writeRecipe(dir, "z.ts", recipe(`["libz-dev", "perl"]`));
   const shown = await ukb(["show", "z.ts"], { cwd: dir });
   const tools = Object.values((JSON.parse(shown.stdout) as { derivations: Record<string, { kind: string; hostPackages?: string[] }> }).derivations).find((d) => d.kind === "host-tools")!;
   for (const name of ["zlib1g-dev", "libperl5.36", "perl"]) t.true(tools.hostPackages!.some((p) => p.startsWith(`${name}:`)), `${name} not in ${tools.hostPackages!.join(" ")}`);

@@ -38,8 +38,9 @@ export function packagesOf(files: readonly (readonly string[])[], named: readonl
   recordDependency(path.join(dir, "status"));
   const owners = ownersOf(dir, index, files.flat());
   for (const name of named) {
-    // `name` or `name:arch`; of a name installed for several architectures, the system's own.
-    const keys = name.includes(":") ? [name].filter((k) => index.packages[k]) : (index.byName[name] ?? []);
+    // `name` or `name:arch`, or a virtual name an installed package provides (libz-dev: zlib1g-dev);
+    // of a name installed for several architectures, the system's own.
+    const keys = name.includes(":") ? [name].filter((k) => index.packages[k]) : (index.byName[name] ?? index.provides[name] ?? []);
     const key = keys.find((k) => k.endsWith(`:${index.native}`)) ?? keys.find((k) => k.endsWith(":all")) ?? keys[0];
     if (!key) throw new RecipeError(`hostTools: package '${name}' is not installed on this host`, callerLocation());
     owners.add(key);

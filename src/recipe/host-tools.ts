@@ -61,7 +61,8 @@ export interface HostToolsOptions {
   /**
    * Debian packages the build uses without running a program of theirs:
    * headers and libraries (`"zlib1g-dev"`), a language's library (`"perl"`,
-   * whose modules perl-base lacks). Hashed, with what they depend on, and
+   * whose modules perl-base lacks), or a virtual name one provides
+   * (`"libz-dev"`), as in a Build-Depends line. Hashed, with what they depend on, and
    * shown to the build like the programs' packages; nothing else of the
    * host's /usr is.
    */
