@@ -28,14 +28,9 @@
  */
 import crypto from "node:crypto";
 import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import { dpkgAdmindir, essentialPackages, loadIndex, ownersOf, packageClosure, packageFiles } from "../host/index.js";
+import { dpkgAdmindir, essentialPackages, inSystemDirs, loadIndex, ownersOf, packageClosure, packageFiles, SYSTEM_DIRS, userCacheFile, writeCacheFile, type Index } from "../host/index.js";
 import { UkbError } from "../errors/index.js";
 import type { DrvRecord } from "../graph/index.js";
-
-/** Host directories every build sees read-only (a symlink stays a symlink, as /bin → usr/bin on merged-/usr systems). */
-export const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"];
 
 /** One entry of a view, parents before children. */
 export type ViewEntry =
@@ -110,12 +105,14 @@ export function hostViewFor(tools: HostToolSet): HostViewChoice {
   const memo = `${index.key}\0${tools.programs.join("\0")}\0\0${tools.packages.join("\0")}`;
   let choice = views.get(memo);
   if (!choice) {
-    const file = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "ukb", "host-views", `${crypto.createHash("sha256").update(memo).digest("hex").slice(0, 32)}.json`);
+    const file = userCacheFile("host-views", `${crypto.createHash("sha256").update(memo).digest("hex").slice(0, 32)}.json`);
     choice = readCachedView(file);
     if (!choice) {
       const read: string[] = [];
-      choice = makeView(dir, tools, read);
-      writeCachedView(file, choice, read);
+      choice = makeView(dir, index, tools, read);
+      const folders: Record<string, string> = {};
+      for (const folder of read) folders[folder] = folderStamp(folder);
+      writeCacheFile(file, { version: 1, folders, choice } satisfies CachedView);
     }
     views.set(memo, choice);
   }
@@ -156,23 +153,8 @@ function readCachedView(file: string): HostViewChoice | undefined {
   }
 }
 
-function writeCachedView(file: string, choice: HostViewChoice, read: readonly string[]): void {
-  const folders: Record<string, string> = {};
-  for (const folder of read) folders[folder] = folderStamp(folder);
-  const tmp = `${file}.${process.pid}.tmp`;
-  try {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(tmp, JSON.stringify({ version: 1, folders, choice } satisfies CachedView));
-    fs.renameSync(tmp, file);
-  } catch {
-    // A cache folder we may not write, or a full disk: made again next time.
-    fs.rmSync(tmp, { force: true });
-  }
-}
-
 /** Makes the view; `read` gets every folder whose listing it depends on. */
-function makeView(dir: string, tools: HostToolSet, read: string[]): HostViewChoice {
-  const index = loadIndex(dir)!;
+function makeView(dir: string, index: Index, tools: HostToolSet, read: string[]): HostViewChoice {
   for (const program of tools.programs) {
     // A program no package owns: what it runs with is unknown, so the build sees everything.
     if (ownersOf(dir, index, [program]).size === 0) return { note: `ukb: this build sees all of the host's system directories: its host tool ${program} belongs to no Debian package` };
@@ -204,7 +186,7 @@ function makeView(dir: string, tools: HostToolSet, read: string[]): HostViewChoi
       const parent = slash === 0 ? "/" : realDir(listed.slice(0, slash));
       if (!parent) continue;
       const file = `${parent === "/" ? "" : parent}/${listed.slice(slash + 1)}`;
-      if (DOCUMENTATION.test(file) || !SYSTEM_DIRS.some((d) => file.startsWith(`${d}/`))) continue;
+      if (DOCUMENTATION.test(file) || !inSystemDirs(file)) continue;
       for (let p = file; p.length > 1 && !shown.has(p); p = p.slice(0, p.lastIndexOf("/")) || "/") shown.add(p);
     }
   }

@@ -25,7 +25,8 @@ import { createInterface } from "node:readline";
 import { UkbError } from "../errors/index.js";
 import { VIRTUAL_STORE } from "../graph/index.js";
 import { AGENT_SOURCE } from "./sandbox-pool-py.js";
-import { BUILD_TOP, findBwrap, SYSTEM_DIRS, systemDirArgs, type SandboxSpec } from "./sandbox.js";
+import { inSystemDirs } from "../host/index.js";
+import { BUILD_TOP, findBwrap, systemDirArgs, type SandboxSpec } from "./sandbox.js";
 import type { HostView } from "./host-view.js";
 import { holdEventLoop, toExit, type Exit, type GatedRun } from "./spawner.js";
 
@@ -38,7 +39,7 @@ const VIEW_STAGE = "/.ukb-view";
 /** The python3 to run inside: UKB_PYTHON, or the system's; it must live in the system directories, all a sandbox sees of the host. */
 function findSandboxPython(): string | { missing: string } {
   const wanted = process.env.UKB_PYTHON;
-  if (wanted) return SYSTEM_DIRS.some((d) => wanted.startsWith(`${d}/`)) ? wanted : { missing: `UKB_PYTHON (${wanted}) is outside the system directories a sandbox sees` };
+  if (wanted) return inSystemDirs(wanted) ? wanted : { missing: `UKB_PYTHON (${wanted}) is outside the system directories a sandbox sees` };
   return ["/usr/bin/python3", "/bin/python3"].find((p) => fs.existsSync(p)) ?? { missing: "no python3 in the system directories" };
 }
 

@@ -10,9 +10,8 @@
 import fs from "node:fs";
 import { UkbError } from "../errors/index.js";
 import { VIRTUAL_STORE } from "../graph/index.js";
-import { SYSTEM_DIRS, type HostView } from "./host-view.js";
-
-export { SYSTEM_DIRS };
+import { SYSTEM_DIRS } from "../host/index.js";
+import type { HostView } from "./host-view.js";
 
 /** Where the build directory is mounted: fixed, so paths recorded by compilers do not vary. */
 export const BUILD_TOP = "/build";

@@ -11,8 +11,8 @@
  * the installed packages.
  */
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
+import { userCacheFile, writeCacheFile } from "./system.js";
 
 /** dpkg's database: /var/lib/dpkg, or where DPKG_ADMINDIR says, as for dpkg itself (a chroot's, say). */
 export function dpkgAdmindir(): string {
@@ -59,7 +59,7 @@ export interface Index {
 }
 
 /** Where a file a package's list names really lies: elsewhere if another package (or the administrator) diverted it. */
-export function placed(index: Index, packageName: string, listed: string): string {
+function placed(index: Index, packageName: string, listed: string): string {
   const diversion = index.diversions[listed];
   return diversion && diversion.by !== packageName ? diversion.to : listed;
 }
@@ -79,7 +79,7 @@ function readDiversions(dir: string): Table<{ to: string; by: string }> {
 let loaded: Index | undefined;
 
 /** /bin/x and /usr/bin/x are one file on a merged-/usr system, and dpkg lists either. */
-export function mergedUsrAliases(file: string): string[] {
+function mergedUsrAliases(file: string): string[] {
   const m = /^\/(usr\/)?((s?bin|lib\w*)\/.*)$/.exec(file);
   if (!m) return [file];
   return [file, m[1] ? `/${m[2]}` : `/usr/${m[2]}`];
@@ -104,7 +104,7 @@ export function loadIndex(dir: string): Index | undefined {
   if (loaded?.key === key) return loaded;
   // One file per database (a chroot's is another), named by its folder; the key inside decides.
   const name = dir === "/var/lib/dpkg" ? "dpkg-index-4.json" : `dpkg-index-4${dir.replace(/[^A-Za-z0-9.-]+/g, "_").slice(-150)}.json`;
-  const cacheFile = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "ukb", name);
+  const cacheFile = userCacheFile(name);
   try {
     const cached = JSON.parse(fs.readFileSync(cacheFile, "utf8")) as Index;
     // Read back into tables without prototypes (JSON.parse makes plain objects).
@@ -114,18 +114,7 @@ export function loadIndex(dir: string): Index | undefined {
     // none yet, or unreadable: made again
   }
   loaded = buildIndex(dir, key);
-  try {
-    fs.mkdirSync(path.dirname(cacheFile), { recursive: true });
-    const tmp = `${cacheFile}.${process.pid}.tmp`;
-    try {
-      fs.writeFileSync(tmp, JSON.stringify(loaded));
-      fs.renameSync(tmp, cacheFile);
-    } finally {
-      fs.rmSync(tmp, { force: true });
-    }
-  } catch {
-    // A cache folder we may not write (or a full disk): the index is made on each evaluation.
-  }
+  writeCacheFile(cacheFile, loaded);
   return loaded;
 }
 
@@ -255,16 +244,7 @@ function ownersFromLists(dir: string, index: Index, names: readonly string[]): M
  */
 export function packageClosure(index: Index, owners: Iterable<string>, options: { essentialDependencies: boolean }): Set<string> {
   const closure = new Set<string>();
-  // The first alternative installed (or provided) is the one in use; of a name installed for
-  // several architectures, the one of the package that needs it, else an arch-independent one.
-  const chosen = (group: readonly string[], arch: string) => {
-    for (const alt of group) {
-      const keys = index.byName[alt] ?? index.provides[alt];
-      if (!keys) continue;
-      return keys.find((k) => k === `${alt}:${arch}`) ?? keys.find((k) => k.endsWith(":all")) ?? keys.find((k) => k.endsWith(`:${index.native}`)) ?? keys[0];
-    }
-    return undefined;
-  };
+  const chosen = (group: readonly string[], arch: string) => installed(index, group, arch);
   const visit = (key: string, isOwner: boolean) => {
     const pkg = index.packages[key];
     if (!pkg || closure.has(key) || (pkg.essential && !isOwner && !options.essentialDependencies)) return;
@@ -283,6 +263,21 @@ export function packageClosure(index: Index, owners: Iterable<string>, options: 
     }
   }
   return closure;
+}
+
+/**
+ * The installed package (`name:arch`) a group of alternatives names: the
+ * first alternative installed or provided is the one in use; of a name
+ * installed for several architectures, the one in `arch` (of the package
+ * that needs it), else an arch-independent one, else the system's.
+ */
+export function installed(index: Index, alternatives: readonly string[], arch: string): string | undefined {
+  for (const alt of alternatives) {
+    const keys = index.byName[alt] ?? index.provides[alt];
+    if (!keys) continue;
+    return keys.find((k) => k === `${alt}:${arch}`) ?? keys.find((k) => k.endsWith(":all")) ?? keys.find((k) => k.endsWith(`:${index.native}`)) ?? keys[0];
+  }
+  return undefined;
 }
 
 /** The paths a package installed, as its `info/*.list` gives them (directories too); empty if the list is gone. */

@@ -11,22 +11,22 @@
  * src/host's; this module records what the evaluation read of it.
  */
 import path from "node:path";
-import { dpkgAdmindir, loadIndex, ownersOf, packageClosure } from "../host/index.js";
+import { dpkgAdmindir, installed, loadIndex, ownersOf, packageClosure } from "../host/index.js";
 import { RecipeError } from "../errors/index.js";
 import { recordDependency, recordEnvDependency } from "./eval-deps.js";
 import { callerLocation } from "./location.js";
 
 /**
- * The packages that own `files` (each given as every path it was reached by:
- * the link on PATH, the links on the way, the file it resolves to; a package
- * owning any of them counts), with what they depend on (and what they
- * recommend themselves), as sorted `name:arch=version` entries; undefined
- * when the host has no dpkg database or owns none of them.
+ * The packages that own `paths` (every path a program was reached by: the
+ * link on PATH, the links on the way, the file it resolves to) and those
+ * `named`, with what they depend on (and what they recommend themselves), as
+ * sorted `name:arch=version` entries; undefined when the host has no dpkg
+ * database or owns none of them.
  * Essential packages reached as dependencies (dash needs dpkg, which needs
  * tar, for its install scripts) are left out: on every Debian system, not
  * what a program runs with, and a tar update must not rebuild everything.
  */
-export function packagesOf(files: readonly (readonly string[])[], named: readonly string[] = []): string[] | undefined {
+export function packagesOf(paths: readonly string[], named: readonly string[] = []): string[] | undefined {
   recordEnvDependency("DPKG_ADMINDIR");
   const dir = dpkgAdmindir();
   const index = loadIndex(dir);
@@ -36,12 +36,11 @@ export function packagesOf(files: readonly (readonly string[])[], named: readonl
   }
   // An upgrade changes the database: the evaluation is then done again.
   recordDependency(path.join(dir, "status"));
-  const owners = ownersOf(dir, index, files.flat());
+  const owners = ownersOf(dir, index, paths);
   for (const name of named) {
-    // `name` or `name:arch`, or a virtual name an installed package provides (libz-dev: zlib1g-dev);
-    // of a name installed for several architectures, the system's own.
-    const keys = name.includes(":") ? [name].filter((k) => index.packages[k]) : (index.byName[name] ?? index.provides[name] ?? []);
-    const key = keys.find((k) => k.endsWith(`:${index.native}`)) ?? keys.find((k) => k.endsWith(":all")) ?? keys[0];
+    // `name:arch`, or a name (a virtual one too: libz-dev is zlib1g-dev) taken as dpkg takes a
+    // dependency of a package of the system's architecture.
+    const key = name.includes(":") ? (index.packages[name] ? name : undefined) : installed(index, [name], index.native);
     if (!key) throw new RecipeError(`hostTools: package '${name}' is not installed on this host`, callerLocation());
     owners.add(key);
   }

@@ -15,9 +15,7 @@ import { callerLocation } from "./location.js";
 import { checkName, makeDerivation, type Derivation } from "./derivation.js";
 import { recordDependency, recordEnvDependency } from "./eval-deps.js";
 import { packagesOf } from "./host-packages.js";
-
-/** Host directories a build can see (read-only); a tool must live in one of them. */
-export const HOST_SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"] as const;
+import { inSystemDirs, SYSTEM_DIRS } from "../host/index.js";
 
 const digestCache = new Map<string, { key: string; blake3: string }>();
 
@@ -46,10 +44,6 @@ function findOnPath(program: string, searchPath: string): string | undefined {
     }
   }
   return undefined;
-}
-
-function visibleInSandbox(file: string): boolean {
-  return HOST_SYSTEM_DIRS.some((d) => file === d || file.startsWith(d + "/"));
 }
 
 /** Options of {@link hostTools}. */
@@ -83,7 +77,8 @@ export function hostTools(programs: readonly string[], options: HostToolsOptions
   if (options.path === undefined) recordEnvDependency("PATH");
   const searchPath = options.path ?? process.env.PATH ?? "/usr/bin:/bin";
   const tools: HostTool[] = [];
-  const reachedBy: string[][] = [];
+  // Every path a program was reached by: the packages of any of them are what it runs with.
+  const reachedBy: string[] = [];
   const seen = new Set<string>();
   for (const entry of programs) {
     if (typeof entry !== "string" || entry === "") throw new RecipeError("hostTools(): every program must be a non-empty string", callerLocation());
@@ -94,9 +89,9 @@ export function hostTools(programs: readonly string[], options: HostToolsOptions
     const found = findOnPath(program, searchPath);
     if (!found) throw new RecipeError(`hostTools: '${program}' is not on the host's PATH`, callerLocation());
     const real = fs.realpathSync(found);
-    if (!visibleInSandbox(found) || !visibleInSandbox(real)) {
-      const outside = visibleInSandbox(found) ? real : found;
-      throw new RecipeError(`hostTools: '${program}' is ${outside}${outside === real ? "" : ` (${real})`}, outside the system directories builds can see (${HOST_SYSTEM_DIRS.join(" ")})`, callerLocation());
+    if (!inSystemDirs(found) || !inSystemDirs(real)) {
+      const outside = inSystemDirs(found) ? real : found;
+      throw new RecipeError(`hostTools: '${program}' is ${outside}${outside === real ? "" : ` (${real})`}, outside the system directories builds can see (${SYSTEM_DIRS.join(" ")})`, callerLocation());
     }
     // Each link on the way (sh -> dash, awk -> /etc/alternatives/awk -> mawk): repointing one is another tool.
     const chain: string[] = [];
@@ -107,8 +102,8 @@ export function hostTools(programs: readonly string[], options: HostToolsOptions
       p = path.resolve(path.dirname(p), fs.readlinkSync(p));
     }
     recordDependency(real);
-    // The package's file is the one the chain ends at (dpkg lists /usr/bin/x86_64-linux-gnu-gcc-12, not /usr/bin/gcc).
-    reachedBy.push([real, ...chain.reverse()]);
+    // dpkg lists /usr/bin/gcc under gcc and the file it leads to, x86_64-linux-gnu-gcc-12, under gcc-12.
+    reachedBy.push(real, ...chain);
     // Link to the real file: a chain through /etc/alternatives (awk, cc, yacc on
     // Debian) would dangle in the sandbox, which shows no /etc.
     tools.push({ name: alias, path: real, blake3: fileDigest(real) });
