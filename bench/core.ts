@@ -138,11 +138,26 @@ export async function benchCore(): Promise<void> {
   );
 
   const helloDir = path.join(WORK, "hello");
+  fs.rmSync(helloDir, { recursive: true, force: true });
   fs.mkdirSync(helloDir, { recursive: true });
   const hello = path.join(ROOT, "recipes/hello.ts");
-  ukbRealise(helloDir, hello);
-  const byNode = medianSeconds(process.execPath, [UKB, ...noopArgs(helloDir, hello)], 30, { cwd: helloDir });
-  const byServer = withServer(helloDir, () => medianSeconds(UKB_COMMAND, noopArgs(helloDir, hello), 30, { cwd: helloDir }));
-  const nodeBaseline = medianSeconds(process.execPath, ["-e", "0"], 30);
-  console.log(`\n## core: no-op 'ukb realise recipes/hello.ts' (median of 30): ${fmt(byNode * 1000, 0)} ms by Node, ${fmt(byServer * 1000, 1)} ms through bin/ukb and the store's server; 'node -e 0' on this machine now: ${fmt(nodeBaseline * 1000, 0)} ms`);
+  // As a user runs it: the first realise through bin/ukb builds, then starts the store's server itself.
+  const first = measure(UKB_COMMAND, noopArgs(helloDir, hello), { cwd: helloDir });
+  if (first.code !== 0) throw new Error(`ukb failed:\n${first.stderr.slice(-2000)}`);
+  const helloStore = ["--store", path.join(helloDir, "store")];
+  try {
+    for (let waited = 0; measure(process.execPath, [UKB, "server", "status", ...helloStore]).code !== 0; waited += 0.1) {
+      if (waited > 15) throw new Error("the first realise through bin/ukb started no server");
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+    }
+    const byServer = medianSeconds(UKB_COMMAND, noopArgs(helloDir, hello), 30, { cwd: helloDir });
+    const byNode = medianSeconds(process.execPath, [UKB, ...noopArgs(helloDir, hello)], 30, { cwd: helloDir });
+    const nodeBaseline = medianSeconds(process.execPath, ["-e", "0"], 30);
+    console.log(
+      `\n## core: no-op 'ukb realise recipes/hello.ts' (median of 30): ${fmt(byNode * 1000, 0)} ms by Node, ` +
+        `${fmt(byServer * 1000, 1)} ms through bin/ukb and the server its first realise started; 'node -e 0' on this machine now: ${fmt(nodeBaseline * 1000, 0)} ms`,
+    );
+  } finally {
+    measure(process.execPath, [UKB, "server", "stop", ...helloStore]);
+  }
 }

@@ -25,6 +25,9 @@ interface Status {
 /** Runs the command as users do (bin/ukb). */
 const launch = (args: string[], cwd: string, env: NodeJS.ProcessEnv = {}) => ukb(args, { cwd, env, command: UKB_COMMAND });
 
+/** For launches that must not start the store's server when none runs (they test servers started by hand). */
+const NO_AUTOSTART = { UKB_NO_SERVER: "1" };
+
 /** Starts a server for `store` (stopped when the test ends) and returns a reader of its status. */
 async function startServer(t: ExecutionContext, store: string): Promise<() => Promise<Status | undefined>> {
   const started = await ukb(["server", "start", "--store", store, "--idle-timeout", "300"]);
@@ -136,7 +139,8 @@ test.serial("the server stops when its store is deleted or ukb's code changes; u
 
   fs.rmSync(store, { recursive: true, force: true });
   t.true(await exits(pid, 8000), "the server outlived its store");
-  const rebuilt = await launch(["realise", "hello.ts"], dir);
+  // (The launches below start no server of their own, which would hide whether these stopped.)
+  const rebuilt = await launch(["realise", "hello.ts"], dir, NO_AUTOSTART);
   t.is(rebuilt.code, 0, rebuilt.stderr);
   t.is(rebuilt.stdout, `${out}\n`);
   const none = await ukb(["server", "status", "--store", store]);
@@ -154,11 +158,11 @@ test.serial("the server stops when its store is deleted or ukb's code changes; u
   } finally {
     fs.utimesSync(bundle, atime, mtime);
   }
-  t.is((await launch(["realise", "hello.ts"], dir)).stdout, `${out}\n`);
+  t.is((await launch(["realise", "hello.ts"], dir, NO_AUTOSTART)).stdout, `${out}\n`);
 
   // A new server after the old one went: the old one's exit does not take the new one's socket.
   fs.rmSync(store, { recursive: true, force: true });
-  t.is((await launch(["realise", "hello.ts"], dir)).code, 0);
+  t.is((await launch(["realise", "hello.ts"], dir, NO_AUTOSTART)).code, 0);
   const status3 = await startServer(t, store);
   await new Promise((r) => setTimeout(r, 3000));
   const third = await status3();
@@ -559,4 +563,48 @@ test("a recipe that depends on the working folder: the server compares the launc
   }
   // From "two" the first time, the CLI evaluates: its cached evaluation then serves "two".
   t.is((await status())!.answered, 3);
+});
+
+test("the first realise through bin/ukb starts the store's server, which answers the next no-op; UKB_NO_SERVER=1 and a recipe evaluated on every run start none", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  const store = path.join(dir, "cache");
+  const serverLog = path.join(store, "logs", "server.log");
+  const status = async () => {
+    const r = await ukb(["server", "status", "--json", "--store", store]);
+    return JSON.parse(r.stdout) as Status | null;
+  };
+  t.teardown(() => ukb(["server", "stop", "--store", store]).then(() => undefined));
+
+  // Told not to: no server is started (its log would be made before it is spawned).
+  const optedOut = await launch(["realise", "hello.ts"], dir, { UKB_NO_SERVER: "1" });
+  t.is(optedOut.code, 0, optedOut.stderr);
+  t.false(fs.existsSync(serverLog));
+  // A recipe evaluated on every run: a server could never answer it.
+  writeRecipe(dir, "clock.ts", `import { derivation, hostTools } from "ukb";\nconst now = Date.now();\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "clock", builder: \`\${t}/bin/sh\`, args: ["-c", now > 0 ? "echo > $out" : "exit 1"] });\n`);
+  const volatile = await launch(["realise", "clock.ts", "--no-out-link"], dir);
+  t.is(volatile.code, 0, volatile.stderr);
+  t.false(fs.existsSync(serverLog));
+  // A failed realise starts none either.
+  writeRecipe(dir, "fails.ts", `import { derivation, hostTools } from "ukb";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "fails", builder: \`\${t}/bin/sh\`, args: ["-c", "exit 3"] });\n`);
+  t.is((await launch(["realise", "fails.ts", "--no-out-link"], dir)).code, 1);
+  t.false(fs.existsSync(serverLog));
+
+  // Through the launcher, with no server: Node's CLI answers, then a server starts in the background.
+  const first = await launch(["realise", "hello.ts"], dir);
+  t.is(first.code, 0, first.stderr);
+  let running: Status | null = null;
+  for (let waited = 0; waited < 15_000 && !running; waited += 100) {
+    running = await status();
+    if (!running) await new Promise((r) => setTimeout(r, 100));
+  }
+  t.truthy(running, `no server started; its log: ${fs.existsSync(serverLog) ? fs.readFileSync(serverLog, "utf8") : "none"}`);
+  const second = await launch(["realise", "hello.ts"], dir);
+  t.is(second.code, 0, second.stderr);
+  t.is(second.stdout, first.stdout);
+  t.is((await status())!.answered, running!.answered + 1, "the second no-op is the server's");
+  // It is the only one: a realise answered by it, or falling back to Node past it, starts no other.
+  t.is((await launch(["realise", "hello.ts", "--dry-run"], dir)).code, 0);
+  t.is((await status())!.pid, running!.pid);
+  t.is(fs.readFileSync(serverLog, "utf8").match(/serving /g)?.length, 1);
 });

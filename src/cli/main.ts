@@ -24,7 +24,7 @@ usage:
   ukb copy --to URL [--sign-key F] <recipe.ts|PATH...>   upload paths and their closures to a binary cache
   ukb copy --from URL <recipe.ts|PATH...>                download them from one, verified
   ukb key generate --name N --out F   make a signing key; print the public key to trust
-  ukb server start | stop | status    keep a store's server: a no-op realise through bin/ukb then takes milliseconds
+  ukb server start | stop | status    the store's server (bin/ukb starts it): a no-op realise then takes milliseconds
   ukb init [DIR]                      make a folder's recipes type-check in an editor (node_modules/ukb, tsconfig.json)
 
 common options: --store DIR (default ./cache, or $UKB_STORE), --json

@@ -135,6 +135,9 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       makeOutLink(result.link, result.linkTarget);
     }
     writeStdout(result.stdout);
+    // Run by the launcher, which found no server: one starts for the next no-op (a recipe evaluated
+    // on every run gets nothing from it).
+    if (process.env.UKB_LAUNCHER_NO_SERVER === "1" && recipe.volatile === undefined) (await import("./server.js")).startServerForLauncher(store.root);
     return ExitCode.ok;
   } catch (err) {
     throw explainNoSpace(err, store.root, `realising ${recipeFile}`);

@@ -6,7 +6,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { parseArgs } from "node:util";
 import { ExitCode, UkbError, UsageError } from "../errors/index.js";
 import { PACKAGE_ROOT } from "../recipe/location.js";
@@ -61,23 +61,9 @@ async function start(root: string, idleSeconds: number): Promise<number> {
     writeStdout(`a server already runs for ${root}: pid ${already.pid}\n`);
     return ExitCode.ok;
   }
-  const logFile = path.join(root, "logs", "server.log");
-  let log: number;
-  try {
-    fs.mkdirSync(path.dirname(logFile), { recursive: true });
-    log = fs.openSync(logFile, "a");
-  } catch (err) {
-    throw new UkbError("store", `cannot start a server for the store at ${root}: ${(err as Error).message}`);
-  }
-  const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin/ukb.cjs"), "server", "run", "--store", root, "--idle-timeout", String(idleSeconds)], {
-    detached: true,
-    stdio: ["ignore", log, log],
-    cwd: "/",
-  });
-  fs.closeSync(log);
+  const { child, logFile } = spawnServer(root, idleSeconds);
   let exited: number | null | undefined;
   child.once("exit", (code) => (exited = code));
-  child.unref();
   for (let waited = 0; waited < 10_000; waited += 50) {
     const status = await serverStatus(root);
     if (status) {
@@ -89,4 +75,51 @@ async function start(root: string, idleSeconds: number): Promise<number> {
   }
   const tail = fs.readFileSync(logFile, "utf8").trimEnd().split("\n").slice(-3).join("\n  ");
   throw new UkbError("store", `the server for ${root} did not start${exited !== undefined ? ` (exit ${exited})` : ""}; its log says:\n  ${tail}`);
+}
+
+/** The variable by which the native launcher (src/client/ukb.c) says that no server listens for the store. */
+const NO_SERVER_YET = "UKB_LAUNCHER_NO_SERVER";
+
+/**
+ * After a realise that the launcher ran through Node because no server
+ * listened for the store: starts one in the background, without waiting
+ * for it, so that the next no-op is answered in milliseconds. Bazel's and
+ * Gradle's clients start their servers the same way; this one stops after
+ * the same idle time as `ukb server start`'s, when its store is deleted,
+ * or on `ukb server stop`. UKB_NO_SERVER=1 keeps the launcher from asking,
+ * and so from starting one. A server that cannot start says why in the
+ * store's logs/server.log; the realise has succeeded either way.
+ */
+export function startServerForLauncher(root: string): void {
+  if (process.env[NO_SERVER_YET] !== "1" || process.env.UKB_NO_SERVER) return;
+  // Only once per process, and not for whatever this process runs next.
+  delete process.env[NO_SERVER_YET];
+  try {
+    spawnServer(root, DEFAULT_IDLE_SECONDS);
+  } catch {
+    // A store whose logs folder cannot be written: the next realise runs through Node, as before.
+  }
+}
+
+/** `ukb server run` for the store at `root`, detached from this process, its output appended to the store's logs/server.log. */
+function spawnServer(root: string, idleSeconds: number): { child: ChildProcess; logFile: string } {
+  const logFile = path.join(root, "logs", "server.log");
+  let log: number;
+  try {
+    fs.mkdirSync(path.dirname(logFile), { recursive: true });
+    log = fs.openSync(logFile, "a");
+  } catch (err) {
+    throw new UkbError("store", `cannot start a server for the store at ${root}: ${(err as Error).message}`);
+  }
+  const env = { ...process.env };
+  delete env[NO_SERVER_YET];
+  const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin/ukb.cjs"), "server", "run", "--store", root, "--idle-timeout", String(idleSeconds)], {
+    detached: true,
+    stdio: ["ignore", log, log],
+    cwd: "/",
+    env,
+  });
+  fs.closeSync(log);
+  child.unref();
+  return { child, logFile };
 }

@@ -38,6 +38,8 @@
 extern char **environ;
 
 #define MAGIC "ukb-server-3"
+/* Tells the Node CLI that no server listens for the store (src/cli/server.ts reads it). */
+#define NO_SERVER_YET "UKB_LAUNCHER_NO_SERVER"
 /* The server reads no more than this (src/server/protocol.ts): a bigger request is the CLI's. */
 #define MAX_REQUEST (1 << 20)
 /* A server answers in milliseconds; one that hangs must not hang the user. */
@@ -183,17 +185,24 @@ static int write_all(int fd, const char *data, size_t n, int is_socket) {
 
 /*
  * Asks the server; returns its answer (NUL-terminated, length in *len) or
- * NULL when there is none to use.
+ * NULL when there is none to use. *absent says whether that is because no
+ * server listens for the store (no store yet, no socket, nobody behind it),
+ * as opposed to one that cannot serve us.
  */
-static char *ask_server(int argc, char **argv, size_t *len) {
+static char *ask_server(int argc, char **argv, size_t *len, int *absent) {
   char cwd[PATH_MAX];
+  *absent = 0;
   if (!getcwd(cwd, sizeof cwd)) return NULL; /* a deleted folder: the CLI says so */
   int dir = open(store_of(argc, argv), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (dir < 0) return NULL;
+  if (dir < 0) {
+    *absent = errno == ENOENT;
+    return NULL;
+  }
   /* The server registers the out-link's root in the database: only for a client that could itself
      (Landlock, AppArmor, a read-only mount may forbid it what the server may do). */
   int db = openat(dir, "ukb.sqlite", O_RDWR | O_CLOEXEC);
   if (db < 0) {
+    *absent = errno == ENOENT;
     close(dir);
     return NULL;
   }
@@ -236,6 +245,7 @@ static char *ask_server(int argc, char **argv, size_t *len) {
   setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
   int connected = connect(sock, (struct sockaddr *)&addr, sizeof addr) == 0;
+  if (!connected) *absent = errno == ENOENT || errno == ECONNREFUSED;
   close(dir);
   /* Only a server of our own user: on a shared store another could have put its socket there. */
   struct ucred peer;
@@ -371,14 +381,19 @@ static int carry_out(char *answer, size_t len) {
 int main(int argc, char **argv) {
   standard_fds();
   find_package_root(argv[0]);
+  unsetenv(NO_SERVER_YET); /* ours to say, not inherited */
   if (argc > 1 && (strcmp(argv[1], "realise") == 0 || strcmp(argv[1], "build") == 0) && !needs_node()) {
     size_t len = 0;
-    char *answer = ask_server(argc, argv, &len);
+    int absent = 0;
+    char *answer = ask_server(argc, argv, &len, &absent);
     if (answer && len >= 3 && memcmp(answer, "ok\n", 3) == 0) {
       int code = carry_out(answer + 3, len - 3);
       if (code >= 0) return code;
     }
     free(answer);
+    /* No server for this store: the CLI starts one when its realise succeeds (src/cli/server.ts),
+       so the next no-op is answered in milliseconds, as Bazel's and Gradle's clients start theirs. */
+    if (absent) setenv(NO_SERVER_YET, "1", 1);
   }
   run_node(argc, argv);
 }
