@@ -591,8 +591,18 @@ test("the first realise through bin/ukb starts the store's server, which answers
   t.false(fs.existsSync(serverLog));
 
   // Through the launcher, with no server: Node's CLI answers, then a server starts in the background.
-  const first = await launch(["realise", "hello.ts"], dir);
-  t.is(first.code, 0, first.stderr);
+  // The caller's pipes close when ukb is done (fd 200 here, as a make jobserver or a CI runner may
+  // leave one): the server, which lives on, holds none of them.
+  const stdio = ["ignore", "pipe", "pipe", ...Array.from({ length: 197 }, () => "ignore" as const), "pipe"] as const;
+  const child = spawn(UKB_COMMAND, ["realise", "hello.ts"], { cwd: dir, stdio: [...stdio] });
+  let stdout = "";
+  child.stdout!.on("data", (d: Buffer) => (stdout += d));
+  const closed = new Promise<number | null>((resolve) => child.once("close", resolve));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  t.is(await exited, 0);
+  const allClosed = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 20_000))]);
+  t.true(allClosed, "a pipe ukb was given stays open after it exited: the server it started holds it");
+  const first = { stdout };
   let running: Status | null = null;
   for (let waited = 0; waited < 15_000 && !running; waited += 100) {
     running = await status();
