@@ -251,12 +251,15 @@ const volatileCases: [string, string, string][] = [
   ["the process's id", `process.pid`, "asks the host (process.pid)"],
   ["the process's uptime", `process.uptime()`, "asks the host (process.uptime)"],
   ["ukb's command line", `process.argv.includes("--debug")`, "reads ukb's command line (process.argv)"],
+  // A copy of one ukb depends on (test setup below): this process has not loaded it.
+  ["a native addon", `createRequire(import.meta.url)("./addon.node")`, "loads a native addon (what it reads is not seen)"],
 ];
 
 test("what no stamp can check (a child process, the network, the clock, chance, the host's figures) is evaluated on every run, and the user is told where", async (t) => {
   const dir = tempDir();
   fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ type: "module" }));
-  const header = `import { derivation, hostTools } from "ukb";\nimport { execSync, execFile } from "node:child_process"; import { promisify } from "node:util"; import http from "node:http"; import os from "node:os"; import fs from "node:fs"; import crypto from "node:crypto"; import dns from "node:dns"; import { Worker } from "node:worker_threads";\n`;
+  fs.copyFileSync(path.join(ROOT, "node_modules/@c4312/blake3-native/build/Release/blake3.node"), path.join(dir, "addon.node"));
+  const header = `import { derivation, hostTools } from "ukb";\nimport { createRequire } from "node:module"; import { execSync, execFile } from "node:child_process"; import { promisify } from "node:util"; import http from "node:http"; import os from "node:os"; import fs from "node:fs"; import crypto from "node:crypto"; import dns from "node:dns"; import { Worker } from "node:worker_threads";\n`;
   for (const [label, code, what] of volatileCases) {
     const name = `${label.replace(/\W+/g, "-")}.ts`;
     const marks = `${name}.evaluations`;

@@ -10,9 +10,9 @@
  * What no stamp can check makes an evaluation volatile, and the loader then
  * never caches it: a child process (`git describe` reads anything), the
  * network, the clock, chance (`Math.random`, `crypto.randomUUID`), the
- * host's figures in `node:os`. Left out on purpose: `performance.now()` and
- * `process.hrtime()` (durations a recipe times itself with), and reads by
- * native addons or child processes, which no wrapper here can see.
+ * host's figures in `node:os`, a native addon loaded (its reads are not
+ * seen). Left out on purpose: `performance.now()` and `process.hrtime()`
+ * (durations a recipe times itself with).
  *
  * Only calls made by the user's code count (the first frame of the stack
  * outside Node and ukb): esbuild copying the whole environment to start its
@@ -338,8 +338,8 @@ export function startRecording(): () => Recorded {
   // What no stamp can check makes the evaluation volatile. The reason told is the strongest seen
   // (zx draws a random id before it starts a process: the process is what the user should hear of).
   let volatileRank = 0;
-  const noteVolatile = (what: string, entry: AnyFn, rank: number) => {
-    if (rank > volatileRank && reachedFromUser(entry, "stop")) {
+  const noteVolatile = (what: string, entry: AnyFn, rank: number, atLoad: "stop" | "through" = "stop") => {
+    if (rank > volatileRank && reachedFromUser(entry, atLoad)) {
       volatile = `${what} at ${whereInRecipe()}`;
       volatileRank = rank;
     }
@@ -387,6 +387,10 @@ export function startRecording(): () => Recorded {
     Object.defineProperty(workers, "Worker", { ...workerProperty, ...("value" in workerProperty ? { value: WorkerProxy } : { get: () => WorkerProxy }) });
     restore.push(() => Object.defineProperty(workers, "Worker", workerProperty));
   }
+  // A native addon's code reads what it likes, unseen (a first load; one ukb itself loaded already,
+  // better-sqlite3, is not loaded again and goes unnoticed).
+  // Node's loader calls it for the recipe's require: the caller that counts is the one below it.
+  replace(process, "dlopen", watching((_args, wrapper) => active?.noteVolatile("loads a native addon (what it reads is not seen)", wrapper, CHILD, "through")));
   // http, https, tls and net all connect through a net.Socket, synchronously with the user's call.
   replace(net.Socket.prototype, "connect", noting("uses the network (a socket's connect)", NETWORK));
   // fetch connects later, on its own stack: the call itself is the read. Node defines it lazily
@@ -602,7 +606,7 @@ let active:
       noteEnvRead(keys: string[], entry: AnyFn): void;
       noteCwd(here: string, entry: AnyFn): void;
       noteRead(p: unknown, entry: AnyFn, how: { meta: boolean; tree: boolean; content: boolean }): void;
-      noteVolatile(what: string, entry: AnyFn, rank: number): void;
+      noteVolatile(what: string, entry: AnyFn, rank: number, atLoad?: "stop" | "through"): void;
     }
   | undefined;
 
