@@ -136,3 +136,40 @@ test("a diverted program is the diverting package's (dpkg-divert), as dpkg -S sa
   t.false((after.packages ?? []).some((p) => p.startsWith("coreutils:")), (after.packages ?? []).join(" "));
   t.not(after.hash, before.hash);
 });
+
+test("a program outside the bin folders is looked for in every package's file list once per state of the database, and the next ukb remembers it; update-alternatives' links are in no list", async (t) => {
+  if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
+  const method = "/usr/lib/apt/methods/http";
+  t.true(fs.existsSync(method), `${method} is not on this host`);
+  const dir = tempDir();
+  const admin = copyOfDpkg();
+  const xdg = path.join(dir, "xdg-cache");
+  writeRecipe(dir, "m.ts", `import { hostTools } from "ukb";\nexport default hostTools(["http=${method}", "awk"]);\n`);
+  // A new store each time: no cached evaluation, every run asks the database.
+  let runs = 0;
+  const packages = async () => {
+    const r = await ukb(["show", "m.ts", "--store", path.join(dir, `store-${runs++}`)], { cwd: dir, env: { DPKG_ADMINDIR: admin, XDG_CACHE_HOME: xdg } });
+    t.is(r.code, 0, r.stderr);
+    const graph = JSON.parse(r.stdout) as Shown;
+    return graph.derivations[graph.root]!.hostPackages ?? [];
+  };
+  const first = await packages();
+  const apt = first.find((p) => p.startsWith("apt:"))?.replace(/=.*$/, "");
+  t.truthy(apt, first.join(" "));
+  const rememberedFile = fs.readdirSync(path.join(xdg, "ukb")).find((f) => f.startsWith("dpkg-listed-"));
+  t.truthy(rememberedFile);
+  const file = path.join(xdg, "ukb", rememberedFile!);
+  const remembered = JSON.parse(fs.readFileSync(file, "utf8")) as { key: string; owners: Record<string, string | null> };
+  t.is(remembered.owners[method], apt);
+  // awk is reached through /etc/alternatives/awk, which dpkg never lists: not looked for.
+  t.deepEqual(Object.keys(remembered.owners).filter((p) => p.startsWith("/etc/alternatives/")), []);
+
+  // The next ukb takes the owner from what was remembered (here, doctored) rather than reading every list...
+  fs.writeFileSync(file, JSON.stringify({ ...remembered, owners: { ...remembered.owners, [method]: `coreutils:${apt!.split(":")[1]}` } }));
+  const doctored = await packages();
+  t.true(doctored.some((p) => p.startsWith("coreutils:")) && !doctored.some((p) => p.startsWith("apt:")), doctored.join(" "));
+  // ... while the database is the same: a change of it (an upgrade) looks again.
+  upgrade(admin, "tar");
+  const after = await packages();
+  t.true(after.some((p) => p.startsWith("apt:")), after.join(" "));
+});

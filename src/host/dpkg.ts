@@ -85,6 +85,11 @@ function mergedUsrAliases(file: string): string[] {
   return [file, m[1] ? `/${m[2]}` : `/usr/${m[2]}`];
 }
 
+/** One cache file per database (a chroot's is another), named by its folder; the key inside decides whether it holds. */
+function databaseCacheFile(dir: string, stem: string): string {
+  return userCacheFile(dir === "/var/lib/dpkg" ? `${stem}.json` : `${stem}${dir.replace(/[^A-Za-z0-9.-]+/g, "_").slice(-150)}.json`);
+}
+
 export function loadIndex(dir: string): Index | undefined {
   let key: string;
   try {
@@ -102,9 +107,7 @@ export function loadIndex(dir: string): Index | undefined {
     return undefined;
   }
   if (loaded?.key === key) return loaded;
-  // One file per database (a chroot's is another), named by its folder; the key inside decides.
-  const name = dir === "/var/lib/dpkg" ? "dpkg-index-4.json" : `dpkg-index-4${dir.replace(/[^A-Za-z0-9.-]+/g, "_").slice(-150)}.json`;
-  const cacheFile = userCacheFile(name);
+  const cacheFile = databaseCacheFile(dir, "dpkg-index-4");
   try {
     const cached = JSON.parse(fs.readFileSync(cacheFile, "utf8")) as Index;
     // Read back into tables without prototypes (JSON.parse makes plain objects).
@@ -209,26 +212,53 @@ export function ownersOf(dir: string, index: Index, paths: readonly string[]): S
   for (const name of paths.flatMap(mergedUsrAliases)) {
     const owner = index.owners[name];
     if (owner !== undefined && index.packages[owner]) owners.add(owner);
-    else if (!PROGRAM_DIRS.test(name)) missed.push(name);
+    // update-alternatives' links (cc, awk, java on the way to their programs) are in no package's list.
+    else if (!PROGRAM_DIRS.test(name) && !name.startsWith("/etc/alternatives/")) missed.push(name);
   }
   if (missed.length > 0) for (const owner of ownersFromLists(dir, index, missed).values()) owners.add(owner);
   return owners;
 }
 
-/** Per database and path: the package whose list has it (null: none), found by reading every list once per batch of paths never asked before. */
-const listed = new Map<string, string | null>();
+/**
+ * Paths outside the bin folders, with the package whose list has each (null:
+ * none), for one state of the database. Finding one reads every list
+ * (~0.15 s here), so what was found is kept in the user's cache folder too:
+ * an evaluation in a new process does not read them all again.
+ */
+interface ListedPaths {
+  key: string;
+  owners: Record<string, string | null>;
+}
+
+let listed: ListedPaths | undefined;
+
+function listedFor(dir: string, index: Index): { known: ListedPaths; file: string } {
+  const file = databaseCacheFile(dir, "dpkg-listed-1");
+  if (listed?.key !== index.key) {
+    listed = { key: index.key, owners: Object.create(null) as Record<string, string | null> };
+    try {
+      const cached = JSON.parse(fs.readFileSync(file, "utf8")) as ListedPaths;
+      if (cached.key === index.key) Object.assign(listed.owners, cached.owners);
+    } catch {
+      // none yet, or unreadable: found again
+    }
+  }
+  return { known: listed, file };
+}
 
 function ownersFromLists(dir: string, index: Index, names: readonly string[]): Map<string, string> {
-  const wanted = new Set(names.filter((name) => !listed.has(`${index.key}\0${name}`)));
+  const { known, file } = listedFor(dir, index);
+  const wanted = new Set(names.filter((name) => !(name in known.owners)));
   if (wanted.size > 0) {
     for (const key of Object.keys(index.packages).sort()) {
-      for (const file of packageFiles(dir, index, key)) if (wanted.has(file) && !listed.get(`${index.key}\0${file}`)) listed.set(`${index.key}\0${file}`, key);
+      for (const listedFile of packageFiles(dir, index, key)) if (wanted.has(listedFile) && !known.owners[listedFile]) known.owners[listedFile] = key;
     }
-    for (const name of wanted) if (!listed.has(`${index.key}\0${name}`)) listed.set(`${index.key}\0${name}`, null);
+    for (const name of wanted) if (!(name in known.owners)) known.owners[name] = null;
+    writeCacheFile(file, known);
   }
   const found = new Map<string, string>();
   for (const name of names) {
-    const owner = listed.get(`${index.key}\0${name}`);
+    const owner = known.owners[name];
     if (owner) found.set(name, owner);
   }
   return found;
