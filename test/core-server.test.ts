@@ -592,9 +592,11 @@ test("the first realise through bin/ukb starts the store's server, which answers
 
   // Through the launcher, with no server: Node's CLI answers, then a server starts in the background.
   // The caller's pipes close when ukb is done (fd 200 here, as a make jobserver or a CI runner may
-  // leave one): the server, which lives on, holds none of them.
+  // leave one): the server, which lives on, holds none of them. What the launcher told the CLI is
+  // not in the environment the recipe sees (an output could hold it).
+  writeRecipe(dir, "seen.ts", `import { derivation, hostTools } from "ukb";\nconst told = process.env.UKB_LAUNCHER_NO_SERVER ?? "unset";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "seen", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${told} > $out\`] });\n`);
   const stdio = ["ignore", "pipe", "pipe", ...Array.from({ length: 197 }, () => "ignore" as const), "pipe"] as const;
-  const child = spawn(UKB_COMMAND, ["realise", "hello.ts"], { cwd: dir, stdio: [...stdio] });
+  const child = spawn(UKB_COMMAND, ["realise", "seen.ts"], { cwd: dir, stdio: [...stdio] });
   let stdout = "";
   child.stdout!.on("data", (d: Buffer) => (stdout += d));
   const closed = new Promise<number | null>((resolve) => child.once("close", resolve));
@@ -603,13 +605,14 @@ test("the first realise through bin/ukb starts the store's server, which answers
   const allClosed = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 20_000))]);
   t.true(allClosed, "a pipe ukb was given stays open after it exited: the server it started holds it");
   const first = { stdout };
+  t.is(fs.readFileSync(stdout.trim(), "utf8"), "unset\n");
   let running: Status | null = null;
   for (let waited = 0; waited < 15_000 && !running; waited += 100) {
     running = await status();
     if (!running) await new Promise((r) => setTimeout(r, 100));
   }
   t.truthy(running, `no server started; its log: ${fs.existsSync(serverLog) ? fs.readFileSync(serverLog, "utf8") : "none"}`);
-  const second = await launch(["realise", "hello.ts"], dir);
+  const second = await launch(["realise", "seen.ts"], dir);
   t.is(second.code, 0, second.stderr);
   t.is(second.stdout, first.stdout);
   t.is((await status())!.answered, running!.answered + 1, "the second no-op is the server's");
@@ -617,4 +620,31 @@ test("the first realise through bin/ukb starts the store's server, which answers
   t.is((await launch(["realise", "hello.ts", "--dry-run"], dir)).code, 0);
   t.is((await status())!.pid, running!.pid);
   t.is(fs.readFileSync(serverLog, "utf8").match(/serving /g)?.length, 1);
+});
+
+test("a server a realise starts makes nothing: not the store a script deleted as ukb ended; an empty UKB_STORE is ./cache for the launcher and the CLI alike", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  // mktemp -d; ukb realise --store $d/s; rm -rf $d, as a script's exit trap does.
+  const scratch = path.join(dir, "scratch");
+  const store = path.join(scratch, "s");
+  const r = await launch(["realise", "hello.ts", "--no-out-link", "--store", store], dir);
+  t.is(r.code, 0, r.stderr);
+  fs.rmSync(scratch, { recursive: true, force: true });
+  await new Promise((done) => setTimeout(done, 3000));
+  t.false(fs.existsSync(scratch), "the server made the deleted store's folder again");
+
+  const empty = await launch(["realise", "hello.ts", "--no-out-link"], dir, { UKB_STORE: "" });
+  t.is(empty.code, 0, empty.stderr);
+  t.true(empty.stdout.startsWith(path.join(dir, "cache", "store")), empty.stdout);
+  t.teardown(() => ukb(["server", "stop", "--store", path.join(dir, "cache")]).then(() => undefined));
+  let running = false;
+  for (let waited = 0; waited < 15_000 && !running; waited += 100) {
+    running = (await ukb(["server", "status", "--store", path.join(dir, "cache")])).code === 0;
+    if (!running) await new Promise((done) => setTimeout(done, 100));
+  }
+  t.true(running, "no server for ./cache");
+  const served = await launch(["realise", "hello.ts", "--no-out-link"], dir, { UKB_STORE: "" });
+  t.is(served.stdout, empty.stdout);
+  t.regex((await ukb(["server", "status", "--json", "--store", path.join(dir, "cache")])).stdout, /"answered":1\b/);
 });

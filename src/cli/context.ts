@@ -13,7 +13,8 @@ import { PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "../recipe/location.js";
 
 /** Where the store is: `--store`, else $UKB_STORE, else ./cache (relative to `cwd`). */
 export function storeRoot(flag: string | undefined, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string {
-  return path.resolve(cwd, flag ?? env.UKB_STORE ?? "cache");
+  // Empty is unset, as the launcher takes it (src/client/ukb.c store_of): the two must name one store.
+  return path.resolve(cwd, flag || env.UKB_STORE || "cache");
 }
 
 /**

@@ -7,6 +7,7 @@ import { isNoSpace, NO_SPACE_HINT } from "../store/space.js";
 import { damagedDbError, isDamagedDb } from "../store/damage.js";
 import { renderError } from "../ui/index.js";
 import { writeStdout } from "../ui/stdout.js";
+import { takeLauncherNote } from "./launcher-note.js";
 
 const HELP = `ukb — declarative, content-addressed builds of unikernels
 
@@ -51,6 +52,7 @@ const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>
 };
 
 export async function main(argv: string[]): Promise<number> {
+  takeLauncherNote();
   const [name, ...rest] = argv;
   if (!name || name === "help" || name === "--help" || name === "-h") {
     writeStdout(`${HELP}\n`);

@@ -10,6 +10,7 @@ import type { CacheFlags, CacheSet } from "../cache/index.js";
 import { defaultJobs, loadWithCache, openStore, parseCount, pickOutputs } from "./context.js";
 import { mainOutputPath } from "../recipe/load.js";
 import { writeStdout } from "../ui/stdout.js";
+import { launcherFoundNoServer } from "./launcher-note.js";
 
 export const usage = `ukb realise <recipe.ts> [-A attr] [--out-link PATH | --no-out-link] [--jobs N] [--cores M]
              [--keep-going] [--dry-run] [--offline] [--json] [--store DIR] [--no-eval-cache]
@@ -137,7 +138,7 @@ export async function realiseCommand(argv: string[]): Promise<number> {
     writeStdout(result.stdout);
     // Run by the launcher, which found no server: one starts for the next no-op (a recipe evaluated
     // on every run gets nothing from it).
-    if (process.env.UKB_LAUNCHER_NO_SERVER === "1" && recipe.volatile === undefined) (await import("./server.js")).startServerForLauncher(store.root);
+    if (launcherFoundNoServer() && recipe.volatile === undefined) await (await import("./server.js")).startServerForLauncher(store.root);
     return ExitCode.ok;
   } catch (err) {
     throw explainNoSpace(err, store.root, `realising ${recipeFile}`);

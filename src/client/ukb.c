@@ -20,7 +20,6 @@
  * anyway; it keeps nothing of them).
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -31,7 +30,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
@@ -69,29 +67,6 @@ static void find_package_root(const char *argv0) {
   }
 }
 
-/*
- * Marks close-on-exec whatever our caller left open beyond stdin, stdout and
- * stderr, so that nothing ukb starts inherits it. The CLI may start the
- * store's server, which lives for hours: a caller's pipe it held would keep
- * `out=$(ukb realise ...)`, a CI step or a test waiting for an EOF that
- * never comes. ukb uses no descriptor it is given (a make jobserver's
- * included: its builds never see one).
- */
-static void cloexec_inherited(void) {
-#ifdef SYS_close_range
-  if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC, Linux 5.11 */) == 0) return;
-#endif
-  DIR *fds = opendir("/proc/self/fd");
-  if (!fds) return;
-  for (struct dirent *e; (e = readdir(fds));) {
-    int fd = atoi(e->d_name);
-    if (fd < 3 || fd == dirfd(fds)) continue;
-    int flags = fcntl(fd, F_GETFD);
-    if (flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
-  }
-  closedir(fds);
-}
-
 /* Runs the Node CLI with our arguments; does not return. */
 static void run_node(int argc, char **argv) __attribute__((noreturn));
 static void run_node(int argc, char **argv) {
@@ -101,7 +76,6 @@ static void run_node(int argc, char **argv) {
   if (!args) exit(70);
   args[0] = "node";
   args[1] = entry;
-  cloexec_inherited();
   for (int i = 1; i < argc; i++) args[i + 1] = argv[i];
   execvp("node", args);
   fprintf(stderr, "ukb: error: cannot run node: %s\n", strerror(errno));
@@ -271,7 +245,8 @@ static char *ask_server(int argc, char **argv, size_t *len, int *absent) {
   setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
   int connected = connect(sock, (struct sockaddr *)&addr, sizeof addr) == 0;
-  if (!connected) *absent = errno == ENOENT || errno == ECONNREFUSED;
+  /* (Without /proc the path above does not exist either: that is not "no server".) */
+  if (!connected) *absent = (errno == ENOENT || errno == ECONNREFUSED) && access("/proc/self/fd", X_OK) == 0;
   close(dir);
   /* Only a server of our own user: on a shared store another could have put its socket there. */
   struct ucred peer;

@@ -49,8 +49,8 @@ export function socketAddress(root: string, name = SOCKET_NAME): { path: string;
 }
 
 /** The status of the store's server, or undefined when none answers (or something else does). */
-export async function serverStatus(root: string): Promise<ServerStatus | undefined> {
-  const answer = await askServer(root, "status").catch(() => undefined);
+export async function serverStatus(root: string, timeoutMs?: number): Promise<ServerStatus | undefined> {
+  const answer = await askServer(root, "status", timeoutMs).catch(() => undefined);
   try {
     const status = answer ? (JSON.parse(answer) as ServerStatus) : undefined;
     return typeof status?.pid === "number" ? status : undefined;

@@ -26,6 +26,13 @@ export interface ServerOptions {
   watchMs?: number;
   /** One line per event (start, stop, refused requests), for the server's log. */
   log?: (line: string) => void;
+  /**
+   * Serve only a store that exists, and make nothing (what a realise starts
+   * in the background: its store may be deleted meanwhile, a temp folder a
+   * script removed on exit); and if another server answers already, leave
+   * it be and stop. Resolves at once in either case, after a log line.
+   */
+  onlyExistingStore?: boolean;
 }
 
 /** How long a request may wait behind others before the answer is "fallback". */
@@ -48,14 +55,25 @@ function ownCodeStamp(): string {
 /** Runs a server for the store at `root` until it has a reason to stop; resolves then. */
 export async function runServer(root: string, options: ServerOptions): Promise<void> {
   const log = options.log ?? (() => {});
-  try {
-    fs.mkdirSync(root, { recursive: true });
-  } catch (err) {
-    throw new UkbError("store", `cannot serve the store at ${root}: ${(err as Error).message}`);
+  if (options.onlyExistingStore) {
+    if (!fs.existsSync(path.join(root, "ukb.sqlite"))) {
+      log(`not started: there is no store at ${root} (any more)`);
+      return;
+    }
+  } else {
+    try {
+      fs.mkdirSync(root, { recursive: true });
+    } catch (err) {
+      throw new UkbError("store", `cannot serve the store at ${root}: ${(err as Error).message}`);
+    }
   }
   const socketPath = path.join(root, SOCKET_NAME);
   if (fs.existsSync(socketPath)) {
     const other = await serverStatus(root);
+    if (other && options.onlyExistingStore) {
+      log(`not started: pid ${other.pid} serves ${root} already`);
+      return;
+    }
     if (other) throw new UkbError("usage", `a ukb server already serves ${root} (pid ${other.pid}); stop it with 'ukb server stop'`);
     // Else left by a server that was killed: binding below replaces it.
   }
