@@ -648,3 +648,16 @@ test("a server a realise starts makes nothing: not the store a script deleted as
   t.is(served.stdout, empty.stdout);
   t.regex((await ukb(["server", "status", "--json", "--store", path.join(dir, "cache")])).stdout, /"answered":1\b/);
 });
+
+test("the launcher hands Node's CLI the descriptors it was given: a /dev/fd/N argument, Node's IPC channel", async (t) => {
+  const dir = tempDir();
+  const generated = await ukb(["key", "generate", "--name", "t", "--out", path.join(dir, "k.sec")]);
+  t.is(generated.code, 0, generated.stderr);
+  const viaFd = await ukb(["-c", `"$0" key public <(cat k.sec)`, UKB_COMMAND], { cwd: dir, command: "bash" });
+  t.is(viaFd.code, 0, viaFd.stderr);
+  t.is(viaFd.stdout, generated.stdout);
+  // A Node parent with an IPC channel: Node aborts at start if NODE_CHANNEL_FD names a closed descriptor.
+  const child = spawn(UKB_COMMAND, ["help"], { stdio: ["ignore", "ignore", "pipe", "ipc"] });
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.once("exit", (c, s) => resolve([c, s])));
+  t.deepEqual([code, signal], [0, null]);
+});
