@@ -89,10 +89,12 @@ test("hostTools' hash covers its programs' packages and what they depend on: an 
 test("a program no package owns (/usr/local) adds no packages; with no dpkg database, only the programs' bytes count", async (t) => {
   if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
   const dir = tempDir();
-  const local = "/usr/local/bin/ukb-test-tool";
-  fs.writeFileSync(local, "#!/bin/sh\necho tool\n", { mode: 0o755 });
-  t.teardown(() => fs.rmSync(local, { force: true }));
-  writeRecipe(dir, "local.ts", `import { hostTools } from "ukb";\nexport default hostTools(["ukb-test-tool"], { path: "/usr/local/bin" });\n`);
+  // A folder of its own under /usr/local, not /usr/local/bin: a file added to a folder on PATH makes
+  // every cached evaluation that searched PATH (other tests', running meanwhile) evaluate again.
+  const folder = fs.mkdtempSync("/usr/local/lib/ukb-test-");
+  t.teardown(() => fs.rmSync(folder, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(folder, "ukb-test-tool"), "#!/bin/sh\necho tool\n", { mode: 0o755 });
+  writeRecipe(dir, "local.ts", `import { hostTools } from "ukb";\nexport default hostTools(["ukb-test-tool"], { path: "${folder}" });\n`);
   const packagesWith = async (admin: string) => (await shown(t, dir, "local.ts", admin)).packages;
   t.is(await packagesWith(copyOfDpkg()), undefined);
   // No dpkg database at all: sh, which dash owns on this machine, is covered by its bytes alone.

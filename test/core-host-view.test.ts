@@ -181,14 +181,18 @@ export default derivation({ name: "method", builder: \`\${t}/bin/sh\`, args: ["-
 
 test("a host tool no package owns: the build sees the system directories whole (what the tool runs with is unknown)", async (t) => {
   if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
-  const tool = `/usr/local/bin/ukb-unowned-sh-${process.pid}`;
+  // A folder of its own under /usr/local, not /usr/local/bin: a file added to a folder on PATH makes
+  // every cached evaluation that searched PATH (other tests', running meanwhile) evaluate again.
+  let folder: string;
   try {
-    fs.copyFileSync(fs.realpathSync("/bin/sh"), tool);
-    fs.chmodSync(tool, 0o755);
+    folder = fs.mkdtempSync("/usr/local/lib/ukb-test-");
   } catch {
-    return t.pass("/usr/local/bin is not writable here");
+    return t.pass("/usr/local/lib is not writable here");
   }
-  t.teardown(() => fs.rmSync(tool, { force: true }));
+  t.teardown(() => fs.rmSync(folder, { recursive: true, force: true }));
+  const tool = path.join(folder, "ukb-unowned-sh");
+  fs.copyFileSync(fs.realpathSync("/bin/sh"), tool);
+  fs.chmodSync(tool, 0o755);
   const dir = tempDir();
   writeRecipe(
     dir,

@@ -76,7 +76,13 @@ function readDiversions(dir: string): Table<{ to: string; by: string }> {
   return diversions;
 }
 
-let loaded: Index | undefined;
+/**
+ * The index last loaded, and the outside-bin owners found, shared by every
+ * copy of this module in the process: the CLI's bundle reads the index for
+ * the host view, the recipe API's for hostTools, and each would parse the
+ * same 200 KB of JSON again.
+ */
+const shared = ((globalThis as Record<symbol, unknown>)[Symbol.for("ukb.dpkg.1")] ??= {}) as { loaded?: Index; listed?: ListedPaths };
 
 /** /bin/x and /usr/bin/x are one file on a merged-/usr system, and dpkg lists either. */
 function mergedUsrAliases(file: string): string[] {
@@ -106,19 +112,19 @@ export function loadIndex(dir: string): Index | undefined {
   } catch {
     return undefined;
   }
-  if (loaded?.key === key) return loaded;
+  if (shared.loaded?.key === key) return shared.loaded;
   const cacheFile = databaseCacheFile(dir, "dpkg-index-4");
   try {
     const cached = JSON.parse(fs.readFileSync(cacheFile, "utf8")) as Index;
     // Read back into tables without prototypes (JSON.parse makes plain objects).
     const tables = (o: object) => Object.assign(Object.create(null) as object, o);
-    if (cached.key === key) return (loaded = { ...cached, owners: tables(cached.owners), packages: tables(cached.packages), byName: tables(cached.byName), provides: tables(cached.provides), diversions: tables(cached.diversions) } as Index);
+    if (cached.key === key) return (shared.loaded = { ...cached, owners: tables(cached.owners), packages: tables(cached.packages), byName: tables(cached.byName), provides: tables(cached.provides), diversions: tables(cached.diversions) } as Index);
   } catch {
     // none yet, or unreadable: made again
   }
-  loaded = buildIndex(dir, key);
-  writeCacheFile(cacheFile, loaded);
-  return loaded;
+  const built = buildIndex(dir, key);
+  writeCacheFile(cacheFile, built);
+  return (shared.loaded = built);
 }
 
 function buildIndex(dir: string, key: string): Index {
@@ -230,12 +236,11 @@ interface ListedPaths {
   owners: Record<string, string | null>;
 }
 
-let listed: ListedPaths | undefined;
-
 function listedFor(dir: string, index: Index): { known: ListedPaths; file: string } {
   const file = databaseCacheFile(dir, "dpkg-listed-1");
+  let listed = shared.listed;
   if (listed?.key !== index.key) {
-    listed = { key: index.key, owners: Object.create(null) as Record<string, string | null> };
+    listed = shared.listed = { key: index.key, owners: Object.create(null) as Record<string, string | null> };
     try {
       const cached = JSON.parse(fs.readFileSync(file, "utf8")) as ListedPaths;
       if (cached.key === index.key) Object.assign(listed.owners, cached.owners);
