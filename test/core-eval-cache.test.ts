@@ -74,6 +74,26 @@ test("hostTools: a program that appears earlier on the PATH it searches", async 
   t.regex(second.cached, /^2 .*hostTools: 'sh' is .*early\/sh/s);
 });
 
+test("hostTools: another program installed in a folder it searches first, or pyenv's lock file in its shims, evaluates nothing again", async (t) => {
+  const dir = tempDir();
+  const early = path.join(dir, "early");
+  fs.mkdirSync(early);
+  writeRecipe(dir, "h.ts", `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nfs.appendFileSync("evaluations", "x");\nconst t = hostTools(["sh"], { path: ${JSON.stringify(`${early}:/usr/bin:/bin`)} });\nexport default derivation({ name: "h", builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`);
+  const realise = async () => {
+    const r = await ukb(["realise", "h.ts", "--no-out-link"], { cwd: dir });
+    t.is(r.code, 0, r.stderr);
+  };
+  await realise();
+  fs.writeFileSync(path.join(early, "make"), "#!/bin/sh\n", { mode: 0o755 });
+  fs.writeFileSync(path.join(early, ".pyenv-shim"), "");
+  await realise();
+  t.is(fs.readFileSync(path.join(dir, "evaluations"), "utf8"), "x", "evaluated again");
+  // A file named sh that is no program is not found; made one, it is (the test above: an error).
+  fs.writeFileSync(path.join(early, "sh"), "");
+  await realise();
+  t.is(fs.readFileSync(path.join(dir, "evaluations"), "utf8"), "xx", "a new file named sh, not looked at");
+});
+
 test("a file touched but not changed is hashed once: the same result, and its stamp renewed", async (t) => {
   const dir = tempDir();
   const recipe = writeRecipe(dir, "hello.ts", HELLO);
@@ -221,9 +241,9 @@ export default derivation({ name: "quiet", builder: \`\${t}/bin/sh\`, args: ["-c
   db.close();
   const deps = entries.flatMap((e) => e.deps ?? []).map((d) => d.path);
   t.true(deps.includes(path.join(dir, "quiet.ts")));
-  // (Folders of PATH are hostTools' searches: npm's node_modules/.bin is one under npx.)
+  // (Paths in the folders of PATH are hostTools' searches: npm's node_modules/.bin is one under npx.)
   const onPath = new Set((process.env.PATH ?? "").split(":"));
-  t.deepEqual(deps.filter((p) => p.startsWith(ROOT + path.sep) && !onPath.has(p)), []);
+  t.deepEqual(deps.filter((p) => p.startsWith(ROOT + path.sep) && !onPath.has(p) && !onPath.has(path.dirname(p))), []);
 });
 
 // Each case: what the recipe does, and the line it does it on (the third of the recipe).

@@ -33,9 +33,11 @@ function findOnPath(program: string, searchPath: string): string | undefined {
   if (program.includes("/")) return fs.existsSync(program) ? program : undefined;
   for (const dir of searchPath.split(":")) {
     if (!dir) continue;
-    // A program added to a folder searched earlier would be found instead: the folders are read too.
-    if (fs.existsSync(dir)) recordDependency(dir);
+    // A program of that name put in a folder searched earlier would be found instead: its path
+    // there is recorded (as missing, mostly). Not the folder's listing: any program installed
+    // there, or pyenv's lock file in its shims, would make every recipe evaluate again.
     const candidate = path.join(dir, program);
+    recordDependency(candidate);
     try {
       const st = fs.statSync(candidate);
       if (st.isFile() && (st.mode & 0o111) !== 0) return candidate;
