@@ -38,7 +38,7 @@
 extern char **environ;
 
 #define MAGIC "ukb-server-3"
-/* Tells the Node CLI that no server listens for the store (src/cli/server.ts reads it). */
+/* Tells the Node CLI that no server listens for the store (src/cli/launcher-note.ts takes it). */
 #define NO_SERVER_YET "UKB_LAUNCHER_NO_SERVER"
 /* The server reads no more than this (src/server/protocol.ts): a bigger request is the CLI's. */
 #define MAX_REQUEST (1 << 20)
