@@ -20,6 +20,7 @@ interface Status {
   pid: number;
   requests: number;
   answered: number;
+  lastFallback?: { at: string; why: string };
 }
 
 /** Runs the command as users do (bin/ukb). */
@@ -95,6 +96,9 @@ test("anything but a no-op falls back to Node's CLI, which does it", async (t) =
   t.is(fs.readFileSync(changed.stdout.trim(), "utf8"), "HOWDY\n");
   t.regex(changed.stderr, /built shout/);
   t.is(await answered(), base);
+  // Why, in the server's status (and log): the file that changed.
+  t.is((await status())!.lastFallback?.why, `hello.ts needs an evaluation: ${path.join(dir, "hello.ts")} changed`);
+  t.regex((await ukb(["server", "status", "--store", store])).stdout, /the last one it left to the CLI \(.*\): hello\.ts needs an evaluation: .*hello\.ts changed/);
   // ... and once evaluated and built, it is the server's again.
   t.is((await launch(["realise", "hello.ts"], dir)).stdout, changed.stdout);
   t.is(await answered(), base + 1);
@@ -116,6 +120,7 @@ test("anything but a no-op falls back to Node's CLI, which does it", async (t) =
   const otherPath = await launch(["realise", "hello.ts", "--no-out-link"], dir, { PATH: "/bin:/usr/bin" });
   t.is(otherPath.code, 0, otherPath.stderr);
   t.is(await answered(), base + 1);
+  t.regex((await status())!.lastFallback?.why ?? "", /^hello\.ts needs an evaluation: no evaluation of it is cached/);
   // Other options and commands are the CLI's.
   const dry = await launch(["realise", "hello.ts", "--dry-run"], dir);
   t.regex(dry.stdout, /nothing to build/);

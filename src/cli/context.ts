@@ -59,7 +59,7 @@ export interface LoadOptions {
   /** Read and write the store's eval cache (default true). */
   useCache?: boolean;
   /** Called when the recipe must be evaluated (not cached), before. */
-  onEvaluate?: () => void;
+  onEvaluate?: (why: string) => void;
   /** The environment whose PATH host tools are looked up in (the ukb server passes its client's). */
   env?: NodeJS.ProcessEnv;
   /** The working folder a cached evaluation is checked against (the ukb server passes its client's). */

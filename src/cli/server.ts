@@ -53,7 +53,11 @@ export async function serverCommand(argv: string[]): Promise<number> {
     case "status": {
       const status = await serverStatus(root);
       if (values.json) writeStdout(`${JSON.stringify(status ?? null)}\n`);
-      else writeStdout(status ? `a server runs for ${root}: pid ${status.pid}, since ${status.startedAt}, ${status.answered} of ${status.requests} requests answered\n` : `no server runs for ${root}\n`);
+      else if (!status) writeStdout(`no server runs for ${root}\n`);
+      else {
+        writeStdout(`a server runs for ${root}: pid ${status.pid}, since ${status.startedAt}, ${status.answered} of ${status.requests} requests answered\n`);
+        if (status.lastFallback) writeStdout(`the last one it left to the CLI (${status.lastFallback.at}): ${status.lastFallback.why}\n`);
+      }
       return status ? ExitCode.ok : ExitCode.buildFailed;
     }
     default:

@@ -440,12 +440,12 @@ function contentOf(file: string, kind: "f" | "d"): Uint8Array {
  * that the next check need not hash it: a `touch` or a git checkout would
  * otherwise cost a hash at every no-op), with `renewed` set; else undefined.
  */
-async function depsUnchanged(deps: DepStamp[]): Promise<{ deps: DepStamp[]; renewed: boolean } | undefined> {
+async function depsUnchanged(deps: DepStamp[]): Promise<{ deps: DepStamp[]; renewed: boolean } | { changed: string }> {
   const current: DepStamp[] = [];
   let renewed = false;
   for (const dep of deps) {
     const same = await depUnchanged(dep);
-    if (same === undefined) return undefined;
+    if (same === undefined) return { changed: dep.path };
     current.push(same);
     renewed ||= same !== dep;
   }
@@ -595,8 +595,8 @@ export interface LoadRecipeOptions {
   cache?: EvalCacheStorage;
   /** Goes into the cache key: ukb's version, the host PATH. */
   salt?: string;
-  /** Called when the recipe must be evaluated (not cached), before. */
-  onEvaluate?: () => void;
+  /** Called when the recipe must be evaluated (not cached), before, with why (what changed since the cached evaluation). */
+  onEvaluate?: (why: string) => void;
   /** The caller's environment and working folder, compared with what the cached evaluation read (the ukb server passes its client's). */
   env?: NodeJS.ProcessEnv;
   cwd?: string;
@@ -613,11 +613,20 @@ export async function loadRecipe(recipeFile: string, options: LoadRecipeOptions 
   const key = `${file}\0${salt}`;
   const graphKey = `${key}\0graph`;
   const hit = cache?.get(key);
+  let why = "no evaluation of it is cached (for this ukb, Node and PATH)";
   if (hit) {
-    const entry = JSON.parse(hit) as Partial<CacheEntry>;
-    const sameHost = Object.entries(entry.env ?? {}).every(([k, v]) => (k === ENV_KEYS ? envKeys(env) : (env[k] ?? null)) === v) && (entry.cwd === undefined || entry.cwd === cwd);
-    const unchanged = sameHost && entry.roots && entry.deps && entry.exports ? await depsUnchanged(entry.deps) : undefined;
-    if (unchanged && entry.roots && entry.deps && entry.exports) {
+    const entry = JSON.parse(hit) as Partial<CacheEntry> & { volatile?: string };
+    const otherEnv = Object.entries(entry.env ?? {}).find(([k, v]) => (k === ENV_KEYS ? envKeys(env) : (env[k] ?? null)) !== v)?.[0];
+    const otherCwd = entry.cwd !== undefined && entry.cwd !== cwd;
+    // (ENV_KEYS, the entry for the set of names, is the empty string: compared with undefined, not by truth.)
+    const unchanged = otherEnv === undefined && !otherCwd && entry.roots && entry.deps && entry.exports ? await depsUnchanged(entry.deps) : undefined;
+    why =
+      entry.volatile !== undefined ? `it is evaluated on every run: it ${entry.volatile}`
+      : otherEnv !== undefined ? (otherEnv === ENV_KEYS ? "the set of environment variables changed" : `the environment variable ${otherEnv} changed`)
+      : otherCwd ? `the working folder is not ${entry.cwd}`
+      : unchanged && "changed" in unchanged ? `${unchanged.changed} changed`
+      : why;
+    if (unchanged && !("changed" in unchanged) && entry.roots && entry.deps && entry.exports) {
       if (unchanged.renewed) cache!.put(key, JSON.stringify({ ...entry, deps: unchanged.deps }));
       let drvs: Record<string, DrvRecord> | undefined;
       const graph = {
@@ -636,7 +645,7 @@ export async function loadRecipe(recipeFile: string, options: LoadRecipeOptions 
       return { file, exports: entry.exports, roots: entry.roots, graph, deps: entry.deps.map((d) => d.path), env: entry.env ?? {}, ...(entry.cwd !== undefined ? { cwd: entry.cwd } : {}), cached: true };
     }
   }
-  onEvaluate?.();
+  onEvaluate?.(why);
   const loaded = await evaluateRecipe(file);
   // Volatile: the next evaluation may differ with every file the same. The entry says why, and
   // matches nothing (it has no stamps).

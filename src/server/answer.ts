@@ -13,8 +13,11 @@ import { parseRealiseArgs, realiseResult, type RealiseArgs, type RealiseResult }
 import { loadWithCache, pickOutputs, storeRoot } from "../cli/context.js";
 import { fileIdentity, type Request } from "./protocol.js";
 
-/** Thrown from the eval cache's onEvaluate: the recipe changed, the CLI evaluates it. */
+/** Thrown from the eval cache's onEvaluate: the recipe or what it read changed, the CLI evaluates it. */
 class NeedsEvaluation extends Error {}
+
+/** What the server does with a launch: answers it, or leaves it to the Node CLI, saying why (for its log and status). */
+export type LaunchOutcome = { readonly answer: RealiseResult } | { readonly fallback: string };
 
 /**
  * The answer for the store at `root` to a launcher of the ukb in
@@ -22,30 +25,31 @@ class NeedsEvaluation extends Error {}
  * differ): the out-link to make and what to print, or undefined when the
  * Node CLI must run the command.
  */
-export async function answerLaunch(request: Extract<Request, { kind: "launch" }>, root: string, packageRoot: string): Promise<RealiseResult | undefined> {
-  if (!sameAsServer(request)) return undefined;
-  if (realpathOr(request.packageRoot) !== realpathOr(packageRoot)) return undefined;
+export async function answerLaunch(request: Extract<Request, { kind: "launch" }>, root: string, packageRoot: string): Promise<LaunchOutcome> {
+  const fallback = (why: string): LaunchOutcome => ({ fallback: why });
+  if (!sameAsServer(request)) return fallback("the launcher is another user, or sees other files");
+  if (realpathOr(request.packageRoot) !== realpathOr(packageRoot)) return fallback(`the launcher is another ukb's (${request.packageRoot})`);
   const [command, ...rest] = request.argv;
-  if (command !== "realise" && command !== "build") return undefined;
+  if (command !== "realise" && command !== "build") return fallback(`'${command}' is the CLI's`);
   let args: RealiseArgs;
   try {
     args = parseRealiseArgs(rest);
   } catch {
-    return undefined; // the CLI prints the usage error
+    return fallback("its arguments are wrong (the CLI says how)");
   }
-  if (args.values["dry-run"] || args.values["no-eval-cache"]) return undefined;
+  if (args.values["dry-run"] || args.values["no-eval-cache"]) return fallback("--dry-run and --no-eval-cache are the CLI's");
   // The same text, not only the same folder: output paths and out-links are spelled from it, and
   // gc matches roots by their text.
-  if (storeRoot(args.values.store, request.env, request.cwd) !== root) return undefined;
+  if (storeRoot(args.values.store, request.env, request.cwd) !== root) return fallback("it names another store");
   // No store here any more: the CLI makes one.
-  if (!fs.existsSync(path.join(root, "ukb.sqlite"))) return undefined;
+  if (!fs.existsSync(path.join(root, "ukb.sqlite"))) return fallback("the store is gone");
   // Opened for this answer and closed after it (about 0.5 ms): a database held open would keep its
   // WAL files on disk, which a user restoring or deleting ukb.sqlite alone does not expect.
   const store = Store.open(root);
   try {
     const recipe = await loadWithCache(store, path.resolve(request.cwd, args.recipe), {
-      onEvaluate: () => {
-        throw new NeedsEvaluation();
+      onEvaluate: (why) => {
+        throw new NeedsEvaluation(`${args.recipe} needs an evaluation: ${why}`);
       },
       env: request.env,
       cwd: request.cwd,
@@ -59,15 +63,15 @@ export async function answerLaunch(request: Extract<Request, { kind: "launch" }>
     launchers.add(launcher);
     const alive = new Set(store.dropDeadTempRoots(launchers));
     for (const owner of launchers) if (!alive.has(owner)) launchers.delete(owner);
-    if (!Object.values(outputs).every((p) => store.isValid(p))) return undefined;
+    if (!Object.values(outputs).every((p) => store.isValid(p))) return fallback("something is to be built");
     // The root is registered here; the launcher makes the link itself, with its own rights, in its
     // own view (a root whose link never comes is forgotten by gc).
     const result = realiseResult(store, outputs, args.values, request.cwd);
     if (result.link) store.addRoot(result.link, launcher);
-    return result;
-  } catch {
+    return { answer: result };
+  } catch (err) {
     // NeedsEvaluation, or an error the CLI will report in its own words.
-    return undefined;
+    return fallback(err instanceof NeedsEvaluation ? err.message : `the CLI reports: ${(err as Error)?.message ?? String(err)}`);
   } finally {
     store.close();
   }

@@ -108,6 +108,8 @@ export interface ServerStatus {
   startedAt: string;
   requests: number;
   answered: number;
+  /** The last launch left to the CLI, and why. */
+  lastFallback?: { at: string; why: string };
 }
 
 /**

@@ -134,10 +134,15 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
           stop("ukb's code changed on disk");
           return;
         }
-        const result = await answerLaunch(request, root, PACKAGE_ROOT).catch(() => undefined);
+        const outcome = await answerLaunch(request, root, PACKAGE_ROOT).catch((err: unknown) => ({ fallback: `internal error: ${(err as Error)?.message ?? String(err)}` }));
+        if ("fallback" in outcome) {
+          // Why a no-op the user expected to be quick was not: `ukb server status` and the log say.
+          status.lastFallback = { at: new Date().toISOString(), why: outcome.fallback };
+          log(`fallback: ${outcome.fallback}`);
+          conn.end(FALLBACK);
+        }
         // Counted once the launcher has it (the tests read this count).
-        if (result === undefined) conn.end(FALLBACK);
-        else conn.end(okAnswer(result), () => status.answered++);
+        else conn.end(okAnswer(outcome.answer), () => status.answered++);
       }).catch((err: unknown) => {
         // A bug here must not stop the queue: this client falls back, the next is served.
         log(`internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
