@@ -1,7 +1,8 @@
 /**
  * Issue 2's benchmarks: the BENCH-GRAPH layered graph (N = 100, 1000) cold and
  * no-op, peak RSS; the 10x10 sleep graph with 2 jobs against its ideal; a
- * no-op realise of recipes/hello.ts; no-ops both by Node and through the
+ * no-op realise of recipes/hello.ts; a cold evaluation of host tools reached
+ * through update-alternatives; no-ops both by Node and through the
  * native launcher and the store's server. With nix-build on the machine, the same
  * graphs through Nix in the same run, sandbox on for both.
  */
@@ -160,4 +161,23 @@ export async function benchCore(): Promise<void> {
   } finally {
     measure(process.execPath, [UKB, "server", "stop", ...helloStore]);
   }
+  benchColdEvaluation();
+}
+
+/**
+ * What every edit of a recipe costs before its first build: an evaluation,
+ * nothing cached. Host tools reached through update-alternatives (cc, awk)
+ * once sent ukb through all of dpkg's file lists on each one.
+ */
+export function benchColdEvaluation(): void {
+  const dir = path.join(WORK, "alternatives");
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(
+    path.join(dir, "tools.ts"),
+    `import { derivation, hostTools } from "ukb";\nconst t = hostTools(["sh", "awk", "cc"]);\nexport default derivation({ name: "tools", builder: \`\${t}/bin/sh\`, args: ["-c", "echo > $out"] });\n`,
+  );
+  const args = [UKB, "realise", "tools.ts", "--no-eval-cache", "--dry-run", "--store", path.join(dir, "store")];
+  const cold = medianSeconds(process.execPath, args, 10, { cwd: dir });
+  console.log(`\n## core: a cold evaluation of hostTools(["sh", "awk", "cc"]) (realise --no-eval-cache --dry-run, median of 10): ${fmt(cold * 1000, 0)} ms`);
 }
