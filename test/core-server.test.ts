@@ -29,15 +29,29 @@ const launch = (args: string[], cwd: string, env: NodeJS.ProcessEnv = {}) => ukb
 /** For launches that must not start the store's server when none runs (they test servers started by hand). */
 const NO_AUTOSTART = { UKB_NO_SERVER: "1" };
 
+/** The status of `store`'s server (`ukb server status --json`), or undefined when none runs. */
+async function statusOf(store: string): Promise<Status | undefined> {
+  const r = await ukb(["server", "status", "--json", "--store", store]);
+  return (JSON.parse(r.stdout) as Status | null) ?? undefined;
+}
+
+/** Waits up to 15 s for a server of `store` (one a realise starts in the background); stopped when the test ends. */
+async function startedServer(t: ExecutionContext, store: string): Promise<Status | undefined> {
+  t.teardown(() => ukb(["server", "stop", "--store", store]).then(() => undefined));
+  for (let waited = 0; waited < 15_000; waited += 100) {
+    const status = await statusOf(store);
+    if (status) return status;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return undefined;
+}
+
 /** Starts a server for `store` (stopped when the test ends) and returns a reader of its status. */
 async function startServer(t: ExecutionContext, store: string): Promise<() => Promise<Status | undefined>> {
   const started = await ukb(["server", "start", "--store", store, "--idle-timeout", "300"]);
   t.is(started.code, 0, started.stderr);
   t.teardown(() => ukb(["server", "stop", "--store", store]).then(() => undefined));
-  return async () => {
-    const r = await ukb(["server", "status", "--json", "--store", store]);
-    return JSON.parse(r.stdout) as Status | undefined;
-  };
+  return () => statusOf(store);
 }
 
 /** A project folder with hello.ts realised by Node's CLI into its ./cache. */
@@ -575,11 +589,7 @@ test("the first realise through bin/ukb starts the store's server, which answers
   writeRecipe(dir, "hello.ts", HELLO);
   const store = path.join(dir, "cache");
   const serverLog = path.join(store, "logs", "server.log");
-  const status = async () => {
-    const r = await ukb(["server", "status", "--json", "--store", store]);
-    return JSON.parse(r.stdout) as Status | null;
-  };
-  t.teardown(() => ukb(["server", "stop", "--store", store]).then(() => undefined));
+  const status = () => statusOf(store);
 
   // Told not to: no server is started (its log would be made before it is spawned).
   const optedOut = await launch(["realise", "hello.ts"], dir, { UKB_NO_SERVER: "1" });
@@ -611,11 +621,7 @@ test("the first realise through bin/ukb starts the store's server, which answers
   t.true(allClosed, "a pipe ukb was given stays open after it exited: the server it started holds it");
   const first = { stdout };
   t.is(fs.readFileSync(stdout.trim(), "utf8"), "unset\n");
-  let running: Status | null = null;
-  for (let waited = 0; waited < 15_000 && !running; waited += 100) {
-    running = await status();
-    if (!running) await new Promise((r) => setTimeout(r, 100));
-  }
+  const running = await startedServer(t, store);
   t.truthy(running, `no server started; its log: ${fs.existsSync(serverLog) ? fs.readFileSync(serverLog, "utf8") : "none"}`);
   const second = await launch(["realise", "seen.ts"], dir);
   t.is(second.code, 0, second.stderr);
@@ -642,16 +648,10 @@ test("a server a realise starts makes nothing: not the store a script deleted as
   const empty = await launch(["realise", "hello.ts", "--no-out-link"], dir, { UKB_STORE: "" });
   t.is(empty.code, 0, empty.stderr);
   t.true(empty.stdout.startsWith(path.join(dir, "cache", "store")), empty.stdout);
-  t.teardown(() => ukb(["server", "stop", "--store", path.join(dir, "cache")]).then(() => undefined));
-  let running = false;
-  for (let waited = 0; waited < 15_000 && !running; waited += 100) {
-    running = (await ukb(["server", "status", "--store", path.join(dir, "cache")])).code === 0;
-    if (!running) await new Promise((done) => setTimeout(done, 100));
-  }
-  t.true(running, "no server for ./cache");
+  t.truthy(await startedServer(t, path.join(dir, "cache")), "no server for ./cache");
   const served = await launch(["realise", "hello.ts", "--no-out-link"], dir, { UKB_STORE: "" });
   t.is(served.stdout, empty.stdout);
-  t.regex((await ukb(["server", "status", "--json", "--store", path.join(dir, "cache")])).stdout, /"answered":1\b/);
+  t.is((await statusOf(path.join(dir, "cache")))?.answered, 1);
 });
 
 test("the launcher hands Node's CLI the descriptors it was given: a /dev/fd/N argument, Node's IPC channel", async (t) => {
