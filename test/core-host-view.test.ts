@@ -300,3 +300,33 @@ export default derivation({
   t.is(bad.code, 2, bad.stderr);
   t.regex(bad.stderr, /bad\.ts:2: hostTools: package 'no-such-package-ukb' is not installed on this host/);
 });
+
+test("a view a pooled sandbox cannot make (a file gone since ukb listed it) fails the build with the file named; nothing is registered, and the view made again builds", async (t) => {
+  if (!HAS_DPKG) return t.pass("no dpkg database on this machine");
+  const dir = tempDir();
+  const cache = tempDir();
+  const env = { XDG_CACHE_HOME: cache, UKB_SANDBOX: "pool" };
+  writeRecipe(dir, "look.ts", looker(["sh"], ["/usr/bin/xz"]));
+  await realise(t, dir, "look.ts", env);
+  // The kept view names a file the host no longer has; its folders' stamps still say it is current.
+  const views = path.join(cache, "ukb", "host-views");
+  const gone = `/usr/share/ukb-gone-${process.pid}`;
+  for (const name of fs.readdirSync(views)) {
+    const file = path.join(views, name);
+    const kept = JSON.parse(fs.readFileSync(file, "utf8")) as { choice: { view?: { roots: { root: string; entries: unknown[] }[] } } };
+    kept.choice.view!.roots.find((r) => r.root === "/usr")!.entries.push({ kind: "bind", path: gone });
+    fs.writeFileSync(file, JSON.stringify(kept));
+  }
+  // A new derivation with the same tools: its sandbox is given the view before the build is set up.
+  writeRecipe(dir, "look.ts", looker(["sh"], ["/usr/bin/xz", "/"]));
+  const failed = await ukb(["realise", "look.ts", "--no-out-link", "--store", path.join(dir, "store")], { cwd: dir, env: { ...process.env, ...env } });
+  t.is(failed.code, 1, failed.stderr);
+  t.regex(failed.stderr, new RegExp(`build of 'look' failed: exit status 127[^]*cannot set the sandbox up: ${gone}: No such file or directory`));
+  const verify = await ukb(["store", "verify", "--store", path.join(dir, "store")], { cwd: dir });
+  t.is(verify.code, 0, verify.stdout + verify.stderr);
+  t.false(fs.readdirSync(path.join(dir, "store", "store")).some((b) => b.endsWith("-look") && fs.readFileSync(path.join(dir, "store", "store", b), "utf8").includes("seen /\n")));
+  // The kept view removed: made again from dpkg's lists, it builds.
+  fs.rmSync(views, { recursive: true });
+  const { text } = await realise(t, dir, "look.ts", env);
+  t.is(text, "hidden /usr/bin/xz\nseen /\n");
+});

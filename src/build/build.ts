@@ -10,7 +10,7 @@ import { UkbError } from "../errors/index.js";
 import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
 import { damagedDbError, explainNoSpace, formatBytes, isDamagedDb, freeBytes, hashTree, isSymlink, nearlyFull, NO_SPACE_HINT, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
 import { BUILD_TOP, findBwrap, sandboxArgs } from "./sandbox.js";
-import { hostToolsOf, hostViewFor } from "./host-view.js";
+import { hostToolsOf, hostViewFor, type HostView } from "./host-view.js";
 import { getBuiltin } from "./builtins.js";
 import { sandboxPool } from "./sandbox-pool.js";
 
@@ -185,6 +185,27 @@ async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly
   }
   if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
   if (exit.code !== 0) throw describeExit(exit.code, exit.signal);
+}
+
+/**
+ * Readies spare sandboxes for the first builds of a plan, `drvs` in the order
+ * they will start: each is given the view of the system directories its build
+ * will see, which it mounts while ukb is still planning. Builtins run in ukb
+ * itself and need none.
+ */
+export function readySandboxes(store: Store, drvs: readonly DrvRecord[], lookup: Readonly<Record<string, DrvRecord>>): void {
+  const views: HostView[] = [];
+  for (const drv of drvs) {
+    if (drv.builder.startsWith("builtin:")) continue;
+    try {
+      const { view } = hostViewFor(hostToolsOf(drv, (hash) => lookup[hash] ?? store.getDrv(hash)));
+      if (view) views.push(view);
+    } catch {
+      // The build itself reports what is wrong, when it comes.
+      return;
+    }
+  }
+  if (views.length > 0) sandboxPool(store.root).showViews(views);
 }
 
 /** Waits for a job slot (at once when the caller keeps none) and resolves with its release. */

@@ -6,9 +6,10 @@
  * /.ukb-host. Per build, this program only mounts: the build's scratch store
  * at /ukb/store with its inputs read-only inside, its build folder at /build,
  * a fresh /tmp and /dev/shm, a fresh IPC namespace, and an empty read-only
- * cover over /.ukb-host. A sandbox's first build also brings the view of the
- * system directories its builds see (src/build/host-view.ts), mounted once
- * over them; ukb gives a sandbox only builds of that view. On "go" it starts the builder with posix_spawn (no
+ * cover over /.ukb-host. The view of the system directories its builds see
+ * (src/build/host-view.ts) is mounted once over them, given with its first
+ * build or before it ("view", while ukb still plans); ukb gives a sandbox
+ * only builds of that view. On "go" it starts the builder with posix_spawn (no
  * fork: forks are dear here), and when the builder exits it kills whatever
  * the build left running (kill(-1) from PID 1 reaches every process of the
  * sandbox), unmounts all of it and answers "done ID STATUS".
@@ -19,8 +20,9 @@
  * can neither unmount the cover nor remount an input writable.
  *
  * Requests on stdin are "LENGTH\n" then LENGTH bytes of NUL-separated fields
- * (env values and arguments hold no NUL; they may hold line breaks): prep,
- * go, kill. No json and no signal module: their imports (enum, re) would
+ * (env values and arguments hold no NUL; they may hold line breaks): view
+ * (the view, before any build asks for it), prep, go, kill. No json and no
+ * signal module: their imports (enum, re) would
  * double the 25 ms a sandbox takes to start. stdin closing (ukb is gone)
  * kills the build and ends the sandbox.
  */
@@ -69,6 +71,11 @@ def bind(src, dst, ro):
     mount(src, dst, None, BIND)
     if ro:
         mount(None, dst, None, REMOUNT | BIND | RDONLY | NOSUID | NODEV | kept_flags(dst))
+
+def describe(e):
+    # What failed, and on which file where Python knows it (a view's file gone since ukb listed it).
+    what = e.strerror or str(e)
+    return "%s: %s" % (e.filename, what) if getattr(e, "filename", None) else what
 
 def umount(path):
     libc.umount2(b(path), DETACH)
@@ -130,6 +137,7 @@ def send(text):
 cur = None  # the build under way: {"id", "log", "pid", "mounts"}
 viewed = False  # whether the system directories show a view (once, for the sandbox's life)
 retiring = False  # a view half made: this sandbox ends after the build it was for
+view_failed = None  # why a view given ahead of its build could not be made: that build fails with it
 
 def apply_view(fields):
     # Per system directory: ROOT, N, then N entries "d" PATH | "b" PATH | "l" PATH TARGET. Built
@@ -160,6 +168,18 @@ def apply_view(fields):
         mount(VIEW, root, None, MOVE)
     viewed, retiring = True, False
 
+def early_view(fields):
+    # ukb counts this sandbox as showing the view from now on: if it is not made, the build
+    # that comes for it fails with the reason, and the sandbox ends after it.
+    global retiring, view_failed
+    if viewed or view_failed is not None:
+        return
+    retiring = True
+    try:
+        apply_view(fields)
+    except OSError as e:
+        view_failed = describe(e)
+
 def prep(i, fields):
     # store, build, log, argc, argv..., envc, (key, value)..., viewc, view fields..., then (base, rel) pairs of inputs
     global cur
@@ -181,6 +201,8 @@ def prep(i, fields):
         retiring = True
     try:
         cur["log"] = os.open(HOST + "/" + log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if view_failed is not None:
+            raise OSError(0, view_failed)
         if view and not viewed:
             apply_view(view)
         if libc.unshare(CLONE_NEWIPC) != 0:
@@ -211,7 +233,7 @@ def prep(i, fields):
         cur["mounts"].append(HOST)
         os.chdir(BUILD)
     except OSError as e:
-        finish(127, "ukb: cannot set the sandbox up: %s" % (e.strerror or e,))
+        finish(127, "ukb: cannot set the sandbox up: %s" % (describe(e),))
 
 def go(i):
     if cur is None or cur["id"] != i or cur["pid"] is not None:
@@ -318,7 +340,9 @@ while True:
             fields = [os.fsdecode(f) for f in payload.split(b"\0")]
             try:
                 op, i = fields[0], int(fields[1])
-                if op == "prep":
+                if op == "view":
+                    early_view(fields[2:])
+                elif op == "prep":
                     prep(i, fields[2:])
                 elif op == "go":
                     go(i)

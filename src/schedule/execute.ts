@@ -10,7 +10,7 @@
  */
 import { setMaxListeners } from "node:events";
 import { baseName, type DrvRecord } from "../graph/index.js";
-import { buildCleanups, buildDerivation, BuildCancelledError, BuildFailedError } from "../build/index.js";
+import { buildCleanups, buildDerivation, BuildCancelledError, BuildFailedError, readySandboxes } from "../build/index.js";
 import { isUkbError, UkbError } from "../errors/index.js";
 import { explainNoSpace, isNoSpace, type Store } from "../store/index.js";
 import type { CacheSet } from "../cache/index.js";
@@ -202,6 +202,9 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
     });
     return progress;
   };
+
+  // The first builds to run (inputs come first in toBuild): their sandboxes mount their views now.
+  readySandboxes(store, plan.toBuild.filter((d) => !d.builder.startsWith("builtin:")).slice(0, opts.jobs), plan.graph.drvs);
 
   await new Promise<void>((resolveAll) => {
     const pump = () => {
