@@ -273,6 +273,8 @@ const volatileCases: [string, string, string][] = [
   ["ukb's command line", `process.argv.includes("--debug")`, "reads ukb's command line (process.argv)"],
   // A copy of one ukb depends on (test setup below): this process has not loaded it.
   ["a native addon", `createRequire(import.meta.url)("./addon.node")`, "loads a native addon (what it reads is not seen)"],
+  // ukb's store has it loaded: Node's module cache gives it again, and never calls process.dlopen.
+  ["a native addon ukb has loaded", `createRequire(import.meta.url)(${JSON.stringify(path.join(ROOT, "node_modules/better-sqlite3/build/Release/better_sqlite3.node"))})`, "loads a native addon (what it reads is not seen)"],
 ];
 
 test("what no stamp can check (a child process, the network, the clock, chance, the host's figures) is evaluated on every run, and the user is told where", async (t) => {

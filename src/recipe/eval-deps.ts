@@ -43,6 +43,16 @@ export function recordDependency(file: string): void {
   files.add(path.resolve(file));
 }
 
+/**
+ * A native addon the recipe's require resolved to (`entry`: the resolver,
+ * below which the caller is looked for). Noted at resolution, not only at
+ * `process.dlopen`: an addon this process loaded already (better-sqlite3's,
+ * for ukb's store) is taken from Node's module cache and never loaded again.
+ */
+export function recordNativeAddon(entry: (...args: never[]) => unknown): void {
+  active?.noteVolatile(NATIVE_ADDON, entry as AnyFn, CHILD, "through");
+}
+
 /** An environment variable ukb's own recipe functions read for the recipe (hostTools: PATH). */
 export function recordEnvDependency(key: string): void {
   shared.env.add(key);
@@ -344,9 +354,6 @@ export function startRecording(): () => Recorded {
       volatileRank = rank;
     }
   };
-  const CHILD = 3;
-  const NETWORK = 2;
-  const HOST = 1;
   // The wrappers report to whichever recording is under way: a package keeps the functions it found
   // as it loaded (lodash keeps Math.random), and calls them in later evaluations of this process.
   active = {
@@ -387,10 +394,10 @@ export function startRecording(): () => Recorded {
     Object.defineProperty(workers, "Worker", { ...workerProperty, ...("value" in workerProperty ? { value: WorkerProxy } : { get: () => WorkerProxy }) });
     restore.push(() => Object.defineProperty(workers, "Worker", workerProperty));
   }
-  // A native addon's code reads what it likes, unseen (a first load; one ukb itself loaded already,
-  // better-sqlite3, is not loaded again and goes unnoticed).
+  // A native addon's code reads what it likes, unseen (a first load; one already loaded is seen
+  // where the recipe's require resolves it, recordNativeAddon).
   // Node's loader calls it for the recipe's require: the caller that counts is the one below it.
-  replace(process, "dlopen", watching((_args, wrapper) => active?.noteVolatile("loads a native addon (what it reads is not seen)", wrapper, CHILD, "through")));
+  replace(process, "dlopen", watching((_args, wrapper) => active?.noteVolatile(NATIVE_ADDON, wrapper, CHILD, "through")));
   // http, https, tls and net all connect through a net.Socket, synchronously with the user's call.
   replace(net.Socket.prototype, "connect", noting("uses the network (a socket's connect)", NETWORK));
   // fetch connects later, on its own stack: the call itself is the read. Node defines it lazily
@@ -597,6 +604,12 @@ function holdsEnv(values: unknown[]): boolean {
   }
   return found;
 }
+
+/** How strongly a volatile evaluation's reason is told: the strongest seen wins. */
+const CHILD = 3;
+const NETWORK = 2;
+const HOST = 1;
+const NATIVE_ADDON = "loads a native addon (what it reads is not seen)";
 
 /** What the wrappers report to: the recording under way, if any. */
 let active:

@@ -23,7 +23,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { isUkbError, RecipeError } from "../errors/index.js";
 import type { DrvRecord, Graph } from "../graph/index.js";
 import { closureOf, isDerivation, isOutputRef } from "./derivation.js";
-import { ENV_KEYS, envKeys, isKernelFile, startRecording, type Recorded } from "./eval-deps.js";
+import { ENV_KEYS, envKeys, isKernelFile, recordNativeAddon, startRecording, type Recorded } from "./eval-deps.js";
 import { extendsChain } from "./tsconfig.js";
 import { callerLocation, isOwnCode, PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "./location.js";
 
@@ -127,7 +127,7 @@ function aliasInRequire(): void {
   requireAliased = true;
   const Module = nodeRequire("node:module") as { _resolveFilename: (request: string, ...rest: unknown[]) => string };
   const original = Module._resolveFilename;
-  Module._resolveFilename = function (request: string, ...rest: unknown[]) {
+  const resolveForRecipes = function (this: unknown, request: string, ...rest: unknown[]): string {
     if (request === "ukb") return apiCjs;
     let resolved: string;
     try {
@@ -150,8 +150,10 @@ function aliasInRequire(): void {
       return resolved;
     }
     if (path.isAbsolute(resolved)) requiredFiles.add(resolved);
+    if (resolved.endsWith(".node")) recordNativeAddon(resolveForRecipes);
     return resolved;
   };
+  Module._resolveFilename = resolveForRecipes;
 }
 
 /** Modules first required by ukb's own code (or by one of those), not by the recipe. */
