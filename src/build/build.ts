@@ -188,21 +188,19 @@ async function runSandboxed(store: Store, drv: DrvRecord, inputClosure: readonly
 }
 
 /**
- * Readies spare sandboxes for the first builds of a plan, `drvs` in the order
- * they will start: each is given the view of the system directories its build
- * will see, which it mounts while ukb is still planning. Builtins run in ukb
- * itself and need none.
+ * Readies spare sandboxes for the first command builds of a plan (`drvs`, in
+ * the order they will start; builtins run in ukb itself): each is given the
+ * view of the system directories its build will see, which it mounts while
+ * ukb is still planning.
  */
 export function readySandboxes(store: Store, drvs: readonly DrvRecord[], lookup: Readonly<Record<string, DrvRecord>>): void {
   const views: HostView[] = [];
   for (const drv of drvs) {
-    if (drv.builder.startsWith("builtin:")) continue;
     try {
       const { view } = hostViewFor(hostToolsOf(drv, (hash) => lookup[hash] ?? store.getDrv(hash)));
       if (view) views.push(view);
     } catch {
-      // The build itself reports what is wrong, when it comes.
-      return;
+      // The build itself reports what is wrong, when it comes; the others' sandboxes are readied still.
     }
   }
   if (views.length > 0) sandboxPool(store.root).showViews(views);
