@@ -22,8 +22,8 @@ export type LaunchOutcome = { readonly answer: RealiseResult } | { readonly fall
 /**
  * The answer for the store at `root` to a launcher of the ukb in
  * `packageRoot` (a launcher of another ukb install falls back: its code may
- * differ): the out-link to make and what to print, or undefined when the
- * Node CLI must run the command.
+ * differ): the out-link to make and what to print, or a fallback saying
+ * why the Node CLI must run the command.
  */
 export async function answerLaunch(request: Extract<Request, { kind: "launch" }>, root: string, packageRoot: string): Promise<LaunchOutcome> {
   const fallback = (why: string): LaunchOutcome => ({ fallback: why });
