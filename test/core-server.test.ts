@@ -13,55 +13,7 @@ import net from "node:net";
 import { execFile, spawn } from "node:child_process";
 import path from "node:path";
 import { HELLO, ROOT, UKB_COMMAND, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
-
-const LAUNCHER = path.join(ROOT, "dist/bin/ukb");
-
-interface Status {
-  pid: number;
-  requests: number;
-  answered: number;
-  lastFallback?: { at: string; why: string };
-}
-
-/** Runs the command as users do (bin/ukb). */
-const launch = (args: string[], cwd: string, env: NodeJS.ProcessEnv = {}) => ukb(args, { cwd, env, command: UKB_COMMAND });
-
-/** For launches that must not start the store's server when none runs (they test servers started by hand). */
-const NO_AUTOSTART = { UKB_NO_SERVER: "1" };
-
-/** The status of `store`'s server (`ukb server status --json`), or undefined when none runs. */
-async function statusOf(store: string): Promise<Status | undefined> {
-  const r = await ukb(["server", "status", "--json", "--store", store]);
-  return (JSON.parse(r.stdout) as Status | null) ?? undefined;
-}
-
-/** Waits up to 15 s for a server of `store` (one a realise starts in the background); stopped when the test ends. */
-async function startedServer(t: ExecutionContext, store: string): Promise<Status | undefined> {
-  t.teardown(() => ukb(["server", "stop", "--store", store]).then(() => undefined));
-  for (let waited = 0; waited < 15_000; waited += 100) {
-    const status = await statusOf(store);
-    if (status) return status;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return undefined;
-}
-
-/** Starts a server for `store` (stopped when the test ends) and returns a reader of its status. */
-async function startServer(t: ExecutionContext, store: string): Promise<() => Promise<Status | undefined>> {
-  const started = await ukb(["server", "start", "--store", store, "--idle-timeout", "300"]);
-  t.is(started.code, 0, started.stderr);
-  t.teardown(() => ukb(["server", "stop", "--store", store]).then(() => undefined));
-  return () => statusOf(store);
-}
-
-/** A project folder with hello.ts realised by Node's CLI into its ./cache. */
-async function realisedHello(t: ExecutionContext): Promise<{ dir: string; store: string; out: string }> {
-  const dir = tempDir();
-  writeRecipe(dir, "hello.ts", HELLO);
-  const first = await ukb(["realise", "hello.ts"], { cwd: dir });
-  t.is(first.code, 0, first.stderr);
-  return { dir, store: path.join(dir, "cache"), out: first.stdout.trim() };
-}
+import { LAUNCHER, MAGIC, NO_AUTOSTART, ask, exits, launch, nodeRecorder, processContext, readyToRun, realisedHello, startServer, startedServer, statusOf } from "./helpers/store-server.js";
 
 test("the native launcher was compiled (a C compiler is part of the test machine)", (t) => {
   t.true(fs.existsSync(LAUNCHER), "npm run build did not compile dist/bin/ukb");
@@ -96,56 +48,65 @@ test("a no-op realise through bin/ukb is answered by the store's server, as Node
   t.is((await status())!.answered, before.answered + 2);
 });
 
-test("anything but a no-op falls back to Node's CLI, which does it", async (t) => {
+test("anything but a no-op is the CLI's: the server's started CLI runs it as Node's CLI would, or the launcher starts Node", async (t) => {
   const { dir, store, out } = await realisedHello(t);
   const status = await startServer(t, store);
   const answered = async () => (await status())!.answered;
   const base = await answered();
 
-  // A changed recipe: the server does not evaluate; the CLI does and builds.
+  // A changed recipe: the server does not evaluate; its started CLI does, and builds.
+  const { ran } = await readyToRun(t, status);
   writeRecipe(dir, "hello.ts", HELLO.replace("echo hello", "echo howdy"));
   const changed = await launch(["realise", "hello.ts"], dir);
   t.is(changed.code, 0, changed.stderr);
   t.not(changed.stdout.trim(), out);
   t.is(fs.readFileSync(changed.stdout.trim(), "utf8"), "HOWDY\n");
+  t.is(fs.readlinkSync(path.join(dir, "result")), changed.stdout.trim());
   t.regex(changed.stderr, /built shout/);
   t.is(await answered(), base);
   // Why, in the server's status (and log): the file that changed.
-  t.is((await status())!.lastFallback?.why, `hello.ts needs an evaluation: ${path.join(dir, "hello.ts")} changed`);
-  t.regex((await ukb(["server", "status", "--store", store])).stdout, /the last one it left to the CLI \(.*\): hello\.ts needs an evaluation: .*hello\.ts changed/);
+  t.like(await status(), { ran: ran + 1, lastRun: { why: `hello.ts needs an evaluation: ${path.join(dir, "hello.ts")} changed` } });
+  t.regex((await ukb(["server", "status", "--store", store])).stdout, /the last one it ran \(.*\): hello\.ts needs an evaluation: .*hello\.ts changed/);
   // ... and once evaluated and built, it is the server's again.
   t.is((await launch(["realise", "hello.ts"], dir)).stdout, changed.stdout);
   t.is(await answered(), base + 1);
 
-  // Errors are the CLI's, word for word.
+  // Errors are the CLI's, word for word, whoever runs it.
   writeRecipe(dir, "broken.ts", `import { derivation } from "ukb";\nexport default derivation({ name: "x", builder: "/bin/sh" ;\n`);
-  const broken = await launch(["realise", "broken.ts"], dir);
-  const brokenByNode = await ukb(["realise", "broken.ts"], { cwd: dir });
-  t.is(broken.code, 2);
-  t.is(broken.stderr, brokenByNode.stderr);
-  const missing = await launch(["realise", "hello.ts", "-A", "nope"], dir);
-  t.is(missing.code, 2);
-  t.regex(missing.stderr, /hello\.ts: has no derivation export 'nope'/);
-  const usage = await launch(["realise", "hello.ts", "--jobs", "zero"], dir);
-  t.is(usage.code, 2);
-  t.regex(usage.stderr, /--jobs needs a positive whole number/);
+  for (const [args, code] of [
+    [["realise", "broken.ts"], 2],
+    [["realise", "hello.ts", "-A", "nope"], 2],
+    [["realise", "hello.ts", "--jobs", "zero"], 2],
+  ] as const) {
+    await readyToRun(t, status);
+    const byServer = await launch([...args], dir);
+    const byNode = await ukb([...args], { cwd: dir });
+    t.is(byServer.code, code, byServer.stderr);
+    t.is(byServer.stderr, byNode.stderr);
+    t.is(byServer.stdout, byNode.stdout);
+  }
+  t.regex((await ukb(["realise", "hello.ts", "-A", "nope"], { cwd: dir })).stderr, /hello\.ts: has no derivation export 'nope'/);
+  t.is((await status())!.ran, ran + 4);
 
-  // Another PATH is another evaluation (hostTools looks programs up in it): the CLI's.
+  // Another PATH is another evaluation (hostTools looks programs up in it): the started CLI's, with that PATH.
+  await readyToRun(t, status);
   const otherPath = await launch(["realise", "hello.ts", "--no-out-link"], dir, { PATH: "/bin:/usr/bin" });
   t.is(otherPath.code, 0, otherPath.stderr);
   t.is(await answered(), base + 1);
-  t.regex((await status())!.lastFallback?.why ?? "", /^hello\.ts needs an evaluation: no evaluation of it is cached/);
-  // Other options and commands are the CLI's.
+  t.regex((await status())!.lastRun?.why ?? "", /^hello\.ts needs an evaluation: no evaluation of it is cached/);
+  // Other options are run too; other commands are Node's.
+  await readyToRun(t, status);
   const dry = await launch(["realise", "hello.ts", "--dry-run"], dir);
   t.regex(dry.stdout, /nothing to build/);
+  t.is((await status())!.ran, ran + 6);
   const show = await launch(["show", "hello.ts"], dir);
   t.is(show.code, 0, show.stderr);
   t.truthy(JSON.parse(show.stdout));
-  // Another store is not this server's.
+  // Another store is not this server's (the launcher asks that store's, which has none): Node's CLI.
   const elsewhere = await launch(["realise", "hello.ts", "--no-out-link", "--store", path.join(dir, "other")], dir);
   t.is(elsewhere.code, 0, elsewhere.stderr);
   t.true(elsewhere.stdout.startsWith(path.join(dir, "other")));
-  t.is(await answered(), base + 1);
+  t.like(await status(), { answered: base + 1, ran: ran + 6 });
 });
 
 // Serial (ava runs serial tests before the others): every server of this ukb sees its code change.
@@ -193,8 +154,8 @@ test.serial("the server stops when its store is deleted or ukb's code changes; u
   await new Promise((r) => silent.once("connect", r));
   // A stop with a request behind it: the server still exits.
   const socket = path.join(store, "server.sock");
-  const stopRequest = ["ukb-server-3", "control", "stop", ""].join("\0");
-  const statusRequest = ["ukb-server-3", "control", "status", ""].join("\0");
+  const stopRequest = [MAGIC, "control", "stop", ""].join("\0");
+  const statusRequest = [MAGIC, "control", "status", ""].join("\0");
   await Promise.all([ask(socket, stopRequest), ask(socket, statusRequest).catch(() => "")]);
   t.true(await exits(third!.pid, 8000), "the server lingered after it was stopped");
   const stopped = await ukb(["server", "stop", "--store", store]);
@@ -216,7 +177,7 @@ test("a store whose path is too long for a socket address has a server too", asy
 });
 
 /** A launch request as the launcher writes it for this process, with `change` applied. */
-function launchRequest(dir: string, change: Partial<Record<"uid" | "gid" | "groups" | "mountNamespace" | "pidNamespace" | "pid" | "rootIdentity" | "cwdIdentity" | "packageRoot", string>> = {}, argv = ["realise", "hello.ts", "--no-out-link"]): string {
+function launchRequest(dir: string, change: Partial<Record<"uid" | "gid" | "groups" | "mountNamespace" | "pidNamespace" | "pid" | "rootIdentity" | "cwdIdentity" | "packageRoot" | "umask" | "terminal" | "processContext", string>> = {}, argv = ["realise", "hello.ts", "--no-out-link"]): string {
   const id = (p: string) => {
     const st = fs.statSync(p, { bigint: true });
     return `${st.dev}:${st.ino}`;
@@ -231,9 +192,12 @@ function launchRequest(dir: string, change: Partial<Record<"uid" | "gid" | "grou
     rootIdentity: id("/"),
     cwdIdentity: id(dir),
     packageRoot: ROOT,
+    umask: "22",
+    terminal: "0,0,0",
+    processContext: processContext(),
     ...change,
   };
-  return ["ukb-server-3", "launch", fields.uid, fields.gid, fields.groups, fields.mountNamespace, fields.pidNamespace, fields.pid, fields.rootIdentity, fields.cwdIdentity, fields.packageRoot, dir]
+  return [MAGIC, "launch", fields.uid, fields.gid, fields.groups, fields.mountNamespace, fields.pidNamespace, fields.pid, fields.rootIdentity, fields.cwdIdentity, fields.packageRoot, dir, fields.umask, fields.terminal, fields.processContext]
     // The environment, whole, as the launcher sends it.
     .concat([String(Object.keys(process.env).length), ...Object.entries(process.env).map(([k, v]) => `${k}=${v}`), String(argv.length), ...argv])
     .map((f) => `${f}\0`)
@@ -263,7 +227,7 @@ test("the server answers only a launcher that is, and sees, what it is and sees;
     t.is(await ask(socket, launchRequest(dir, change)), "fallback\n", JSON.stringify(change));
   }
   t.is(await ask(socket, "garbage"), "fallback\n");
-  t.is(await ask(socket, ["ukb-server-3", "launch", "0", "0", "", "-", "-", "1", "-", "-", ROOT, dir, "999", ""].join("\0")), "fallback\n");
+  t.is(await ask(socket, [MAGIC, "launch", "0", "0", "", "-", "-", "1", "-", "-", ROOT, dir, "999", ""].join("\0")), "fallback\n");
   t.is((await status())!.answered, 1);
 });
 
@@ -448,15 +412,6 @@ test("the launcher makes the out-link itself: with its own rights, in its own vi
   t.is(fs.readlinkSync(path.join(dir, "r")), out);
 });
 
-/** A `node` first on PATH that records each start, then runs the real one. */
-function nodeRecorder(): { PATH: string; starts: () => string; clear: () => void } {
-  const bin = tempDir();
-  const log = path.join(bin, "starts");
-  fs.writeFileSync(log, "");
-  fs.writeFileSync(path.join(bin, "node"), `#!/bin/sh\necho "$*" >> '${log}'\nexec '${process.execPath}' "$@"\n`, { mode: 0o755 });
-  return { PATH: `${bin}:${process.env.PATH}`, starts: () => fs.readFileSync(log, "utf8"), clear: () => fs.writeFileSync(log, "") };
-}
-
 test("an answered no-op starts no Node; what it must not answer starts Node; a file in the link's place is left alone", async (t) => {
   const { dir, store, out } = await realisedHello(t);
   const node = nodeRecorder();
@@ -473,11 +428,18 @@ test("an answered no-op starts no Node; what it must not answer starts Node; a f
   t.is(node.starts(), "", "Node ran: the launcher did not carry out the answer");
   t.is((await status())!.answered, 1);
 
+  // What the server does not answer, its started CLI runs: no Node starts for it either.
   for (const flag of ["--no-eval-cache", "--dry-run"]) {
+    const { ran } = await readyToRun(t, status);
     node.clear();
     t.is((await launch(["realise", "hello.ts", flag], dir, { PATH: node.PATH })).code, 0);
-    t.regex(node.starts(), /realise hello\.ts/, `${flag} did not reach Node`);
+    t.is(node.starts(), "", `${flag} started Node`);
+    t.is((await status())!.ran, ran + 1, `${flag} was not run by the server's started CLI`);
   }
+  // Without a server that can run it, the launcher starts Node.
+  node.clear();
+  t.is((await launch(["realise", "hello.ts", "--dry-run"], dir, { PATH: node.PATH, UKB_NO_SERVER: "1" })).code, 0);
+  t.regex(node.starts(), /realise hello\.ts/);
   for (const make of [(p: string) => fs.writeFileSync(p, "precious\n"), (p: string) => fs.mkdirSync(p)]) {
     const name = path.join(dir, `taken-${fs.readdirSync(dir).length}`);
     make(name);
@@ -509,7 +471,7 @@ test("the launcher sends its own user's server its environment, every entry, and
   const r = await launch(["realise", "hello.ts"], dir, { VERSION: "2", UKB_STORE: "cache" });
   t.is(r.stdout, `${out}\n`);
   t.is(requests.length, 1);
-  t.regex(requests[0]!, /^ukb-server-3\0launch\0/);
+  t.regex(requests[0]!, new RegExp(`^${MAGIC}\0launch\0`));
   const fields = requests[0]!.split("\0");
   for (const entry of ["VERSION=2", "UKB_STORE=cache", `PATH=${process.env.PATH}`]) t.true(fields.includes(entry), entry);
   // Past the server's limit (1 MiB) the launcher does not ask: the CLI answers.
@@ -519,29 +481,6 @@ test("the launcher sends its own user's server its environment, every entry, and
   t.is(big.stdout, `${out}\n`);
   t.is(requests.length, 1, "a request over the limit was sent");
 });
-
-/** Sends raw bytes to a socket and returns what comes back. */
-function ask(socket: string, bytes: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const conn = net.createConnection(socket, () => conn.end(bytes));
-    let answer = "";
-    conn.on("data", (d: Buffer) => (answer += d));
-    conn.on("error", reject);
-    conn.on("close", () => resolve(answer));
-  });
-}
-
-async function exits(pid: number, withinMs: number): Promise<boolean> {
-  for (let waited = 0; waited < withinMs; waited += 100) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return true;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return false;
-}
 
 test("a recipe that reads an environment variable: the server answers while its value is the one evaluated with, and falls back when it changes or is unset", async (t) => {
   const dir = tempDir();

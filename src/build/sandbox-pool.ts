@@ -26,7 +26,7 @@ import { UkbError } from "../errors/index.js";
 import { VIRTUAL_STORE } from "../graph/index.js";
 import { AGENT_SOURCE } from "./sandbox-pool-py.js";
 import { inSystemDirs } from "../host/index.js";
-import { BUILD_TOP, findBwrap, systemDirArgs, type SandboxSpec } from "./sandbox.js";
+import { BUILD_TOP, findBwrap, forgetBwrap, systemDirArgs, type SandboxSpec } from "./sandbox.js";
 import type { HostView } from "./host-view.js";
 import { holdEventLoop, toExit, type Exit, type GatedRun } from "./spawner.js";
 
@@ -226,6 +226,11 @@ class SandboxPool {
     return undefined;
   }
 
+  /** Stops the spare sandboxes (builds under way go on). */
+  discardSpares(): void {
+    for (const agent of this.spare.splice(0)) agent.proc.kill("SIGKILL");
+  }
+
   private start(): Agent | undefined {
     const python = findSandboxPython();
     if (typeof python !== "string") {
@@ -281,6 +286,22 @@ function hold(agent: Agent, busy: boolean): void {
 }
 
 const pools = new Map<string, SandboxPool>();
+
+/**
+ * What sandboxes started now depend on in the environment: PATH (where bwrap
+ * is), UKB_SANDBOX and UKB_PYTHON. The server's started CLI starts them
+ * ahead of a launch, then keeps them only if the launch's are the same.
+ */
+export function sandboxSettings(): string {
+  return JSON.stringify([process.env.PATH, process.env.UKB_SANDBOX, process.env.UKB_PYTHON]);
+}
+
+/** Stops every spare sandbox and forgets the pools and the bwrap found (the environment they were started in is gone). */
+export function discardSandboxPools(): void {
+  for (const pool of pools.values()) pool.discardSpares();
+  pools.clear();
+  forgetBwrap();
+}
 
 /** The pool of sandboxes for builds in the store at `root`. */
 export function sandboxPool(root: string): SandboxPool {

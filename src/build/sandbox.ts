@@ -17,6 +17,10 @@ import type { HostView } from "./host-view.js";
 export const BUILD_TOP = "/build";
 
 let bwrapPath: string | undefined;
+/** Forgets the bwrap found, for a process whose PATH changed (the server's started CLI taking a launcher's). */
+export function forgetBwrap(): void {
+  bwrapPath = undefined;
+}
 export function findBwrap(): string {
   if (bwrapPath) return bwrapPath;
   for (const dir of (process.env.PATH ?? "/usr/bin:/bin").split(":").concat(["/usr/bin", "/bin"])) {

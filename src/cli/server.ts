@@ -43,6 +43,9 @@ export async function serverCommand(argv: string[]): Promise<number> {
         ...(values["if-store-exists"] ? { onlyExistingStore: true } : {}),
       });
       return ExitCode.ok;
+    case "warm":
+      // Started by the server itself (src/server/warm.ts): not in the usage.
+      return (await import("../server/warm-child.js")).serveOneRun(root);
     case "start":
       return start(root, idleSeconds);
     case "stop": {
@@ -55,7 +58,9 @@ export async function serverCommand(argv: string[]): Promise<number> {
       if (values.json) writeStdout(`${JSON.stringify(status ?? null)}\n`);
       else if (!status) writeStdout(`no server runs for ${root}\n`);
       else {
-        writeStdout(`a server runs for ${root}: pid ${status.pid}, since ${status.startedAt}, ${status.answered} of ${status.requests} requests answered\n`);
+        writeStdout(`a server runs for ${root}: pid ${status.pid}, since ${status.startedAt}, ${status.answered} of ${status.requests} requests answered, ${status.ran} run by its started CLI\n`);
+        writeStdout(`its started CLI: ${status.startedCli}\n`);
+        if (status.lastRun) writeStdout(`the last one it ran (${status.lastRun.at}): ${status.lastRun.why}\n`);
         if (status.lastFallback) writeStdout(`the last one it left to the CLI (${status.lastFallback.at}): ${status.lastFallback.why}\n`);
       }
       return status ? ExitCode.ok : ExitCode.buildFailed;

@@ -13,6 +13,13 @@
  * only make a command faster, never different. The one thing it writes, the
  * out-link, this launcher makes itself: with its own rights, in its own view.
  *
+ * When the server cannot answer itself (a changed recipe, something to
+ * build), its started CLI may run the command in our place (answer `run`):
+ * this launcher then writes that run's output as it comes, forwards its
+ * signals to it, and exits with its code. The run has our arguments,
+ * environment, folder, umask and terminal, and the server's rights, which
+ * it checked are ours (src/server/warm.ts).
+ *
  * Protocol: src/server/protocol.ts. It talks only to a server of its own
  * user (SO_PEERCRED), and sends it the environment: a cached evaluation
  * names the variables its recipe read, and the server compares their values
@@ -28,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -37,7 +45,7 @@
 
 extern char **environ;
 
-#define MAGIC "ukb-server-3"
+#define MAGIC "ukb-server-4"
 /* Tells the Node CLI that no server listens for the store (src/cli/launcher-note.ts takes it). */
 #define NO_SERVER_YET "UKB_LAUNCHER_NO_SERVER"
 /* The server reads no more than this (src/server/protocol.ts): a bigger request is the CLI's. */
@@ -163,6 +171,60 @@ static int env_fields(struct buf *b) {
   return bad;
 }
 
+/* Our umask, in octal: a run makes its files (out-links, logs) as we would. */
+static int umask_field(struct buf *b) {
+  mode_t mask = umask(0);
+  umask(mask);
+  char text[16];
+  snprintf(text, sizeof text, "%o", (unsigned)mask);
+  return buf_field(b, text);
+}
+
+/* Whether stdout and stderr are terminals, and the width: "O,E,COLUMNS" (a run draws its status line as Node would here). */
+static int terminal_field(struct buf *b) {
+  struct winsize size;
+  int columns = 0;
+  if (ioctl(2, TIOCGWINSZ, &size) == 0 || ioctl(1, TIOCGWINSZ, &size) == 0) columns = size.ws_col;
+  char text[32];
+  snprintf(text, sizeof text, "%d,%d,%d", isatty(1) ? 1 : 0, isatty(2) ? 1 : 0, columns > 99999 ? 99999 : columns);
+  return buf_field(b, text);
+}
+
+/*
+ * Our capabilities, no_new_privs and seccomp mode: the lines of /proc/self/status the server
+ * compares with its own (src/server/protocol.ts processContextOf), whitespace runs made one
+ * space, joined by ';'. "-" when they cannot be read: the server then runs nothing for us.
+ */
+static int process_context_field(struct buf *b) {
+  static const char *wanted[] = {"CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:", "NoNewPrivs:", "Seccomp:"};
+  FILE *status = fopen("/proc/self/status", "re");
+  if (!status) return buf_field(b, "-");
+  struct buf text = {0};
+  char line[512];
+  int bad = 0;
+  while (!bad && fgets(line, sizeof line, status)) {
+    int keep = 0;
+    for (size_t i = 0; i < sizeof wanted / sizeof *wanted; i++) keep |= strncmp(line, wanted[i], strlen(wanted[i])) == 0;
+    if (!keep) continue;
+    if (text.len > 0) bad = buf_add(&text, ";", 1);
+    int space = 0;
+    size_t start = text.len;
+    for (char *c = line; !bad && *c; c++) {
+      if (*c == ' ' || *c == '\t' || *c == '\n') {
+        space = 1;
+        continue;
+      }
+      if (space && text.len > start) bad = buf_add(&text, " ", 1);
+      space = 0;
+      if (!bad) bad = buf_add(&text, c, 1);
+    }
+  }
+  fclose(status);
+  bad = bad || buf_add(&text, "", 1) || buf_add(b, text.data, text.len);
+  free(text.data);
+  return bad ? -1 : 0;
+}
+
 /*
  * Writes all of `n` bytes, or fails. A non-blocking stdout that is full is
  * waited for, as Node does; the socket's EAGAIN is its send timeout expiring.
@@ -187,11 +249,14 @@ static int write_all(int fd, const char *data, size_t n, int is_socket) {
  * Asks the server; returns its answer (NUL-terminated, length in *len) or
  * NULL when there is none to use. *absent says whether that is because no
  * server listens for the store (no store yet, no socket, nobody behind it),
- * as opposed to one that cannot serve us.
+ * as opposed to one that cannot serve us. For a `run` answer, the answer
+ * holds what came so far and *run_sock the connection, which the run's
+ * output follows (else it is -1).
  */
-static char *ask_server(int argc, char **argv, size_t *len, int *absent) {
+static char *ask_server(int argc, char **argv, size_t *len, int *absent, int *run_sock) {
   char cwd[PATH_MAX];
   *absent = 0;
+  *run_sock = -1;
   if (!getcwd(cwd, sizeof cwd)) return NULL; /* a deleted folder: the CLI says so */
   int dir = open(store_of(argc, argv), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0) {
@@ -222,7 +287,8 @@ static char *ask_server(int argc, char **argv, size_t *len, int *absent) {
             buf_count(&request, (long)getegid()) || groups_field(&request) || buf_field(&request, mount_ns) ||
             buf_field(&request, pid_ns) || buf_count(&request, (long)getpid()) ||
             buf_field(&request, root_id) || buf_field(&request, cwd_id) || buf_field(&request, package_root) ||
-            buf_field(&request, cwd) || env_fields(&request);
+            buf_field(&request, cwd) || umask_field(&request) || terminal_field(&request) ||
+            process_context_field(&request) || env_fields(&request);
   bad = bad || buf_count(&request, argc - 1);
   for (int i = 1; !bad && i < argc; i++) bad = buf_field(&request, argv[i]);
   /* Past the server's limit (a huge environment), the CLI answers: no connection is made. */
@@ -286,8 +352,13 @@ static char *ask_server(int argc, char **argv, size_t *len, int *absent) {
       return NULL;
     }
     if (n == 0) break;
+    /* A run: its output comes for as long as it runs, with no deadline (follow_run reads it). */
+    if (answer.len > 4 && memcmp(answer.data, "run ", 4) == 0 && memchr(answer.data, '\n', answer.len)) {
+      *run_sock = sock;
+      break;
+    }
   }
-  close(sock);
+  if (*run_sock < 0) close(sock);
   if (buf_add(&answer, "", 1) != 0) {
     free(answer.data);
     return NULL;
@@ -379,6 +450,75 @@ static int carry_out(char *answer, size_t len) {
   return 0;
 }
 
+/* The run's process, which our signals go to (as they would to our own Node CLI). */
+static volatile sig_atomic_t run_pid;
+
+static void forward_signal(int signal) {
+  if (run_pid > 0) kill((pid_t)run_pid, signal);
+}
+
+/*
+ * Follows a `run PID` answer (`head`: what came so far) on `sock`: writes
+ * the run's output frames to our stdout and stderr as they come, forwards
+ * SIGINT, SIGTERM, SIGHUP and SIGQUIT to the run, and returns its exit
+ * code; -1 when the stream ended before the run did (the server killed).
+ */
+static int follow_run(int sock, const char *head, size_t len) {
+  const char *eol = memchr(head, '\n', len);
+  char *end;
+  long pid = strtol(head + 4, &end, 10);
+  if (pid <= 0 || end != eol) return -1;
+  run_pid = (sig_atomic_t)pid;
+  struct sigaction forward = {.sa_handler = forward_signal, .sa_flags = SA_RESTART};
+  sigemptyset(&forward.sa_mask);
+  int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+  for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++) sigaction(forwarded[i], &forward, NULL);
+  /* A reader that has gone drops the output; the run goes on, as Node's CLI does. */
+  signal(SIGPIPE, SIG_IGN);
+  struct timeval no_timeout = {0};
+  setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &no_timeout, sizeof no_timeout);
+  struct buf pending = {0};
+  if (buf_add(&pending, eol + 1, len - (size_t)(eol + 1 - head)) != 0) return -1;
+  int writable[3] = {0, 1, 1};
+  size_t at = 0;
+  char chunk[65536];
+  for (;;) {
+    /* Every whole frame in what came: "1 N\n" or "2 N\n" and N bytes, or "x CODE\n". */
+    for (;;) {
+      const char *frame = pending.data + at;
+      size_t avail = pending.len - at;
+      const char *frame_eol = avail ? memchr(frame, '\n', avail) : NULL;
+      if (!frame_eol) break;
+      if (frame[0] == 'x' && frame[1] == ' ') {
+        long code = strtol(frame + 2, NULL, 10);
+        free(pending.data);
+        return code >= 0 && code <= 255 ? (int)code : 70;
+      }
+      if ((frame[0] != '1' && frame[0] != '2') || frame[1] != ' ') {
+        free(pending.data);
+        return -1;
+      }
+      size_t n = strtoul(frame + 2, NULL, 10);
+      size_t header = (size_t)(frame_eol + 1 - frame);
+      if (avail < header + n) break;
+      int fd = frame[0] - '0';
+      if (writable[fd] && write_all(fd, frame_eol + 1, n, 0) != 0) writable[fd] = 0;
+      at += header + n;
+    }
+    if (at > 0) {
+      memmove(pending.data, pending.data + at, pending.len - at);
+      pending.len -= at;
+      at = 0;
+    }
+    ssize_t n = read(sock, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || buf_add(&pending, chunk, (size_t)n) != 0) {
+      free(pending.data);
+      return -1;
+    }
+  }
+}
+
 int main(int argc, char **argv) {
   standard_fds();
   find_package_root(argv[0]);
@@ -386,7 +526,21 @@ int main(int argc, char **argv) {
   if (argc > 1 && (strcmp(argv[1], "realise") == 0 || strcmp(argv[1], "build") == 0) && !needs_node()) {
     size_t len = 0;
     int absent = 0;
-    char *answer = ask_server(argc, argv, &len, &absent);
+    int run_sock = -1;
+    char *answer = ask_server(argc, argv, &len, &absent, &run_sock);
+    if (run_sock >= 0) {
+      int code = follow_run(run_sock, answer, len);
+      if (code >= 0) return code;
+      /* A realise done twice does nothing twice: what the first built is valid for the second. */
+      fprintf(stderr, "ukb: warning: the store's server stopped during the run; running it again without the server\n");
+      close(run_sock);
+      signal(SIGINT, SIG_DFL);
+      signal(SIGTERM, SIG_DFL);
+      signal(SIGHUP, SIG_DFL);
+      signal(SIGQUIT, SIG_DFL);
+      signal(SIGPIPE, SIG_DFL);
+      run_node(argc, argv);
+    }
     if (answer && len >= 3 && memcmp(answer, "ok\n", 3) == 0) {
       int code = carry_out(answer + 3, len - 3);
       if (code >= 0) return code;

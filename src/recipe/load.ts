@@ -314,6 +314,29 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
 }
 
 /**
+ * For the server's started CLI (src/server/warm-child.ts): esbuild's
+ * service up and the recipe API loaded before a recipe comes. The service
+ * then stays up through the evaluation; the function returned lets it stop.
+ */
+export async function warmEvaluation(): Promise<() => void> {
+  const esbuild = nodeRequire("esbuild") as Esbuild;
+  nodeRequire(apiCjs);
+  bundling++;
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    if (--bundling === 0) void esbuild.stop();
+  };
+  try {
+    await esbuild.transform("", { loader: "ts" });
+  } catch {
+    // No service: the evaluation starts its own, as the CLI does.
+  }
+  return release;
+}
+
+/**
  * `import … from "ukb"` as an ES module whose exports esbuild knows (the API's
  * own names, read from the loaded API): a name the API lacks is then reported
  * at bundling, not undefined at run time. The module itself requires the API.

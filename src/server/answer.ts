@@ -1,23 +1,30 @@
 /**
- * The one question the server answers: is this `ukb realise` a no-op, and
- * if so, what does it print? Everything else (a recipe to evaluate, anything
- * to build, an error to report, another command) is the Node CLI's: the
- * answer is then "fallback" and the launcher runs it. The no-op runs the
- * same code as the CLI's (parse, eval cache, validity, out-link), with the
- * client's working folder and PATH in place of the server's.
+ * The one question the server answers itself: is this `ukb realise` a
+ * no-op, and if so, what does it print? Everything else (a recipe to
+ * evaluate, anything to build, an error to report) is the CLI's: the
+ * outcome is then a fallback with its reason, and whether the server's
+ * started CLI may run it in the launcher's place (./warm.ts), or only the
+ * launcher's own Node CLI may. The no-op runs the same code as the CLI's
+ * (parse, eval cache, validity, out-link), with the client's working folder
+ * and PATH in place of the server's.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { Store, processOwner } from "../store/index.js";
 import { parseRealiseArgs, realiseResult, type RealiseArgs, type RealiseResult } from "../cli/realise.js";
 import { loadWithCache, pickOutputs, storeRoot } from "../cli/context.js";
-import { fileIdentity, type Request } from "./protocol.js";
+import { fileIdentity, ownProcessContext, type Request } from "./protocol.js";
 
 /** Thrown from the eval cache's onEvaluate: the recipe or what it read changed, the CLI evaluates it. */
 class NeedsEvaluation extends Error {}
 
-/** What the server does with a launch: answers it, or leaves it to the Node CLI, saying why (for its log and status). */
-export type LaunchOutcome = { readonly answer: RealiseResult } | { readonly fallback: string };
+/**
+ * What the server does with a launch: answers it, or leaves it to the CLI,
+ * saying why (for its log and status). `runnable`: the launcher is this
+ * server's user, sees its files, has its capabilities and names its store,
+ * so the server's started CLI may run the command for it.
+ */
+export type LaunchOutcome = { readonly answer: RealiseResult } | { readonly fallback: string; readonly runnable: boolean };
 
 /**
  * The answer for the store at `root` to a launcher of the ukb in
@@ -26,11 +33,23 @@ export type LaunchOutcome = { readonly answer: RealiseResult } | { readonly fall
  * why the Node CLI must run the command.
  */
 export async function answerLaunch(request: Extract<Request, { kind: "launch" }>, root: string, packageRoot: string): Promise<LaunchOutcome> {
-  const fallback = (why: string): LaunchOutcome => ({ fallback: why });
-  if (!sameAsServer(request)) return fallback("the launcher is another user, or sees other files");
-  if (realpathOr(request.packageRoot) !== realpathOr(packageRoot)) return fallback(`the launcher is another ukb's (${request.packageRoot})`);
+  const onlyLauncher = (why: string): LaunchOutcome => ({ fallback: why, runnable: false });
+  if (!sameAsServer(request)) return onlyLauncher("the launcher is another user, or sees other files");
+  if (realpathOr(request.packageRoot) !== realpathOr(packageRoot)) return onlyLauncher(`the launcher is another ukb's (${request.packageRoot})`);
   const [command, ...rest] = request.argv;
-  if (command !== "realise" && command !== "build") return fallback(`'${command}' is the CLI's`);
+  if (command !== "realise" && command !== "build") return onlyLauncher(`'${command}' is the CLI's`);
+  // Past this point the launcher is the server's user and sees its files: whatever the CLI must
+  // do, the started CLI may do for it, if it also has the server's rights.
+  const context = ownProcessContext();
+  const sameRights = context !== undefined && request.processContext === context;
+  // /dev/fd/N, /dev/stdin or /proc/self/… name the launcher's own descriptors and process, which the
+  // started CLI does not have: `ukb realise <(generate-recipe)`.
+  const ownFiles = [request.cwd, ...request.argv, request.env.UKB_STORE ?? ""].some((arg) => /^\/(proc|dev)\//.test(path.resolve(request.cwd, arg)));
+  const runnable = sameRights && !ownFiles;
+  const fallback = (why: string): LaunchOutcome => ({
+    fallback: runnable ? why : `${why}; ${ownFiles ? "it names files under /dev or /proc, which are the launcher's own" : "the launcher's capabilities, no_new_privs or seccomp are not the server's"}`,
+    runnable,
+  });
   let args: RealiseArgs;
   try {
     args = parseRealiseArgs(rest);
@@ -39,10 +58,10 @@ export async function answerLaunch(request: Extract<Request, { kind: "launch" }>
   }
   if (args.values["dry-run"] || args.values["no-eval-cache"]) return fallback("--dry-run and --no-eval-cache are the CLI's");
   // The same text, not only the same folder: output paths and out-links are spelled from it, and
-  // gc matches roots by their text.
-  if (storeRoot(args.values.store, request.env, request.cwd) !== root) return fallback("it names another store");
+  // gc matches roots by their text. (The started CLI keeps sandboxes for this store only.)
+  if (storeRoot(args.values.store, request.env, request.cwd) !== root) return onlyLauncher("it names another store");
   // No store here any more: the CLI makes one.
-  if (!fs.existsSync(path.join(root, "ukb.sqlite"))) return fallback("the store is gone");
+  if (!fs.existsSync(path.join(root, "ukb.sqlite"))) return onlyLauncher("the store is gone");
   // Opened for this answer and closed after it (about 0.5 ms): a database held open would keep its
   // WAL files on disk, which a user restoring or deleting ukb.sqlite alone does not expect.
   const store = Store.open(root);

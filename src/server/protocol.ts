@@ -8,20 +8,29 @@
  * `stop`). Launch fields: who the launcher is (uid, gid, supplementary
  * groups), what it sees (its mount namespace), its PID namespace and PID
  * (the server keeps the paths it answers with from gc while that process
- * lives), dev:ino of `/` and of its working folder, its ukb folder, its working folder, the number of
- * environment entries and the entries (all of them: the server compares the
- * variables a cached evaluation read with them), the number of arguments and
- * the arguments.
- * An answer is `ok\n`, the out-link to make (empty for none), NUL, the path
- * it points at, NUL, and what to print on stdout (exit 0), or `fallback\n`:
- * the launcher then runs the Node CLI with the same arguments, which does
- * everything the server does not (it only answers no-op realises).
+ * lives), dev:ino of `/` and of its working folder, its ukb folder, its working folder,
+ * its umask (octal), its terminal (`O,E,COLUMNS`: whether stdout and stderr
+ * are terminals, and the width), its process context (the `Cap*`,
+ * `NoNewPrivs` and `Seccomp` lines of /proc/self/status, joined by `;`), the
+ * number of environment entries and the entries (all of them: the server
+ * compares the variables a cached evaluation read with them), the number of
+ * arguments and the arguments.
+ *
+ * An answer is one of:
+ * - `ok\n`, the out-link to make (empty for none), NUL, the path it points
+ *   at, NUL, and what to print on stdout (exit 0): a no-op;
+ * - `run PID\n`, then frames `1 N\n` or `2 N\n` followed by N bytes for the
+ *   launcher's stdout or stderr, and last `x CODE\n`: the server's started
+ *   CLI (process PID, to which the launcher forwards its signals) runs the
+ *   command as the launcher's own Node CLI would, with its environment,
+ *   folder, umask and terminal;
+ * - `fallback\n`: the launcher runs the Node CLI with the same arguments.
  */
 
 import fs from "node:fs";
 
 export const SOCKET_NAME = "server.sock";
-export const MAGIC = "ukb-server-3";
+export const MAGIC = "ukb-server-4";
 /** Requests are a few kilobytes; anything past this is not a launcher. */
 export const MAX_REQUEST = 1 << 20;
 
@@ -38,10 +47,21 @@ export type Request =
       cwdIdentity: string;
       packageRoot: string;
       cwd: string;
+      umask: number;
+      terminal: Terminal;
+      /** Capabilities, no_new_privs and seccomp, as /proc/self/status says them: a run needs the server's own. */
+      processContext: string;
       env: Record<string, string>;
       argv: string[];
     }
   | { kind: "control"; command: string };
+
+/** What the launcher's stdout and stderr are: a run shows the live status line only where the launcher's stderr is a terminal. */
+export interface Terminal {
+  stdout: boolean;
+  stderr: boolean;
+  columns: number;
+}
 
 /** Parses a request, or says in a few words why it is not one. */
 export function parseRequest(bytes: Buffer): Request | string {
@@ -70,11 +90,16 @@ export function parseRequest(bytes: Buffer): Request | string {
   const cwdIdentity = next();
   const packageRoot = next();
   const cwd = next();
+  const umaskText = next();
+  const terminalText = next();
+  const processContext = next();
   const envCount = count();
   if (uid === undefined || gid === undefined || groupsText === undefined || !/^(\d+(,\d+)*)?$/.test(groupsText)) return "malformed credentials";
   if (mountNamespace === undefined || pidNamespace === undefined || pid === undefined || pid < 1 || rootIdentity === undefined || cwdIdentity === undefined || packageRoot === undefined || cwd === undefined || envCount === undefined) {
     return "malformed launch request";
   }
+  const terminal = /^([01]),([01]),(\d{1,5})$/.exec(terminalText ?? "");
+  if (umaskText === undefined || !/^[0-7]{1,4}$/.test(umaskText) || !terminal || processContext === undefined) return "malformed launch request";
   const groups = groupsText === "" ? [] : groupsText.split(",").map(Number);
   // As getenv: the first of duplicate entries counts.
   const env: Record<string, string> = Object.create(null) as Record<string, string>;
@@ -86,7 +111,24 @@ export function parseRequest(bytes: Buffer): Request | string {
   }
   const argc = count();
   if (argc === undefined || at + argc !== fields.length) return "malformed arguments";
-  return { kind, uid, gid, groups, mountNamespace, pidNamespace, pid, rootIdentity, cwdIdentity, packageRoot, cwd, env, argv: fields.slice(at) };
+  return {
+    kind,
+    uid,
+    gid,
+    groups,
+    mountNamespace,
+    pidNamespace,
+    pid,
+    rootIdentity,
+    cwdIdentity,
+    packageRoot,
+    cwd,
+    umask: parseInt(umaskText, 8),
+    terminal: { stdout: terminal[1] === "1", stderr: terminal[2] === "1", columns: Number(terminal[3]) },
+    processContext,
+    env,
+    argv: fields.slice(at),
+  };
 }
 
 /** A control request, as `ukb server stop|status` sends it. */
@@ -100,6 +142,37 @@ export function okAnswer(result: { link?: string; linkTarget: string; stdout: st
   return Buffer.from(`ok\n${result.link ?? ""}\0${result.linkTarget}\0${result.stdout}`);
 }
 
+/** The start of a run's answer: the launcher forwards its signals to `pid`. */
+export const runAnswer = (pid: number): Buffer => Buffer.from(`run ${pid}\n`);
+
+/** A frame of a run's output, for the launcher's stdout (1) or stderr (2). */
+export const outputFrame = (fd: 1 | 2, bytes: Buffer): Buffer[] => [Buffer.from(`${fd} ${bytes.length}\n`), bytes];
+
+/** The last frame of a run: the command's exit code (128 + N for a signal N). */
+export const exitFrame = (code: number): Buffer => Buffer.from(`x ${code}\n`);
+
+/**
+ * This process's capabilities, no_new_privs and seccomp mode, as the
+ * launcher sends its own: a run happens with the server's, so only for a
+ * launcher that has the same. Undefined without /proc.
+ */
+export function ownProcessContext(): string | undefined {
+  try {
+    return processContextOf(fs.readFileSync("/proc/self/status", "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The lines of a /proc/PID/status text that {@link ownProcessContext} compares, joined by `;`. */
+export function processContextOf(status: string): string {
+  return status
+    .split("\n")
+    .filter((line) => /^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):/.test(line))
+    .map((line) => line.replace(/\s+/g, " ").trim())
+    .join(";");
+}
+
 /** What `status` answers (JSON). */
 export interface ServerStatus {
   pid: number;
@@ -108,7 +181,13 @@ export interface ServerStatus {
   startedAt: string;
   requests: number;
   answered: number;
-  /** The last launch left to the CLI, and why. */
+  /** Launches its started CLI ran (a recipe to evaluate, something to build). */
+  ran: number;
+  /** Its started CLI: "ready" for the next launch, or why not. */
+  startedCli: string;
+  /** The last launch its started CLI ran, and why the server could not answer it itself. */
+  lastRun?: { at: string; why: string };
+  /** The last launch left to the launcher's own CLI, and why. */
   lastFallback?: { at: string; why: string };
 }
 

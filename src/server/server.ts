@@ -16,6 +16,7 @@ import path from "node:path";
 import { UkbError } from "../errors/index.js";
 import { PACKAGE_ROOT } from "../recipe/location.js";
 import { answerLaunch } from "./answer.js";
+import { WarmCli } from "./warm.js";
 import { FALLBACK, MAX_REQUEST, SOCKET_NAME, fileIdentity, okAnswer, parseRequest, type ServerStatus } from "./protocol.js";
 import { serverStatus, socketAddress } from "./control.js";
 
@@ -79,7 +80,7 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
   }
 
   const codeStamp = ownCodeStamp();
-  const status: ServerStatus = { pid: process.pid, store: root, packageRoot: PACKAGE_ROOT, startedAt: new Date().toISOString(), requests: 0, answered: 0 };
+  const status: ServerStatus = { pid: process.pid, store: root, packageRoot: PACKAGE_ROOT, startedAt: new Date().toISOString(), requests: 0, answered: 0, ran: 0, startedCli: "starting" };
   let queue = Promise.resolve();
   let stopRequested = false;
   let stopping: ((reason: string) => void) | undefined;
@@ -90,6 +91,8 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
   };
 
   const connections = new Set<net.Socket>();
+  /** Connections of runs under way: a stopping server lets them end (its process lives on until they do). */
+  const runs = new Set<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true }, (conn) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -122,7 +125,7 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
           return;
         }
         if (request.kind === "control") {
-          if (request.command === "status") conn.end(`${JSON.stringify(status)}\n`);
+          if (request.command === "status") conn.end(`${JSON.stringify({ ...status, startedCli: warm.whyNotReady() ?? "ready" })}\n`);
           else if (request.command === "stop") {
             conn.end("stopping\n");
             stop("asked to stop");
@@ -134,11 +137,25 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
           stop("ukb's code changed on disk");
           return;
         }
-        const outcome = await answerLaunch(request, root, PACKAGE_ROOT).catch((err: unknown) => ({ fallback: `internal error: ${(err as Error)?.message ?? String(err)}` }));
+        const outcome = await answerLaunch(request, root, PACKAGE_ROOT).catch((err: unknown) => ({ fallback: `internal error: ${(err as Error)?.message ?? String(err)}`, runnable: false }));
         if ("fallback" in outcome) {
+          const notReady = outcome.runnable ? warm.whyNotReady() : undefined;
+          if (outcome.runnable && notReady === undefined) {
+            // Not awaited: the run takes as long as its builds, and the queue serves others meanwhile.
+            status.ran++;
+            status.lastRun = { at: new Date().toISOString(), why: outcome.fallback };
+            log(`run: ${outcome.fallback}`);
+            runs.add(conn);
+            void warm.run(request, conn).then((code) => {
+              runs.delete(conn);
+              log(`run ended: exit ${code}`);
+            });
+            return;
+          }
+          const why = notReady ? `${outcome.fallback}; ${notReady}` : outcome.fallback;
           // Why a no-op the user expected to be quick was not: `ukb server status` and the log say.
-          status.lastFallback = { at: new Date().toISOString(), why: outcome.fallback };
-          log(`fallback: ${outcome.fallback}`);
+          status.lastFallback = { at: new Date().toISOString(), why };
+          log(`fallback: ${why}`);
           conn.end(FALLBACK);
         }
         // Counted once the launcher has it (the tests read this count).
@@ -176,6 +193,8 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
     address.release();
   }
   log(`serving ${root} on ${socketPath} (pid ${process.pid})`);
+  const warm = new WarmCli(root, log);
+  warm.start();
 
   // Timers never keep the process alive: the listening socket does, until it closes.
   let idle: NodeJS.Timeout | undefined;
@@ -196,6 +215,7 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
   process.once("SIGINT", onSignal);
 
   const reason = await stopped;
+  warm.stop();
   clearTimeout(idle);
   clearInterval(watch);
   process.off("SIGTERM", onSignal);
@@ -203,7 +223,7 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   await queue;
   // Answered ones are ending; any other (a client still sending) is cut.
-  for (const conn of connections) if (!conn.writableEnded) conn.destroy();
+  for (const conn of connections) if (!conn.writableEnded && !runs.has(conn)) conn.destroy();
   await closed;
   // Only our own socket: a newer server may have taken the name.
   if (fileIdentity(socketPath, { birth: true }) === socketIdentity) fs.rmSync(socketPath, { force: true });

@@ -409,6 +409,12 @@ export class Store {
    * the store folder.
    */
   async discard(base: string): Promise<void> {
+    // Nothing there, as before most builds: no temp folder to make and remove.
+    try {
+      fs.lstatSync(this.realPath(base));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+    }
     await this.discardAll([base]);
   }
 

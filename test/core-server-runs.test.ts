@@ -1,0 +1,171 @@
+/**
+ * What the store's server cannot answer itself (a changed recipe, something
+ * to build) its started CLI runs in the launcher's place (src/server/warm.ts):
+ * with the launcher's arguments, environment, folder and umask, its output
+ * streamed to the launcher, its exit code the launcher's, the launcher's
+ * signals forwarded to it. Each test checks the server's count of runs, so a
+ * launcher that silently started Node instead fails.
+ */
+import test from "ava";
+import fs from "node:fs";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import { HELLO, UKB_COMMAND, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
+import { launch, nodeRecorder, readyToRun, realisedHello, startServer, until } from "./helpers/store-server.js";
+
+/** A recipe whose one build runs `script` in sh, where `${t}` is its host tools (sh and sleep). */
+const shellRecipe = (name: string, script: string) =>
+  `import { derivation, hostTools } from "ukb";\nconst t = hostTools(["sh", "sleep"]);\nexport default derivation({ name: "${name}", builder: \`\${t}/bin/sh\`, args: ["-c", \`${script}\`] });\n`;
+
+/** Starts bin/ukb and collects what it prints; `started` resolves once stderr shows `marker`. */
+function launchInBackground(args: string[], cwd: string, marker: RegExp) {
+  const child = spawn(UKB_COMMAND, args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  let seen: () => void = () => undefined;
+  const started = new Promise<void>((resolve) => (seen = resolve));
+  child.stdout.on("data", (d: Buffer) => (stdout += d));
+  child.stderr.on("data", (d: Buffer) => {
+    stderr += d;
+    if (marker.test(stderr)) seen();
+  });
+  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) =>
+    child.once("close", (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
+  return { child, started, ended };
+}
+
+test("a changed recipe is evaluated and built by the server's started CLI: no Node starts, and the launcher gets its output, link and exit code", async (t) => {
+  const { dir, store } = await realisedHello(t);
+  const node = nodeRecorder();
+  const status = await startServer(t, store);
+  const { ran, answered } = await readyToRun(t, status);
+  writeRecipe(dir, "hello.ts", HELLO.replace("echo hello", "echo salut"));
+  node.clear();
+  const r = await launch(["realise", "hello.ts", "-o", "out"], dir, { PATH: node.PATH });
+  t.is(r.code, 0, r.stderr);
+  t.is(fs.readFileSync(r.stdout.trim(), "utf8"), "SALUT\n");
+  t.is(fs.readlinkSync(path.join(dir, "out")), r.stdout.trim());
+  t.regex(r.stderr, /^2 to build, 1 valid\nbuilding greeting\n/);
+  t.is(node.starts(), "", "the launcher started Node");
+  t.like(await status(), { ran: ran + 1, answered });
+  // What it built is the store's, as any build: the next launch is a no-op the server answers.
+  const again = await launch(["realise", "hello.ts", "-o", "out"], dir, { PATH: node.PATH });
+  t.is(again.stdout, r.stdout);
+  t.like(await status(), { ran: ran + 1, answered: answered + 1 });
+  t.is((await ukb(["store", "verify", "--store", store])).code, 0);
+});
+
+test("a run takes the launcher's environment, working folder, relative paths and umask", async (t) => {
+  const dir = tempDir();
+  const sub = path.join(dir, "sub");
+  fs.mkdirSync(sub);
+  writeRecipe(dir, "where.ts", `import { derivation, hostTools } from "ukb";
+import path from "node:path";
+const t = hostTools(["sh"]);
+export default derivation({ name: "where", builder: \`\${t}/bin/sh\`, args: ["-c", "echo $G $HERE > $out"], env: { G: process.env.GREETING ?? "none", HERE: path.basename(process.cwd()) } });
+`);
+  const store = path.join(dir, "cache");
+  t.is((await ukb(["realise", "where.ts", "--store", store, "--no-out-link"], { cwd: dir })).code, 0);
+  const status = await startServer(t, store);
+  const { ran } = await readyToRun(t, status);
+  // From sub/, with its own variable, a relative recipe and link, and umask 077.
+  const r = await ukb(["-c", 'umask 077; exec "$0" realise ../where.ts --store ../cache -o here', UKB_COMMAND], { cwd: sub, command: "sh", env: { GREETING: "hi" } });
+  t.is(r.code, 0, r.stderr);
+  const out = r.stdout.trim();
+  t.is(fs.readFileSync(out, "utf8"), "hi sub\n");
+  t.is(fs.readlinkSync(path.join(sub, "here")), out);
+  t.is((await status())!.ran, ran + 1);
+  // The build's log was made with the launcher's umask.
+  t.is((fs.statSync(path.join(store, "logs", `${path.basename(out)}.log`)).mode & 0o777).toString(8), "600");
+});
+
+test("a build that fails in a run is reported as Node's CLI reports it: its name, exit status and log, exit code 1", async (t) => {
+  const { dir, store } = await realisedHello(t);
+  writeRecipe(dir, "fails.ts", shellRecipe("fails", "echo about to fail; exit 3"));
+  const status = await startServer(t, store);
+  const { ran } = await readyToRun(t, status);
+  // Node's first: it builds the host tools, which the run then finds valid.
+  const byNode = await ukb(["realise", "fails.ts"], { cwd: dir });
+  const byServer = await launch(["realise", "fails.ts"], dir);
+  t.is(byServer.code, 1);
+  t.is(byNode.code, 1);
+  t.regex(byServer.stderr, /fails.*exit (code|status) 3[\s\S]*about to fail/);
+  // The same lines from the build on (Node's built the host tools first).
+  const fromBuild = (s: string) => s.slice(s.indexOf("building fails"));
+  t.is(fromBuild(byServer.stderr), fromBuild(byNode.stderr));
+  t.is((await status())!.ran, ran + 1);
+  t.false(fs.existsSync(path.join(dir, "result")) && fs.readlinkSync(path.join(dir, "result")).includes("fails"));
+});
+
+test("Ctrl-C reaches a run: the launcher forwards SIGINT, the build stops, nothing is registered, and the store stays whole", async (t) => {
+  const { dir, store } = await realisedHello(t);
+  writeRecipe(dir, "slow.ts", shellRecipe("slow", "${t}/bin/sleep 60; echo > $out"));
+  const status = await startServer(t, store);
+  const { ran } = await readyToRun(t, status);
+  const run = launchInBackground(["realise", "slow.ts", "--no-out-link"], dir, /building slow/);
+  await run.started;
+  const sent = Date.now();
+  run.child.kill("SIGINT");
+  const ended = await run.ended;
+  t.true(Date.now() - sent < 15_000, "the build went on after Ctrl-C");
+  t.is(ended.code, 1, ended.stderr);
+  t.regex(ended.stderr, /skipped slow: cancelled/);
+  t.is(ended.stdout, "");
+  t.is((await status())!.ran, ran + 1);
+  const verify = await ukb(["store", "verify", "--store", store]);
+  t.is(verify.code, 0, verify.stdout + verify.stderr);
+  const dry = await ukb(["realise", "slow.ts", "--dry-run"], { cwd: dir });
+  t.regex(dry.stdout, /will be built/);
+});
+
+test("a launcher killed during a run takes its run with it, as it would its own Node CLI", async (t) => {
+  const { dir, store } = await realisedHello(t);
+  writeRecipe(dir, "slow.ts", shellRecipe("slow", "${t}/bin/sleep 60; echo > $out"));
+  const status = await startServer(t, store);
+  await readyToRun(t, status);
+  const run = launchInBackground(["realise", "slow.ts", "--no-out-link"], dir, /building slow/);
+  await run.started;
+  run.child.kill("SIGKILL");
+  await run.ended;
+  // The run ends (its lock released), and the server starts the next CLI for the next launch.
+  const after = await until(status, (s) => s?.startedCli === "ready", 20_000);
+  t.is(after?.startedCli, "ready", "the killed launcher's run went on");
+  const log = fs.readFileSync(path.join(store, "logs", "server.log"), "utf8");
+  t.regex(log, /run ended: exit (1|143)/);
+  t.is((await ukb(["store", "verify", "--store", store])).code, 0);
+});
+
+test("a server killed during a run: the launcher says so and runs the command again with Node, which finishes it", async (t) => {
+  const { dir, store } = await realisedHello(t);
+  writeRecipe(dir, "pause.ts", shellRecipe("pause", "${t}/bin/sleep 2; echo done > $out"));
+  const status = await startServer(t, store);
+  const { pid } = await readyToRun(t, status);
+  const run = launchInBackground(["realise", "pause.ts", "--no-out-link"], dir, /building pause/);
+  await run.started;
+  process.kill(pid, "SIGKILL");
+  const ended = await run.ended;
+  t.is(ended.code, 0, ended.stderr);
+  t.regex(ended.stderr, /the store's server stopped during the run; running it again without the server/);
+  t.is(fs.readFileSync(ended.stdout.trim(), "utf8"), "done\n");
+  t.is((await ukb(["store", "verify", "--store", store])).code, 0);
+});
+
+test("a launcher with other rights (no_new_privs), or naming its own descriptors, is left to its own Node CLI", async (t) => {
+  const { dir, store } = await realisedHello(t);
+  const status = await startServer(t, store);
+  const { ran } = await readyToRun(t, status);
+  writeRecipe(dir, "hello.ts", HELLO.replace("echo hello", "echo privs"));
+  const limited = await ukb(["--no-new-privs", UKB_COMMAND, "realise", "hello.ts", "--no-out-link"], { cwd: dir, command: "setpriv" });
+  t.is(limited.code, 0, limited.stderr);
+  t.is(fs.readFileSync(limited.stdout.trim(), "utf8"), "PRIVS\n");
+  t.like(await status(), { ran });
+  t.regex((await status())!.lastFallback?.why ?? "", /the launcher's capabilities, no_new_privs or seccomp are not the server's/);
+
+  writeRecipe(dir, "hello.ts", HELLO.replace("echo hello", "echo proc"));
+  const viaProc = await launch(["realise", "hello.ts", "-o", "/proc/self/cwd/link"], dir);
+  t.is(viaProc.code, 0, viaProc.stderr);
+  t.is(fs.readlinkSync(path.join(dir, "link")), viaProc.stdout.trim());
+  t.like(await status(), { ran });
+  t.regex((await status())!.lastFallback?.why ?? "", /names files under \/dev or \/proc/);
+});
