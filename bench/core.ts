@@ -3,13 +3,16 @@
  * no-op, peak RSS; the 10x10 sleep graph with 2 jobs against its ideal; a
  * no-op realise of recipes/hello.ts; a cold evaluation of host tools reached
  * through update-alternatives; no-ops both by Node and through the
- * native launcher and the store's server. With nix-build on the machine, the same
+ * native launcher and the store's server; the edit loop (one derivation of
+ * two changed before each realise) through the server's started CLI, through
+ * Node, and through Nix. With nix-build on the machine, the same
  * graphs through Nix in the same run, sandbox on for both.
  */
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { writeNixGraph, writeUkbGraph } from "./graph.js";
-import { fmt, hasCommand, measure, medianSeconds } from "./run.js";
+import { fmt, hasCommand, measure, median, medianSeconds } from "./run.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const UKB = path.join(ROOT, "bin/ukb.cjs");
@@ -125,11 +128,21 @@ export async function benchCore(): Promise<void> {
     .filter((e) => (e.type === "start" || e.type === "done") && e.name?.startsWith("node-"));
   const firstStart = Math.min(...builds.filter((e) => e.type === "start").map((e) => e.time));
   const lastDone = Math.max(...builds.filter((e) => e.type === "done").map((e) => e.time));
+  // As users run it (bin/ukb): with the store's server up, its started CLI runs the realise, and Node's start is not paid.
+  const servedSleepFile = writeUkbGraph(sleepDir, { n: 100, salt: `${salt}-served`, sleep: true });
+  const servedSleep = withServer(sleepDir, () => {
+    waitForStartedCli(path.join(sleepDir, "store"));
+    const r = measure(UKB_COMMAND, ["realise", servedSleepFile, "--no-out-link", "--jobs", "2", "--store", path.join(sleepDir, "store")], { cwd: sleepDir });
+    if (r.code !== 0) throw new Error(`ukb failed:\n${r.stderr.slice(-2000)}`);
+    if ((serverStatus(path.join(sleepDir, "store"))?.ran ?? 0) !== 1) throw new Error("the server's started CLI did not run the sleep graph");
+    return r.seconds;
+  });
   let nixSleep: number | undefined;
   if (nix) nixSleep = nixBuild(writeNixGraph(path.join(sleepDir, "nix"), { n: 100, salt, sleep: true })).seconds;
   const floor = sleepFloor(path.join(sleepDir, "floor"));
   console.log(`\n## core: 10x10 graph of 'sleep 0.2' builders, --jobs 2 (ideal 10.00 s)`);
-  console.log(`ukb ${fmt(sleep)} s (+${fmt((sleep / 10 - 1) * 100, 1)}% over ideal)${nixSleep ? `; nix-build sandboxed ${fmt(nixSleep)} s (+${fmt((nixSleep / 10 - 1) * 100, 1)}%)` : ""}`);
+  console.log(`ukb through bin/ukb, run by the store's server's started CLI: ${fmt(servedSleep)} s (+${fmt((servedSleep / 10 - 1) * 100, 1)}% over ideal)`);
+  console.log(`ukb through Node ${fmt(sleep)} s (+${fmt((sleep / 10 - 1) * 100, 1)}% over ideal)${nixSleep ? `; nix-build sandboxed ${fmt(nixSleep)} s (+${fmt((nixSleep / 10 - 1) * 100, 1)}%)` : ""}`);
   if (floor !== undefined) {
     console.log(`floor: the same 100 builder commands, no sandbox, no tool, two at a time by posix_spawn: ${fmt(floor)} s (+${fmt((floor / 10 - 1) * 100, 1)}%); ukb's own share ${fmt(sleep - floor)} s`);
   }
@@ -162,6 +175,90 @@ export async function benchCore(): Promise<void> {
     measure(process.execPath, [UKB, "server", "stop", ...helloStore]);
   }
   benchColdEvaluation();
+  benchEditLoop(nix);
+}
+
+/** `ukb server status --json` of `store`, or undefined when no server runs. */
+function serverStatus(store: string): { startedCli: string; ran: number } | undefined {
+  const r = spawnSync(process.execPath, [UKB, "server", "status", "--json", "--store", store], { encoding: "utf8" });
+  return (JSON.parse(r.stdout || "null") as { startedCli: string; ran: number } | null) ?? undefined;
+}
+
+/** Waits up to 15 s until the server of `store` has its started CLI ready (it starts one after each run). */
+function waitForStartedCli(store: string): void {
+  for (let waited = 0; waited < 15_000; waited += 50) {
+    if (serverStatus(store)?.startedCli === "ready") return;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  }
+  throw new Error("the server's started CLI never became ready");
+}
+
+/**
+ * The edit loop: a recipe of hello's shape (host tools, a greeting, its
+ * upper-cased copy) whose greeting's environment changes before each
+ * realise, so each realise evaluates once and builds two derivations. As a
+ * person edits: half a second between realises (not timed). ukb through
+ * bin/ukb and the store's server (its started CLI runs it), ukb through
+ * Node (UKB_NO_SERVER=1), and nix-build sandboxed, interleaved.
+ */
+export function benchEditLoop(nix: boolean): void {
+  const dir = path.join(WORK, "edit");
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const ukbFile = path.join(dir, "edit.ts");
+  const nixFile = path.join(dir, "edit.nix");
+  const writeUkb = (salt: string) =>
+    fs.writeFileSync(
+      ukbFile,
+      `import { derivation, hostTools } from "ukb";\nconst tools = hostTools(["sh", "tr"]);\n` +
+        `export const greeting = derivation({ name: "greeting", builder: \`\${tools}/bin/sh\`, args: ["-c", "echo hello > $out"], env: { salt: "${salt}" } });\n` +
+        `export default derivation({ name: "shout", builder: \`\${tools}/bin/sh\`, args: ["-c", \`\${tools}/bin/tr a-z A-Z < \${greeting} > $out\`] });\n`,
+    );
+  const writeNix = (salt: string) =>
+    fs.writeFileSync(
+      nixFile,
+      `let greeting = builtins.derivation { name = "greeting"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo hello > $out" ]; salt = "${salt}"; };\n` +
+        `in builtins.derivation { name = "shout"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "/usr/bin/tr a-z A-Z < \${greeting} > $out" ]; }\n`,
+    );
+  const store = path.join(dir, "store");
+  const args = ["realise", ukbFile, "--no-out-link", "--store", store];
+  const runs = 20;
+  let counter = 0;
+  const salt = () => `${Date.now()}-${counter++}`;
+  // The first realise builds the host tools; then the store's server.
+  writeUkb(salt());
+  if (measure(process.execPath, [UKB, ...args], { cwd: dir }).code !== 0) throw new Error("ukb failed on the edit-loop recipe");
+  const times = { server: [] as number[], node: [] as number[], nix: [] as number[] };
+  withServer(dir, () => {
+    for (let i = 0; i < runs; i++) {
+      writeUkb(salt());
+      waitForStartedCli(store);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+      const served = measure(UKB_COMMAND, args, { cwd: dir });
+      if (served.code !== 0) throw new Error(`ukb failed:\n${served.stderr.slice(-2000)}`);
+      times.server.push(served.seconds);
+
+      writeUkb(salt());
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+      const byNode = measure(UKB_COMMAND, args, { cwd: dir, env: { ...process.env, UKB_NO_SERVER: "1" } });
+      if (byNode.code !== 0) throw new Error(`ukb failed:\n${byNode.stderr.slice(-2000)}`);
+      times.node.push(byNode.seconds);
+
+      if (nix) {
+        writeNix(salt());
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+        const r = measure("nix-build", [...NIX_OPTIONS, nixFile]);
+        if (r.code !== 0) throw new Error(`nix-build failed:\n${r.stderr.slice(-2000)}`);
+        times.nix.push(r.seconds);
+      }
+    }
+    const ran = serverStatus(store)?.ran ?? 0;
+    if (ran < runs) throw new Error(`the server's started CLI ran ${ran} of ${runs} edits`);
+  });
+  const ms = (xs: number[]) => (xs.length ? `${fmt(median(xs) * 1000, 0)} ms (${fmt(Math.min(...xs) * 1000, 0)}–${fmt(Math.max(...xs) * 1000, 0)})` : "-");
+  console.log(`\n## core: the edit loop: a recipe of hello's shape, its greeting changed before each realise (2 derivations built), median (min–max) of ${runs}`);
+  console.log(`ukb through bin/ukb, run by the server's started CLI: ${ms(times.server)}; ukb through Node: ${ms(times.node)}${nix ? `; nix-build sandboxed: ${ms(times.nix)}` : ""}`);
+  if (nix) console.log(`nix / ukb (started CLI): ${fmt(median(times.nix) / median(times.server), 2)}x; nix / ukb (Node): ${fmt(median(times.nix) / median(times.node), 2)}x`);
 }
 
 /**

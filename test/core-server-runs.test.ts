@@ -169,3 +169,16 @@ test("a launcher with other rights (no_new_privs), or naming its own descriptors
   t.like(await status(), { ran });
   t.regex((await status())!.lastFallback?.why ?? "", /names files under \/dev or \/proc/);
 });
+
+test("a run from a terminal draws the live status line there, as Node's CLI would", async (t) => {
+  const { dir, store } = await realisedHello(t);
+  writeRecipe(dir, "short.ts", shellRecipe("short", "${t}/bin/sleep 1; echo > $out"));
+  const status = await startServer(t, store);
+  const { ran } = await readyToRun(t, status);
+  // script(1) gives the launcher a terminal for its stdout and stderr.
+  const r = await ukb(["-qec", `"${UKB_COMMAND}" realise short.ts --no-out-link`, "/dev/null"], { cwd: dir, command: "script" });
+  t.is(r.code, 0, r.stdout);
+  t.regex(r.stdout, /\[\d+\/\d+ built, 1 running, \d+ waiting\] \d+\.\ds short/);
+  t.regex(r.stdout, /\r\x1b\[2K/);
+  t.is((await status())!.ran, ran + 1);
+});

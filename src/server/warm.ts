@@ -147,7 +147,9 @@ export class WarmCli {
     child.on("message", (message: RunEnd) => {
       if (message?.type !== "exit" || end) return;
       end = message;
-      settle();
+      // A turn later: output written before the message (by a program the recipe ran, which the
+      // counts do not cover) and readable in the same poll is read first.
+      setImmediate(settle);
     });
     // A launcher gone (killed, its terminal closed) is a run to stop, as its own Node CLI would have
     // been. Its socket says so only when written to, and a build may be silent for minutes: its PID
