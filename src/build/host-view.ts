@@ -95,6 +95,23 @@ export interface HostViewChoice {
 }
 
 const views = new Map<string, HostViewChoice>();
+/** The tool sets views were asked for in this process, in the order first asked (what the server's next started CLI readies sandboxes for). */
+const asked = new Map<string, HostToolSet>();
+
+/** The first `count` tool sets whose views builds in this process asked for (the first builds of a graph ask first). */
+export function toolSetsAsked(count: number): HostToolSet[] {
+  return [...asked.values()].slice(0, count);
+}
+
+/**
+ * Forgets the views made in this process: the server's started CLI makes
+ * some ahead, and a run must check the folders they were made from as a
+ * new process would (a file added since is a change).
+ */
+export function forgetViews(): void {
+  views.clear();
+  asked.clear();
+}
 
 /** The view of the system directories for a build whose host tools are `tools`. */
 export function hostViewFor(tools: HostToolSet): HostViewChoice {
@@ -103,6 +120,7 @@ export function hostViewFor(tools: HostToolSet): HostViewChoice {
   const index = loadIndex(dir);
   if (!index) return {};
   const memo = `${index.key}\0${tools.programs.join("\0")}\0\0${tools.packages.join("\0")}`;
+  if (!asked.has(memo)) asked.set(memo, tools);
   let choice = views.get(memo);
   if (!choice) {
     const file = userCacheFile("host-views", `${crypto.createHash("sha256").update(memo).digest("hex").slice(0, 32)}.json`);

@@ -196,16 +196,10 @@ class SandboxPool {
    */
   private async acquire(viewKey: string): Promise<Agent | undefined> {
     for (let yielded = false; ; ) {
-      // The latest of that view, else the latest with none.
-      let at = -1;
-      for (let i = this.spare.length - 1; i >= 0; i--) {
-        const view = this.spare[i]!.view;
-        if (view === viewKey) {
-          at = i;
-          break;
-        }
-        if (view === undefined && at < 0) at = i;
-      }
+      // The one that has shown that view longest (a view sent a moment ago may still be mounting),
+      // else the latest with none.
+      let at = this.spare.findIndex((agent) => agent.view === viewKey);
+      for (let i = this.spare.length - 1; at < 0 && i >= 0; i--) if (this.spare[i]!.view === undefined) at = i;
       if (at < 0) {
         if (yielded) break;
         // A start blocks the event loop for 10–25 ms (a fork of ukb): the builds that hold a slot

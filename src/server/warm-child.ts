@@ -10,6 +10,9 @@ import dns from "node:dns";
 import fsPromises from "node:fs/promises";
 import perfHooks from "node:perf_hooks";
 import { UkbError, UsageError } from "../errors/index.js";
+import { forgetViews, hostViewFor, toolSetsAsked, type HostToolSet } from "../build/host-view.js";
+import { discardSandboxPools, sandboxPool, sandboxSettings } from "../build/sandbox-pool.js";
+import { defaultJobs } from "../cli/context.js";
 import type { Terminal } from "./protocol.js";
 
 /** What the server sends the started CLI: the launch to run, as the launcher would have run it. */
@@ -27,7 +30,11 @@ export async function serveOneRun(root: string): Promise<number> {
   const release = await prepare(root);
   try {
     const order = await new Promise<RunOrder | undefined>((resolve) => {
-      const onMessage = (message: unknown) => done(message as RunOrder);
+      const onMessage = (message: unknown) => {
+        // The views the last run's builds asked for: sandboxes showing them are readied for the next.
+        if ((message as Partial<ViewsAhead>).type === "views") readyViews(root, (message as ViewsAhead).toolSets);
+        else done(message as RunOrder);
+      };
       // The server stopped (or was killed) before sending anything.
       const onDisconnect = () => done(undefined);
       // Both listeners go: Node keeps the channel in the event loop while either is there.
@@ -43,15 +50,17 @@ export async function serveOneRun(root: string): Promise<number> {
     if (!order) return 0;
     const tellServer = hideChannel();
     const { main } = await import("../cli/main.js");
-    const { sandboxSettings, discardSandboxPools } = await import("../build/sandbox-pool.js");
     const startedWith = sandboxSettings();
     adopt(order);
+    // Made ahead from the server's environment and folders as they were then: the run makes its own
+    // (a sandbox already showing the same view is used).
+    forgetViews();
     // Sandboxes started in the server's environment serve only a launch whose settings are the same.
     if (sandboxSettings() !== startedWith) discardSandboxPools();
     const code = await main(order.argv);
     // The run is over: the server tells the launcher its code once this much output has come,
     // without waiting for this process to end (Node's own exit takes ~30 ms more here).
-    tellServer({ type: "exit", code, stdout: process.stdout.bytesWritten, stderr: process.stderr.bytesWritten });
+    tellServer({ type: "exit", code, toolSets: toolSetsAsked(MAX_VIEWS_AHEAD), stdout: process.stdout.bytesWritten, stderr: process.stderr.bytesWritten });
     return code;
   } finally {
     release();
@@ -62,6 +71,8 @@ export async function serveOneRun(root: string): Promise<number> {
 export interface RunEnd {
   type: "exit";
   code: number;
+  /** The host tool sets whose views its builds asked for: the next started CLI readies sandboxes showing them. */
+  toolSets: HostToolSet[];
   /** Bytes written to stdout and stderr by then: the launcher has all of the output once they have come. */
   stdout: number;
   stderr: number;
@@ -88,6 +99,25 @@ function hideChannel(): (end: RunEnd) => void {
   };
 }
 
+/** How many views the next started CLI readies sandboxes for (at most one per job). */
+export const MAX_VIEWS_AHEAD = 4;
+
+/** What the server sends a started CLI before a launch: the host tool sets of the last run's builds. */
+export interface ViewsAhead {
+  type: "views";
+  toolSets: HostToolSet[];
+}
+
+/** Gives spare sandboxes the views of these tool sets (best effort: a view that cannot be made is the run's to report). */
+function readyViews(root: string, toolSets: readonly HostToolSet[]): void {
+  try {
+    const views = toolSets.flatMap((tools) => hostViewFor(tools).view ?? []);
+    sandboxPool(root).showViews(views.slice(0, defaultJobs()));
+  } catch {
+    // The run meets it again, and says what is wrong.
+  }
+}
+
 /** Loads, ahead of the launch, what its realise would load on the way; returns what lets esbuild's service stop after. */
 async function prepare(root: string): Promise<() => void> {
   // Node makes its standard streams on first use (~5 ms).
@@ -111,8 +141,6 @@ async function prepare(root: string): Promise<() => void> {
   const { warmEvaluation } = await import("../recipe/load.js");
   const release = await warmEvaluation();
   // Sandboxes for the first builds, as a realise starts them while its recipe evaluates.
-  const { sandboxPool } = await import("../build/sandbox-pool.js");
-  const { defaultJobs } = await import("../cli/context.js");
   sandboxPool(root).warm(defaultJobs());
   return release;
 }

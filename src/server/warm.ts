@@ -27,7 +27,7 @@ import path from "node:path";
 import { PACKAGE_ROOT } from "../recipe/location.js";
 import { ownerAlive, processOwner } from "../store/index.js";
 import { exitFrame, outputFrame, runAnswer, type Request } from "./protocol.js";
-import type { RunEnd, RunOrder } from "./warm-child.js";
+import type { RunEnd, RunOrder, ViewsAhead } from "./warm-child.js";
 
 /** A started CLI that failed this many times in a row before saying "ready" is not started again. */
 const MAX_FAILED_STARTS = 3;
@@ -39,6 +39,8 @@ export class WarmCli {
   private stopped = false;
   /** Runs under way: the next CLI starts when the last one ends. */
   private running = 0;
+  /** The host tool sets the last run's builds asked views for. */
+  private toolSets: RunEnd["toolSets"] = [];
 
   constructor(
     private readonly root: string,
@@ -61,6 +63,8 @@ export class WarmCli {
     child.stderr!.on("data", keep);
     child.on("message", (message: { type?: string }) => {
       if (message?.type !== "ready" || this.child !== child) return;
+      // Sandboxes showing the views the last run's builds asked for: the next edit's builds likely ask the same.
+      if (this.toolSets.length > 0) child.send({ type: "views", toolSets: this.toolSets } satisfies ViewsAhead);
       this.ready = true;
       this.failedStarts = 0;
       child.stdout!.off("data", keep);
@@ -147,6 +151,7 @@ export class WarmCli {
     child.on("message", (message: RunEnd) => {
       if (message?.type !== "exit" || end) return;
       end = message;
+      if (Array.isArray(message.toolSets) && message.toolSets.length > 0) this.toolSets = message.toolSets;
       // A turn later: output written before the message (by a program the recipe ran, which the
       // counts do not cover) and readable in the same poll is read first.
       setImmediate(settle);
