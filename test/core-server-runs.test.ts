@@ -182,3 +182,37 @@ test("a run from a terminal draws the live status line there, as Node's CLI woul
   t.regex(r.stdout, /\r\x1b\[2K/);
   t.is((await status())!.ran, ran + 1);
 });
+
+/** PIDs of the processes whose parent is `pid` and whose command line holds `text`. */
+function childrenOf(pid: number, text: string): number[] {
+  return fs
+    .readdirSync("/proc")
+    .filter((name) => /^\d+$/.test(name))
+    .filter((name) => {
+      try {
+        const stat = fs.readFileSync(`/proc/${name}/stat`, "utf8");
+        const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+        return ppid === pid && fs.readFileSync(`/proc/${name}/cmdline`, "utf8").includes(text);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+test("a started CLI killed while it waits is started again, and the next launch runs in the new one", async (t) => {
+  const { dir, store } = await realisedHello(t);
+  const status = await startServer(t, store);
+  const { pid, ran } = await readyToRun(t, status);
+  const [waiting] = childrenOf(pid, "server\0warm");
+  t.truthy(waiting, "no started CLI among the server's children");
+  process.kill(waiting!, "SIGKILL");
+  await until(status, (s) => s?.startedCli !== "ready", 5000);
+  await readyToRun(t, status);
+  t.notDeepEqual(childrenOf(pid, "server\0warm"), [waiting]);
+  writeRecipe(dir, "hello.ts", HELLO.replace("echo hello", "echo again"));
+  const r = await launch(["realise", "hello.ts", "--no-out-link"], dir);
+  t.is(r.code, 0, r.stderr);
+  t.is(fs.readFileSync(r.stdout.trim(), "utf8"), "AGAIN\n");
+  t.is((await status())!.ran, ran + 1);
+});

@@ -70,16 +70,15 @@ export class WarmCli {
       child.stdout!.off("data", keep);
       child.stderr!.off("data", keep);
     });
+    // Gone before it was taken for a run (killed, short of memory, or failing to start): started
+    // again a second later; after a few failures to start, launches go to the launchers' own CLIs.
     const gone = (why: string) => {
       if (this.child !== child) return;
       this.child = undefined;
-      if (!this.ready) {
-        this.failedStarts++;
-        this.log(`the started CLI ${why} before it was ready: ${Buffer.concat(early).toString("utf8").trim().slice(-500) || "(it said nothing)"}`);
-        // Tried again a few times (a machine short of memory for a moment), then left to the launchers' own CLIs.
-        setTimeout(() => this.start(), 1000).unref();
-      }
+      if (!this.ready) this.failedStarts++;
+      this.log(`the started CLI ${why}${this.ready ? " while waiting" : ` before it was ready: ${Buffer.concat(early).toString("utf8").trim().slice(-500) || "(it said nothing)"}`}`);
       this.ready = false;
+      setTimeout(() => this.start(), 1000).unref();
     };
     child.once("error", (err) => gone(`could not start (${err.message})`));
     child.once("exit", (code, signal) => gone(`exited (${signal ?? code})`));
