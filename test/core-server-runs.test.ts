@@ -6,7 +6,7 @@
  * signals forwarded to it. Each test checks the server's count of runs, so a
  * launcher that silently started Node instead fails.
  */
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import fs from "node:fs";
 import path from "node:path";
 import { spawn } from "node:child_process";
@@ -33,6 +33,21 @@ function launchInBackground(args: string[], cwd: string, marker: RegExp) {
     child.once("close", (code, signal) => resolve({ code, signal, stdout, stderr })),
   );
   return { child, started, ended };
+}
+
+/**
+ * A project whose recipe's one build sleeps `seconds`, a server for its store
+ * with its started CLI ready, and a launch of that recipe under way (its
+ * build started).
+ */
+async function runUnderway(t: ExecutionContext, name: string, seconds: number) {
+  const { dir, store } = await realisedHello(t);
+  writeRecipe(dir, `${name}.ts`, shellRecipe(name, `\${t}/bin/sleep ${seconds}; echo done > $out`));
+  const status = await startServer(t, store);
+  const { pid, ran } = await readyToRun(t, status);
+  const run = launchInBackground(["realise", `${name}.ts`, "--no-out-link"], dir, new RegExp(`building ${name}`));
+  await run.started;
+  return { dir, store, status, pid, ran, run };
 }
 
 test("a changed recipe is evaluated and built by the server's started CLI: no Node starts, and the launcher gets its output, link and exit code", async (t) => {
@@ -99,12 +114,7 @@ test("a build that fails in a run is reported as Node's CLI reports it: its name
 });
 
 test("Ctrl-C reaches a run: the launcher forwards SIGINT, the build stops, nothing is registered, and the store stays whole", async (t) => {
-  const { dir, store } = await realisedHello(t);
-  writeRecipe(dir, "slow.ts", shellRecipe("slow", "${t}/bin/sleep 60; echo > $out"));
-  const status = await startServer(t, store);
-  const { ran } = await readyToRun(t, status);
-  const run = launchInBackground(["realise", "slow.ts", "--no-out-link"], dir, /building slow/);
-  await run.started;
+  const { dir, store, status, ran, run } = await runUnderway(t, "slow", 60);
   const sent = Date.now();
   run.child.kill("SIGINT");
   const ended = await run.ended;
@@ -120,12 +130,7 @@ test("Ctrl-C reaches a run: the launcher forwards SIGINT, the build stops, nothi
 });
 
 test("a launcher killed during a run takes its run with it, as it would its own Node CLI", async (t) => {
-  const { dir, store } = await realisedHello(t);
-  writeRecipe(dir, "slow.ts", shellRecipe("slow", "${t}/bin/sleep 60; echo > $out"));
-  const status = await startServer(t, store);
-  await readyToRun(t, status);
-  const run = launchInBackground(["realise", "slow.ts", "--no-out-link"], dir, /building slow/);
-  await run.started;
+  const { store, status, run } = await runUnderway(t, "slow", 60);
   run.child.kill("SIGKILL");
   await run.ended;
   // The run ends (its lock released), and the server starts the next CLI for the next launch.
@@ -137,12 +142,7 @@ test("a launcher killed during a run takes its run with it, as it would its own 
 });
 
 test("a server killed during a run: the launcher says so and runs the command again with Node, which finishes it", async (t) => {
-  const { dir, store } = await realisedHello(t);
-  writeRecipe(dir, "pause.ts", shellRecipe("pause", "${t}/bin/sleep 2; echo done > $out"));
-  const status = await startServer(t, store);
-  const { pid } = await readyToRun(t, status);
-  const run = launchInBackground(["realise", "pause.ts", "--no-out-link"], dir, /building pause/);
-  await run.started;
+  const { store, pid, run } = await runUnderway(t, "pause", 2);
   process.kill(pid, "SIGKILL");
   const ended = await run.ended;
   t.is(ended.code, 0, ended.stderr);

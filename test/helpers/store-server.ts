@@ -7,21 +7,15 @@ import type { ExecutionContext } from "ava";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
+import type { ServerStatus } from "../../src/server/protocol.js";
 import { HELLO, ROOT, UKB_COMMAND, tempDir, ukb, writeRecipe } from "./ukb.js";
 
 export const LAUNCHER = path.join(ROOT, "dist/bin/ukb");
 /** The protocol's magic (src/server/protocol.ts). */
 export const MAGIC = "ukb-server-4";
 
-export interface Status {
-  pid: number;
-  requests: number;
-  answered: number;
-  ran: number;
-  startedCli: string;
-  lastRun?: { at: string; why: string };
-  lastFallback?: { at: string; why: string };
-}
+/** What `ukb server status --json` prints. */
+export type Status = ServerStatus;
 
 /** Runs the command as users do (bin/ukb). */
 export const launch = (args: string[], cwd: string, env: NodeJS.ProcessEnv = {}) => ukb(args, { cwd, env, command: UKB_COMMAND });
