@@ -429,7 +429,13 @@ async function importRecipe(file: string, imported: Set<string>): Promise<Record
   }
 }
 
-function stamp(file: string, blake3: (data: Uint8Array) => string, meta = false): DepStamp {
+/**
+ * What `file` looks like now. `previous`, its stamp in the entry this one
+ * replaces: when its metadata is the same (what depUnchanged trusts), its
+ * hash is taken, not computed again (an edit changes one file, and the host
+ * tools and dpkg's database are most of a recipe's bytes).
+ */
+function stamp(file: string, blake3: (data: Uint8Array) => string, meta = false, previous?: DepStamp): DepStamp {
   let link: string | undefined;
   try {
     link = fs.lstatSync(file).isSymbolicLink() ? fs.readlinkSync(file) : undefined;
@@ -445,7 +451,11 @@ function stamp(file: string, blake3: (data: Uint8Array) => string, meta = false)
   }
   const kind = kindOf(file, st);
   if (kind === "s") return { path: file, kind, ...(link !== undefined ? { link } : {}), mode: st.mode, size: 0, mtimeMs: 0, ino: 0, blake3: "" };
-  return { path: file, ...(meta ? { meta: true as const } : {}), kind, ...(link !== undefined ? { link } : {}), mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, blake3: blake3(contentOf(file, kind)) };
+  const same =
+    previous !== undefined && previous.kind === kind && previous.link === link && previous.mode === st.mode &&
+    previous.size === st.size && previous.mtimeMs === st.mtimeMs && previous.ctimeMs === st.ctimeMs && previous.ino === st.ino;
+  const hash = same ? previous.blake3 : blake3(contentOf(file, kind));
+  return { path: file, ...(meta ? { meta: true as const } : {}), kind, ...(link !== undefined ? { link } : {}), mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, blake3: hash };
 }
 
 function kindOf(file: string, st: fs.Stats): "f" | "d" | "s" {
@@ -644,8 +654,11 @@ export async function loadRecipe(recipeFile: string, options: LoadRecipeOptions 
   const graphKey = `${key}\0graph`;
   const hit = cache?.get(key);
   let why = "no evaluation of it is cached (for this ukb, Node and PATH)";
+  /** The stamps of the evaluation this one replaces, by path. */
+  const previous = new Map<string, DepStamp>();
   if (hit) {
     const entry = JSON.parse(hit) as Partial<CacheEntry> & { volatile?: string };
+    for (const dep of entry.deps ?? []) previous.set(dep.path, dep);
     const otherEnv = Object.entries(entry.env ?? {}).find(([k, v]) => (k === ENV_KEYS ? envKeys(env) : (env[k] ?? null)) !== v)?.[0];
     const otherCwd = entry.cwd !== undefined && entry.cwd !== cwd;
     // (ENV_KEYS, the entry for the set of names, is the empty string: compared with undefined, not by truth.)
@@ -684,7 +697,7 @@ export async function loadRecipe(recipeFile: string, options: LoadRecipeOptions 
     const { blake3Hex } = await import("../graph/hash.js");
     const statted = new Set(loaded.statted);
     const entry: CacheEntry = {
-      deps: loaded.deps.map((d) => stamp(d, blake3Hex, statted.has(d))),
+      deps: loaded.deps.map((d) => stamp(d, blake3Hex, statted.has(d), previous.get(d))),
       env: { ...loaded.env },
       ...(loaded.cwd !== undefined ? { cwd: loaded.cwd } : {}),
       exports: { ...loaded.exports },
