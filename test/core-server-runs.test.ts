@@ -11,7 +11,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawn } from "node:child_process";
 import { HELLO, UKB_COMMAND, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
-import { launch, nodeRecorder, readyToRun, realisedHello, startServer, until } from "./helpers/store-server.js";
+import { LAUNCHER, launch, nodeRecorder, readyToRun, realisedHello, startServer, until } from "./helpers/store-server.js";
 
 /** A recipe whose one build runs `script` in sh, where `${t}` is its host tools (sh and sleep). */
 const shellRecipe = (name: string, script: string) =>
@@ -50,22 +50,23 @@ async function runUnderway(t: ExecutionContext, name: string, seconds: number) {
   return { dir, store, status, pid, ran, run };
 }
 
-test("a changed recipe is evaluated and built by the server's started CLI: no Node starts, and the launcher gets its output, link and exit code", async (t) => {
+test("a changed recipe is evaluated and built by the server's started CLI: the launcher starts no Node, and gets its output, link and exit code", async (t) => {
   const { dir, store } = await realisedHello(t);
-  const node = nodeRecorder();
   const status = await startServer(t, store);
   const { ran, answered } = await readyToRun(t, status);
-  writeRecipe(dir, "hello.ts", HELLO.replace("echo hello", "echo salut"));
-  node.clear();
-  const r = await launch(["realise", "hello.ts", "-o", "out"], dir, { PATH: node.PATH });
+  writeRecipe(dir, "salut.ts", shellRecipe("salut", "${t}/bin/sleep 1; echo salut > $out"));
+  const run = launchInBackground(["realise", "salut.ts", "-o", "out"], dir, /building salut/);
+  await run.started;
+  // Mid-run, the launcher is still itself: it did not exec Node.
+  t.is(fs.realpathSync(`/proc/${run.child.pid}/exe`), LAUNCHER);
+  const r = await run.ended;
   t.is(r.code, 0, r.stderr);
-  t.is(fs.readFileSync(r.stdout.trim(), "utf8"), "SALUT\n");
+  t.is(fs.readFileSync(r.stdout.trim(), "utf8"), "salut\n");
   t.is(fs.readlinkSync(path.join(dir, "out")), r.stdout.trim());
-  t.regex(r.stderr, /^2 to build, 1 valid\nbuilding greeting\n/);
-  t.is(node.starts(), "", "the launcher started Node");
+  t.regex(r.stderr, /building salut\nbuilt salut in \d+\.\d+ s\n/);
   t.like(await status(), { ran: ran + 1, answered });
   // What it built is the store's, as any build: the next launch is a no-op the server answers.
-  const again = await launch(["realise", "hello.ts", "-o", "out"], dir, { PATH: node.PATH });
+  const again = await launch(["realise", "salut.ts", "-o", "out"], dir);
   t.is(again.stdout, r.stdout);
   t.like(await status(), { ran: ran + 1, answered: answered + 1 });
   t.is((await ukb(["store", "verify", "--store", store])).code, 0);
@@ -215,4 +216,18 @@ test("a started CLI killed while it waits is started again, and the next launch 
   t.is(r.code, 0, r.stderr);
   t.is(fs.readFileSync(r.stdout.trim(), "utf8"), "AGAIN\n");
   t.is((await status())!.ran, ran + 1);
+});
+
+test("a launcher whose PATH finds another node (a wrapper, another version) is left to that node", async (t) => {
+  const { dir, store } = await realisedHello(t);
+  const status = await startServer(t, store);
+  const { ran } = await readyToRun(t, status);
+  const node = nodeRecorder();
+  writeRecipe(dir, "hello.ts", HELLO.replace("echo hello", "echo other"));
+  const r = await launch(["realise", "hello.ts", "--no-out-link"], dir, { PATH: node.PATH });
+  t.is(r.code, 0, r.stderr);
+  t.is(fs.readFileSync(r.stdout.trim(), "utf8"), "OTHER\n");
+  t.regex(node.starts(), /realise hello\.ts/);
+  t.like(await status(), { ran });
+  t.regex((await status())!.lastFallback?.why ?? "", /the launcher's node \(.*\/node\) is not the server's/);
 });

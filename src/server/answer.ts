@@ -45,11 +45,15 @@ export async function answerLaunch(request: Extract<Request, { kind: "launch" }>
   // /dev/fd/N, /dev/stdin or /proc/self/… name the launcher's own descriptors and process, which the
   // started CLI does not have: `ukb realise <(generate-recipe)`.
   const ownFiles = [request.cwd, ...request.argv, request.env.UKB_STORE ?? ""].some((arg) => /^\/(proc|dev)\//.test(path.resolve(request.cwd, arg)));
-  const runnable = sameRights && !ownFiles;
-  const fallback = (why: string): LaunchOutcome => ({
-    fallback: runnable ? why : `${why}; ${ownFiles ? "it names files under /dev or /proc, which are the launcher's own" : "the launcher's capabilities, no_new_privs or seccomp are not the server's"}`,
-    runnable,
-  });
+  // The launcher would run the `node` its PATH finds: only that very program may run its command.
+  const node = nodeOnPath(request.env.PATH, request.cwd);
+  const sameNode = node !== undefined && fileIdentity(node) === fileIdentity(process.execPath);
+  const runnable = sameRights && !ownFiles && sameNode;
+  const notRunnable =
+    !sameRights ? "the launcher's capabilities, no_new_privs or seccomp are not the server's"
+    : ownFiles ? "it names files under /dev or /proc, which are the launcher's own"
+    : `the launcher's node (${node ?? "none on its PATH"}) is not the server's (${process.execPath})`;
+  const fallback = (why: string): LaunchOutcome => ({ fallback: runnable ? why : `${why}; ${notRunnable}`, runnable });
   let args: RealiseArgs;
   try {
     args = parseRealiseArgs(rest);
@@ -127,6 +131,24 @@ function sameAsServer(request: Extract<Request, { kind: "launch" }>): boolean {
   }
   // The PID names the launcher only in our PID namespace (it protects the answer's paths from gc).
   return request.mountNamespace === mountNamespace && request.pidNamespace === pidNamespace && request.rootIdentity === fileIdentity("/") && request.cwdIdentity === fileIdentity(request.cwd);
+}
+
+/**
+ * The `node` the launcher's execvp would run: the first executable file of
+ * that name in its PATH (an empty entry is its folder; no PATH is glibc's
+ * default, /bin:/usr/bin).
+ */
+function nodeOnPath(envPath: string | undefined, cwd: string): string | undefined {
+  for (const dir of (envPath ?? "/bin:/usr/bin").split(":")) {
+    const candidate = path.resolve(cwd, dir, "node");
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
 }
 
 function realpathOr(p: string): string {
