@@ -42,16 +42,16 @@ export async function answerLaunch(request: Extract<Request, { kind: "launch" }>
   // do, the started CLI may do for it, if it also has the server's rights.
   const context = ownProcessContext();
   const sameRights = context !== undefined && request.processContext === context;
-  // /dev/fd/N, /dev/stdin or /proc/self/… name the launcher's own descriptors and process, which the
-  // started CLI does not have: `ukb realise <(generate-recipe)`.
-  const ownFiles = [request.cwd, ...request.argv, request.env.UKB_STORE ?? ""].some((arg) => /^\/(proc|dev)\//.test(path.resolve(request.cwd, arg)));
+  // /dev/fd/N, /dev/stdin, /dev/tty or /proc/self/… name the launcher's own descriptors, terminal and
+  // process, which the started CLI does not have: `ukb realise <(generate-recipe)`.
+  const ownFiles = [request.cwd, ...request.argv, request.env.UKB_STORE ?? ""].some((arg) => LAUNCHERS_OWN.test(path.resolve(request.cwd, arg)));
   // The launcher would run the `node` its PATH finds: only that very program may run its command.
   const node = nodeOnPath(request.env.PATH, request.cwd);
   const sameNode = node !== undefined && fileIdentity(node) === fileIdentity(process.execPath);
   const runnable = sameRights && !ownFiles && sameNode;
   const notRunnable =
     !sameRights ? "the launcher's capabilities, no_new_privs or seccomp are not the server's"
-    : ownFiles ? "it names files under /dev or /proc, which are the launcher's own"
+    : ownFiles ? "it names the launcher's own descriptors, terminal or /proc entry"
     : `the launcher's node (${node ?? "none on its PATH"}) is not the server's (${process.execPath})`;
   const fallback = (why: string): LaunchOutcome => ({ fallback: runnable ? why : `${why}; ${notRunnable}`, runnable });
   let args: RealiseArgs;
@@ -132,6 +132,9 @@ function sameAsServer(request: Extract<Request, { kind: "launch" }>): boolean {
   // The PID names the launcher only in our PID namespace (it protects the answer's paths from gc).
   return request.mountNamespace === mountNamespace && request.pidNamespace === pidNamespace && request.rootIdentity === fileIdentity("/") && request.cwdIdentity === fileIdentity(request.cwd);
 }
+
+/** Paths that name a process's own descriptors, terminal or /proc entry: another process opening them gets its own. */
+const LAUNCHERS_OWN = /^\/(dev\/(fd|stdin|stdout|stderr|tty)|proc\/(self|thread-self|\d+))(\/|$)/;
 
 /**
  * The `node` the launcher's execvp would run: the first executable file of
