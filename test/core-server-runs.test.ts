@@ -11,7 +11,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawn } from "node:child_process";
 import { HELLO, UKB_COMMAND, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
-import { LAUNCHER, launch, nodeRecorder, readyToRun, realisedHello, startServer, until } from "./helpers/store-server.js";
+import { LAUNCHER, exits, launch, nodeRecorder, readyToRun, realisedHello, startServer, until } from "./helpers/store-server.js";
 
 /** A recipe whose one build runs `script` in sh, where `${t}` is its host tools (sh and sleep). */
 const shellRecipe = (name: string, script: string) =>
@@ -230,4 +230,15 @@ test("a launcher whose PATH finds another node (a wrapper, another version) is l
   t.regex(node.starts(), /realise hello\.ts/);
   t.like(await status(), { ran });
   t.regex((await status())!.lastFallback?.why ?? "", /the launcher's node \(.*\/node\) is not the server's/);
+});
+
+test("a server asked to stop during a run lets the run end first, then exits", async (t) => {
+  const { store, pid, run } = await runUnderway(t, "pause", 2);
+  const stopped = await ukb(["server", "stop", "--store", store]);
+  t.regex(stopped.stdout, /stopped the server/);
+  const ended = await run.ended;
+  t.is(ended.code, 0, ended.stderr);
+  t.is(fs.readFileSync(ended.stdout.trim(), "utf8"), "done\n");
+  t.notRegex(ended.stderr, /running it again/);
+  t.true(await exits(pid, 10_000), "the server outlived its last run");
 });
