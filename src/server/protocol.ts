@@ -165,7 +165,7 @@ export function ownProcessContext(): string | undefined {
 }
 
 /** The lines of a /proc/PID/status text that {@link ownProcessContext} compares, joined by `;`. */
-export function processContextOf(status: string): string {
+function processContextOf(status: string): string {
   return status
     .split("\n")
     .filter((line) => /^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):/.test(line))

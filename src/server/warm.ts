@@ -50,10 +50,19 @@ export class WarmCli {
   /** Starts the next CLI unless one is there, one runs, or starting keeps failing. */
   start(): void {
     if (this.stopped || this.child || this.running > 0 || this.failedStarts >= MAX_FAILED_STARTS) return;
-    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin/ukb.cjs"), "server", "warm", "--store", this.root], {
-      stdio: ["ignore", "pipe", "pipe", "ipc"],
-      cwd: this.root,
-    });
+    let child: ChildProcess;
+    try {
+      child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin/ukb.cjs"), "server", "warm", "--store", this.root], {
+        stdio: ["ignore", "pipe", "pipe", "ipc"],
+        cwd: this.root,
+      });
+    } catch (err) {
+      // Out of processes or descriptors for a moment: tried again as a start that failed.
+      this.failedStarts++;
+      this.log(`the started CLI could not start: ${(err as Error).message}`);
+      setTimeout(() => this.start(), 1000).unref();
+      return;
+    }
     this.child = child;
     this.ready = false;
     // Until it runs a command, what it says is the server's log.

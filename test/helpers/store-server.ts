@@ -7,7 +7,7 @@ import type { ExecutionContext } from "ava";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import type { ServerStatus } from "../../src/server/protocol.js";
+import { ownProcessContext, type ServerStatus } from "../../src/server/protocol.js";
 import { HELLO, ROOT, UKB_COMMAND, tempDir, ukb, writeRecipe } from "./ukb.js";
 
 export const LAUNCHER = path.join(ROOT, "dist/bin/ukb");
@@ -103,13 +103,6 @@ export async function exits(pid: number, withinMs: number): Promise<boolean> {
 }
 
 /** This process's capabilities, no_new_privs and seccomp, as the launcher sends its own (the server runs only for the same). */
-export function processContext(): string {
-  return fs
-    .readFileSync("/proc/self/status", "utf8")
-    .split("\n")
-    .filter((line) => /^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):/.test(line))
-    .map((line) => line.replace(/\s+/g, " ").trim())
-    .join(";");
-}
+export const processContext = (): string => ownProcessContext() ?? "-";
 
 export { HELLO, writeRecipe };
