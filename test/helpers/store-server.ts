@@ -1,6 +1,6 @@
 /**
  * Helpers for the tests of the store's server and the native launcher
- * (core-server, core-server-runs): start a server, read its status, run
+ * (core-server): start a server, read its status, run
  * commands as users do (bin/ukb), speak its protocol by hand.
  */
 import type { ExecutionContext } from "ava";
