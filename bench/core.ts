@@ -230,27 +230,18 @@ export function benchEditLoop(nix: boolean): void {
   if (measure(process.execPath, [UKB, ...args], { cwd: dir }).code !== 0) throw new Error("ukb failed on the edit-loop recipe");
   const times = { server: [] as number[], node: [] as number[], nix: [] as number[] };
   withServer(dir, () => {
+    // One edit, half a second as a person takes, then the timed realise.
+    const edit = (times: number[], write: () => void, cmd: string, cmdArgs: string[], env: NodeJS.ProcessEnv = {}) => {
+      write();
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+      const r = measure(cmd, cmdArgs, { cwd: dir, env });
+      if (r.code !== 0) throw new Error(`${path.basename(cmd)} failed:\n${r.stderr.slice(-2000)}`);
+      times.push(r.seconds);
+    };
     for (let i = 0; i < runs; i++) {
-      writeUkb(salt());
-      waitForStartedCli(store);
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
-      const served = measure(UKB_COMMAND, args, { cwd: dir });
-      if (served.code !== 0) throw new Error(`ukb failed:\n${served.stderr.slice(-2000)}`);
-      times.server.push(served.seconds);
-
-      writeUkb(salt());
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
-      const byNode = measure(UKB_COMMAND, args, { cwd: dir, env: { ...process.env, UKB_NO_SERVER: "1" } });
-      if (byNode.code !== 0) throw new Error(`ukb failed:\n${byNode.stderr.slice(-2000)}`);
-      times.node.push(byNode.seconds);
-
-      if (nix) {
-        writeNix(salt());
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
-        const r = measure("nix-build", [...NIX_OPTIONS, nixFile]);
-        if (r.code !== 0) throw new Error(`nix-build failed:\n${r.stderr.slice(-2000)}`);
-        times.nix.push(r.seconds);
-      }
+      edit(times.server, () => (writeUkb(salt()), waitForStartedCli(store)), UKB_COMMAND, args);
+      edit(times.node, () => writeUkb(salt()), UKB_COMMAND, args, { UKB_NO_SERVER: "1" });
+      if (nix) edit(times.nix, () => writeNix(salt()), "nix-build", [...NIX_OPTIONS, nixFile]);
     }
     const ran = serverStatus(store)?.ran ?? 0;
     if (ran < runs) throw new Error(`the server's started CLI ran ${ran} of ${runs} edits`);

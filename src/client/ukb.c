@@ -534,10 +534,7 @@ int main(int argc, char **argv) {
       /* A realise done twice does nothing twice: what the first built is valid for the second. */
       fprintf(stderr, "ukb: warning: the store's server stopped during the run; running it again without the server\n");
       close(run_sock);
-      signal(SIGINT, SIG_DFL);
-      signal(SIGTERM, SIG_DFL);
-      signal(SIGHUP, SIG_DFL);
-      signal(SIGQUIT, SIG_DFL);
+      /* exec puts caught signals back to their default, not ignored ones: Node must get SIGPIPE's. */
       signal(SIGPIPE, SIG_DFL);
       run_node(argc, argv);
     }

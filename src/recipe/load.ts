@@ -319,21 +319,18 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
 /**
  * For the server's started CLI (src/server/warm-child.ts): esbuild's
  * service up and the recipe API loaded before a recipe comes. The service
- * then stays up through the evaluation; the function returned lets it stop.
+ * then stays up through the evaluation; the function returned (called
+ * once) lets it stop.
  */
 export async function warmEvaluation(): Promise<() => void> {
   const esbuild = nodeRequire("esbuild") as Esbuild;
-  nodeRequire(apiCjs);
   bundling++;
-  let released = false;
   const release = () => {
-    if (released) return;
-    released = true;
     if (--bundling === 0) void esbuild.stop();
   };
   try {
-    // A first bundle, through the plugin as a recipe's goes: esbuild's first build with it takes
-    // ~15 ms more than the next ones.
+    // A first bundle, through the plugin as a recipe's goes (which loads the recipe API): esbuild's
+    // first build with it takes ~15 ms more than the next ones.
     await esbuild.build({ stdin: { contents: 'import { derivation } from "ukb";\nexport default derivation;\n', loader: "ts", resolveDir: PACKAGE_ROOT, sourcefile: "warm.ts" }, ...bundleOptions(false) });
   } catch {
     // No service: the evaluation starts its own, as the CLI does.

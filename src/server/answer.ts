@@ -39,21 +39,12 @@ export async function answerLaunch(request: Extract<Request, { kind: "launch" }>
   const [command, ...rest] = request.argv;
   if (command !== "realise" && command !== "build") return onlyLauncher(`'${command}' is the CLI's`);
   // Past this point the launcher is the server's user and sees its files: whatever the CLI must
-  // do, the started CLI may do for it, if it also has the server's rights.
-  const context = ownProcessContext();
-  const sameRights = context !== undefined && request.processContext === context;
-  // /dev/fd/N, /dev/stdin, /dev/tty or /proc/self/… name the launcher's own descriptors, terminal and
-  // process, which the started CLI does not have: `ukb realise <(generate-recipe)`.
-  const ownFiles = [request.cwd, ...request.argv, request.env.UKB_STORE ?? ""].some((arg) => LAUNCHERS_OWN.test(path.resolve(request.cwd, arg)));
-  // The launcher would run the `node` its PATH finds: only that very program may run its command.
-  const node = nodeOnPath(request.env.PATH, request.cwd);
-  const sameNode = node !== undefined && fileIdentity(node) === fileIdentity(process.execPath);
-  const runnable = sameRights && !ownFiles && sameNode;
-  const notRunnable =
-    !sameRights ? "the launcher's capabilities, no_new_privs or seccomp are not the server's"
-    : ownFiles ? "it names the launcher's own descriptors, terminal or /proc entry"
-    : `the launcher's node (${node ?? "none on its PATH"}) is not the server's (${process.execPath})`;
-  const fallback = (why: string): LaunchOutcome => ({ fallback: runnable ? why : `${why}; ${notRunnable}`, runnable });
+  // do, the started CLI may do for it, if it also has the server's rights. (Looked at only for a
+  // launch the server does not answer: a no-op pays nothing for it.)
+  const fallback = (why: string): LaunchOutcome => {
+    const notRunnable = whyNotRunnable(request);
+    return notRunnable === undefined ? { fallback: why, runnable: true } : { fallback: `${why}; ${notRunnable}`, runnable: false };
+  };
   let args: RealiseArgs;
   try {
     args = parseRealiseArgs(rest);
@@ -131,6 +122,24 @@ function sameAsServer(request: Extract<Request, { kind: "launch" }>): boolean {
   }
   // The PID names the launcher only in our PID namespace (it protects the answer's paths from gc).
   return request.mountNamespace === mountNamespace && request.pidNamespace === pidNamespace && request.rootIdentity === fileIdentity("/") && request.cwdIdentity === fileIdentity(request.cwd);
+}
+
+/**
+ * Why the server's started CLI may not run this launch in the launcher's
+ * place, or undefined when it may: it would run with the server's rights,
+ * its node, and its own descriptors and /proc entry.
+ */
+function whyNotRunnable(request: Extract<Request, { kind: "launch" }>): string | undefined {
+  const context = ownProcessContext();
+  if (context === undefined || request.processContext !== context) return "the launcher's capabilities, no_new_privs or seccomp are not the server's";
+  // /dev/fd/N, /dev/stdin, /dev/tty or /proc/self/… name the launcher's own descriptors, terminal and
+  // process, which the started CLI does not have: `ukb realise <(generate-recipe)`.
+  const paths = [request.cwd, ...request.argv, request.env.UKB_STORE ?? ""];
+  if (paths.some((arg) => LAUNCHERS_OWN.test(path.resolve(request.cwd, arg)))) return "it names the launcher's own descriptors, terminal or /proc entry";
+  // The launcher would run the `node` its PATH finds: only that very program may run its command.
+  const node = nodeOnPath(request.env.PATH, request.cwd);
+  if (node === undefined || fileIdentity(node) !== fileIdentity(process.execPath)) return `the launcher's node (${node ?? "none on its PATH"}) is not the server's (${process.execPath})`;
+  return undefined;
 }
 
 /** Paths that name a process's own descriptors, terminal or /proc entry: another process opening them gets its own. */

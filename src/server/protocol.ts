@@ -157,12 +157,17 @@ export const exitFrame = (code: number): Buffer => Buffer.from(`x ${code}\n`);
  * launcher that has the same. Undefined without /proc.
  */
 export function ownProcessContext(): string | undefined {
-  try {
-    return processContextOf(fs.readFileSync("/proc/self/status", "utf8"));
-  } catch {
-    return undefined;
+  // Read once: ukb never changes its own capabilities, no_new_privs or seccomp mode.
+  if (processContext === null) {
+    try {
+      processContext = processContextOf(fs.readFileSync("/proc/self/status", "utf8"));
+    } catch {
+      processContext = undefined;
+    }
   }
+  return processContext;
 }
+let processContext: string | undefined | null = null;
 
 /** The lines of a /proc/PID/status text that {@link ownProcessContext} compares, joined by `;`. */
 function processContextOf(status: string): string {

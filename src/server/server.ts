@@ -80,7 +80,8 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
   }
 
   const codeStamp = ownCodeStamp();
-  const status: ServerStatus = { pid: process.pid, store: root, packageRoot: PACKAGE_ROOT, startedAt: new Date().toISOString(), requests: 0, answered: 0, ran: 0, startedCli: "starting" };
+  // (Its started CLI's state is asked of it when a status is.)
+  const status: Omit<ServerStatus, "startedCli"> = { pid: process.pid, store: root, packageRoot: PACKAGE_ROOT, startedAt: new Date().toISOString(), requests: 0, answered: 0, ran: 0 };
   let queue = Promise.resolve();
   let stopRequested = false;
   let stopping: ((reason: string) => void) | undefined;
@@ -125,7 +126,7 @@ export async function runServer(root: string, options: ServerOptions): Promise<v
           return;
         }
         if (request.kind === "control") {
-          if (request.command === "status") conn.end(`${JSON.stringify({ ...status, startedCli: warm.whyNotReady() ?? "ready" })}\n`);
+          if (request.command === "status") conn.end(`${JSON.stringify({ ...status, startedCli: warm.whyNotReady() ?? "ready" } satisfies ServerStatus)}\n`);
           else if (request.command === "stop") {
             conn.end("stopping\n");
             stop("asked to stop");

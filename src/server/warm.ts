@@ -37,8 +37,8 @@ export class WarmCli {
   private ready = false;
   private failedStarts = 0;
   private stopped = false;
-  /** Runs under way: the next CLI starts when the last one ends. */
-  private running = 0;
+  /** A run is under way (there is one started CLI at a time): the next starts when its process ends. */
+  private running = false;
   /** The host tool sets the last run's builds asked views for. */
   private toolSets: RunEnd["toolSets"] = [];
 
@@ -49,7 +49,7 @@ export class WarmCli {
 
   /** Starts the next CLI unless one is there, one runs, or starting keeps failing. */
   start(): void {
-    if (this.stopped || this.child || this.running > 0 || this.failedStarts >= MAX_FAILED_STARTS) return;
+    if (this.stopped || this.child || this.running || this.failedStarts >= MAX_FAILED_STARTS) return;
     let child: ChildProcess;
     try {
       child = spawn(process.execPath, [path.join(PACKAGE_ROOT, "bin/ukb.cjs"), "server", "warm", "--store", this.root], {
@@ -99,7 +99,7 @@ export class WarmCli {
   /** Why no run can start now, or undefined when one can. */
   whyNotReady(): string | undefined {
     if (this.ready && this.child) return undefined;
-    if (this.running > 0) return "the started CLI is running another command";
+    if (this.running) return "the started CLI is running another command";
     if (this.failedStarts >= MAX_FAILED_STARTS) return "the started CLI failed to start (see the server's log)";
     return "the started CLI is not ready yet";
   }
@@ -115,7 +115,7 @@ export class WarmCli {
     const child = this.child!;
     this.child = undefined;
     this.ready = false;
-    this.running++;
+    this.running = true;
     const order: RunOrder = { argv: request.argv, env: request.env, cwd: request.cwd, umask: request.umask, terminal: request.terminal };
     child.send(order);
     conn.setTimeout(0);
@@ -179,7 +179,7 @@ export class WarmCli {
       clearInterval(watch);
       exitCode = code ?? 128 + signalNumber(signal);
       settle();
-      this.running--;
+      this.running = false;
       this.start();
     });
     return toldLauncher;
