@@ -151,6 +151,15 @@ test("bad recipes: one line naming the file (and line), exit 2, nothing built", 
     ["noexport.ts", `${header}export const only = ${sh("only", "echo > $out")};\n`, /noexport\.ts: has no default export \(exports: only\)/],
     ["nul.ts", `${header}export default derivation({ name: "z", builder: \`\${t}/bin/sh\`, args: ["-c", "echo a\\u0000b > $out"] });\n`, /nul\.ts:3: derivation 'z': args\[1\] holds a NUL byte/],
     ["hostbuilder.ts", `${header}export default derivation({ name: "h", builder: "/usr/bin/python3", args: ["-c", "pass"] });\n`, /hostbuilder\.ts:3: derivation 'h': builder '\/usr\/bin\/python3' is not in the store; host programs reach a build through hostTools/],
+    ["dotdot.ts", `${header}export default derivation({ name: "d", builder: \`\${t}/../../usr/bin/perl\` });\n`, /dotdot\.ts:3: derivation 'd': builder '\/ukb\/store\/.*\/\.\.\/\.\.\/usr\/bin\/perl' is not in the store/],
+    ["sparse.ts", `${header}export default derivation({ name: "s", builder: \`\${t}/bin/sh\`, args: ["-c", , "x"] as any });\n`, /sparse\.ts:3: derivation 's': args\[1\] must be a string or a derivation, not undefined/],
+    ["outeq.ts", `${header}export default derivation({ name: "o", builder: \`\${t}/bin/sh\`, outputs: ["a=b"] });\n`, /outeq\.ts:3: derivation 'o': an output cannot be named 'a=b'/],
+    ["outhome.ts", `${header}export default derivation({ name: "o", builder: \`\${t}/bin/sh\`, outputs: ["out", "HOME"] });\n`, /outhome\.ts:3: derivation 'o': an output cannot be named 'HOME'/],
+    ["longout.ts", `${header}export default derivation({ name: "n".repeat(180), builder: \`\${t}/bin/sh\`, outputs: ["out", "l".repeat(100)] });\n`, /longout\.ts:3: .*makes a store path's file name 314 characters long; at most 255 fit/],
+    ["longname.ts", `${header}export default derivation({ name: "x".repeat(100000), builder: \`\${t}/bin/sh\` });\n`, /longname\.ts:3: derivation name 'x{77}\.\.\.' is 100000 characters long; at most 180/],
+    ["proto.ts", `${header}export default derivation({ name: "p", builder: \`\${t}/bin/sh\`, env: JSON.parse('{"__proto__": "x"}') });\n`, /proto\.ts:3: derivation 'p': '__proto__' is not a valid environment variable name/],
+    ["epoch.ts", `${header}export default derivation({ name: "e", builder: \`\${t}/bin/sh\`, env: { SOURCE_DATE_EPOCH: "1e300" } });\n`, /epoch\.ts:3: derivation 'e': env\.SOURCE_DATE_EPOCH must be whole seconds since 1970/],
+    ["promise.ts", `${header}export default Promise.resolve(${sh("p", "echo > $out")});\n`, /promise\.ts: export 'default' is a Promise, not a derivation \(await it/],
   ];
   for (const [file, source, pattern] of cases) {
     writeRecipe(dir, file, source);
@@ -174,6 +183,25 @@ test("bad recipes: one line naming the file (and line), exit 2, nothing built", 
   t.is(missingFile.code, 2);
   t.regex(missingFile.stderr, /nope\.ts: no such recipe file/);
   t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")), []);
+});
+
+test("an error no one awaits (a recipe's timer, a promise it left rejected): the builds are cancelled, the recipe's line named, exit 2, every run", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "timer.ts", `${header}setTimeout(() => { throw new Error("late boom"); }, 300);\nexport default ${sh("slow", "sleep 10; echo > $out")};\n`);
+  const started = Date.now();
+  const late = await ukb(["realise", "timer.ts"], { cwd: dir });
+  t.is(late.code, 2, late.stderr);
+  t.regex(late.stderr, /ukb: error: timer\.ts:3: late boom \(an error no one awaited/);
+  t.notRegex(late.stderr, /\n\s+at /, "no stack trace");
+  t.true(Date.now() - started < 8000, "the 10 s build was cancelled");
+  writeRecipe(dir, "rejected.ts", `${header}Promise.reject(new Error("left rejected"));\nexport default ${sh("r", "echo > $out")};\n`);
+  for (const run of [1, 2]) {
+    const r = await ukb(["realise", "rejected.ts"], { cwd: dir });
+    t.is(r.code, 2, `run ${run}: ${r.stderr}`);
+    t.regex(r.stderr, /ukb: error: rejected\.ts:3: left rejected/, `run ${run}`);
+  }
+  await storeIsClean(t, dir);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")).filter((n) => !n.endsWith("-host-tools")), []);
 });
 
 test("a build cannot reach the network, the host or its inputs", async (t) => {

@@ -7,7 +7,7 @@
 import test from "ava";
 import fs from "node:fs";
 import path from "node:path";
-import { outcome, tempDir, ukb, ukbSpawn, writeRecipe, type RunResult } from "./helpers/ukb.js";
+import { outcome, tempDir, UKB, ukb, ukbSpawn, writeRecipe, type RunResult } from "./helpers/ukb.js";
 
 const POOL = { ...process.env, UKB_SANDBOX: "pool" };
 
@@ -131,6 +131,30 @@ function realiseInheriting(dir: string, file: string): Promise<RunResult> {
   return outcome(child);
 }
 
+test("in both kinds of sandbox, under any umask of the user's: a builder has no capability and umask 022", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "caps.ts",
+    `import { derivation, hostTools } from "ukb";
+const t = hostTools(["sh", "grep"]);
+export default derivation({ name: "caps", builder: \`\${t}/bin/sh\`, args: ["-c", \`{ umask; \${t}/bin/grep -E '^Cap(Prm|Eff|Bnd)' /proc/self/status; } > $out\`] });
+`,
+  );
+  for (const mode of ["pool", "fresh"]) {
+    // The user's umask is 077: a builder's own files must not take it (a tar of them would differ).
+    const r = await ukb(["-c", `umask 077; exec "${process.execPath}" "$@"`, "sh", UKB, "realise", "caps.ts", "--no-out-link", "--store", `store-${mode}`], {
+      cwd: dir,
+      env: { UKB_SANDBOX: mode },
+      command: "/bin/sh",
+    });
+    t.is(r.code, 0, `${mode}: ${r.stderr}`);
+    const report = fs.readFileSync(r.stdout.trim(), "utf8");
+    t.regex(report, /^0022\n/, `${mode}: ${report}`);
+    for (const set of ["CapPrm", "CapEff", "CapBnd"]) t.regex(report, new RegExp(`${set}:\\s+0+\\n`), `${mode}: ${report}`);
+  }
+});
+
 test("in a pooled sandbox, keys, signals to PID 1 and descriptors ukb inherited do not carry over to the next build", async (t) => {
   const dir = tempDir();
   writeRecipe(
@@ -143,14 +167,14 @@ const sh = \`\${t}/bin/sh\`;
 const first = derivation({
   name: "first",
   builder: sh,
-  args: ["-c", \`\${t}/bin/python3 -I -S -c 'import ctypes; [ctypes.CDLL(None).syscall(248, b"user", b"ukb-leftover", b"x", 1, k) for k in (-4, -5)]'
+  args: ["-c", \`\${t}/bin/python3 -I -S -c 'import ctypes; l = ctypes.CDLL(None); p = l.syscall(250, 22, -1, -3); [l.syscall(248, b"user", b"ukb-leftover", b"x", 1, k) for k in (-4, -5, p)]'
 \${t}/bin/kill -INT 1; \${t}/bin/readlink /proc/self/ns/net > $out\`],
 });
 export default derivation({
   name: "second",
   builder: sh,
   args: ["-c", \`exec > $out; \${t}/bin/cat \${first}; \${t}/bin/readlink /proc/self/ns/net
-\${t}/bin/python3 -I -S -c 'import ctypes; libc = ctypes.CDLL(None); print(sum(libc.syscall(250, 10, k, b"user", b"ukb-leftover", 0) >= 0 for k in (-3, -4, -5)))'
+\${t}/bin/python3 -I -S -c 'import ctypes; l = ctypes.CDLL(None); p = l.syscall(250, 22, -1, -3); print(sum(l.syscall(250, 10, k, b"user", b"ukb-leftover", 0) >= 0 for k in (-3, -4, -5, p)))'
 for f in /proc/self/fd/*; do echo "fd \${"$"}{f##*/}"; done\`],
 });
 `,
@@ -160,7 +184,7 @@ for f in /proc/self/fd/*; do echo "fd \${"$"}{f##*/}"; done\`],
   t.notRegex(r.stderr, /KeyboardInterrupt|Traceback/);
   const [firstNet, secondNet, keys, ...rest] = fs.readFileSync(r.stdout.trim(), "utf8").trim().split("\n");
   t.is(firstNet, secondNet, "the two builds did not share a sandbox: this test proves nothing");
-  // Searched for in the keyrings the build has (session, user, user session): a key the first build
+  // Searched for in the keyrings the build has (session, user, user session, persistent): a key the first build
   // left there would be found. (/proc/keys may still list it, unlinked, until the kernel's key gc runs.)
   t.is(keys, "0", "the first build's key reached the second");
   const fds = rest.map((l) => Number(l.replace("fd ", "")));

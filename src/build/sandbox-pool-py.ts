@@ -30,6 +30,9 @@ export const AGENT_SOURCE = String.raw`
 import os
 # What ukb's parent left open without close-on-exec (a make jobserver, a log pipe) never reaches a build.
 os.closerange(3, 65536)
+# One umask for every builder, whatever the user's shell has: the modes of the files a build makes
+# (a tar of them, say) must not differ from one machine to the next.
+os.umask(0o022)
 import ctypes, resource, select, stat, sys
 import _signal as signal
 libc = ctypes.CDLL(None, use_errno=True)
@@ -130,6 +133,11 @@ def fresh_keyrings():
         if KEYRINGS_NAMESPACED:
             libc.syscall(KEYCTL, 7, -4)  # KEYCTL_CLEAR of KEY_SPEC_USER_KEYRING
             libc.syscall(KEYCTL, 7, -5)  # and of KEY_SPEC_USER_SESSION_KEYRING
+        # The persistent keyring (of this uid in the sandbox's user namespace, never the host's):
+        # linked into the new session keyring to get its id, then emptied. -1 where the kernel has none.
+        persistent = libc.syscall(KEYCTL, 22, -1, -3)  # KEYCTL_GET_PERSISTENT, into KEY_SPEC_SESSION_KEYRING
+        if persistent > 0:
+            libc.syscall(KEYCTL, 7, persistent)
 
 def send(text):
     os.write(1, (text + "\n").encode())

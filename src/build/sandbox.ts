@@ -96,7 +96,9 @@ function readlinkOrUndefined(p: string): string | undefined {
 export function sandboxArgs(spec: SandboxSpec): string[] {
   // --as-pid-1: the builder is PID 1 of its namespace, as in Nix's sandbox; no init process
   // (one fork less per build); whatever it leaves running dies with it.
-  const a: string[] = ["--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "localhost"];
+  // --cap-drop ALL: bwrap run by root keeps every capability for the builder otherwise (it could
+  // remount an input writable, or unmount /proc/sys's cover); run by another user it drops them anyway.
+  const a: string[] = ["--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--clearenv", "--hostname", "localhost", "--cap-drop", "ALL"];
   a.push(...systemDirArgs(spec.view));
   // /proc/sys read-only: bwrap leaves it writable, and when ukb runs as root a builder could
   // otherwise set the host's sysctls (kernel.core_pattern runs a program as the host's root).

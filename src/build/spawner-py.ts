@@ -105,6 +105,9 @@ def stop(i):
     kill(children.get(i))
 # What ukb's parent left open without close-on-exec (a make jobserver, say) stays out of builds.
 os.closerange(3, 65536)
+# Every builder starts with one umask, whatever the user's shell has: the modes of the files it
+# makes (a tar of them, say) must not differ from one machine to the next.
+os.umask(0o022)
 send("ready")
 for line in sys.stdin.buffer:
     i = None

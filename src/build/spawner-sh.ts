@@ -15,6 +15,7 @@ import fs from "node:fs";
 import type { Dialect } from "./spawner.js";
 
 const SCRIPT = `
+umask 022
 trap 'trap - EXIT; kill -KILL 0 2>/dev/null' EXIT
 while IFS= read -r line; do
   case "$line" in

@@ -2,7 +2,7 @@
  * The `ukb` command: parse, dispatch, print errors. Commands are loaded on
  * demand so that each pays only for the modules it uses.
  */
-import { ExitCode, isUkbError, RecipeError, UkbError, UsageError } from "../errors/index.js";
+import { catchStrayErrors, ExitCode, isUkbError, RecipeError, UkbError, UsageError } from "../errors/index.js";
 import { isNoSpace, NO_SPACE_HINT } from "../store/space.js";
 import { damagedDbError, isDamagedDb } from "../store/damage.js";
 import { renderError } from "../ui/index.js";
@@ -63,17 +63,30 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`ukb: error: unknown command '${name}'\n${HELP}\n`);
     return ExitCode.badInput;
   }
+  const stray = catchStrayErrors();
+  let exitCode: number;
   try {
-    return await (await load())(rest);
+    exitCode = await (await load())(rest);
   } catch (err) {
     const parseError = err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS");
     const shown = parseError ? new UsageError(err.message) : isUkbError(err) ? err : isNoSpace(err) ? noSpace(err) : isDamagedDb(err) ? damagedDbError(err) : err;
-    const exitCode = isUkbError(shown) ? shown.exitCode : ExitCode.buildFailed;
-    // With --json, stderr is one JSON event a line: the error that ends the command is one too.
-    if (rest.includes("--json")) process.stderr.write(`${JSON.stringify(errorEvent(shown, exitCode))}\n`);
-    else process.stderr.write(`${renderError(shown)}\n`);
-    return exitCode;
+    exitCode = report(shown, rest);
   }
+  // An error no one awaited (a recipe's timer) cancelled the command: it is what the user must fix.
+  const strayError = await stray.stop();
+  if (!strayError) return exitCode;
+  const { recipeErrorOf } = await import("../recipe/load.js");
+  const { err } = strayError;
+  return report(recipeErrorOf(err, "(an error no one awaited: a timer's, or a promise's left rejected)") ?? new UkbError("internal", `an error no one awaited: ${(err as Error)?.stack ?? String(err)}`), rest);
+}
+
+/** Prints the error that ends a command; returns the exit code it calls for. */
+function report(shown: unknown, rest: readonly string[]): number {
+  const exitCode = isUkbError(shown) ? shown.exitCode : ExitCode.buildFailed;
+  // With --json, stderr is one JSON event a line: the error that ends the command is one too.
+  if (rest.includes("--json")) process.stderr.write(`${JSON.stringify(errorEvent(shown, exitCode))}\n`);
+  else process.stderr.write(`${renderError(shown)}\n`);
+  return exitCode;
 }
 
 /** The error that ends a command, as a JSON event (`--json`). */

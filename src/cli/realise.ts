@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { ExitCode, UkbError, UsageError } from "../errors/index.js";
+import { ExitCode, onStrayError, UkbError, UsageError } from "../errors/index.js";
 // Only the plan is needed when everything is valid; the executor and the UI load on demand.
 import { makePlan, planSubstitutions, type Plan } from "../schedule/plan.js";
 import { explainNoSpace, type Store } from "../store/index.js";
@@ -215,6 +215,7 @@ async function buildPlan(store: Store, planned: Plan, o: { jobs: number; cores: 
   const onSignal = () => abort.abort(new UkbError("build", "interrupted"));
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
+  const stopWatching = onStrayError(() => abort.abort(new UkbError("build", "cancelled: the recipe's code threw")));
   try {
     const { plan, caches } = await withSubstitutions(store, planned, o.cacheFlags, o.offline, (cache, message) => listener({ type: "cache-warning", cache, message }));
     const mainPath = (d: { outputs: Readonly<Record<string, string>> }) => store.realPath(d.outputs.out ?? Object.values(d.outputs)[0]!);
@@ -241,5 +242,6 @@ async function buildPlan(store: Store, planned: Plan, o: { jobs: number; cores: 
     listener.close();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    stopWatching();
   }
 }

@@ -79,3 +79,4 @@ export class HashMismatchError extends UkbError {
 export function isUkbError(value: unknown): value is UkbError {
   return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
 }
+export { catchStrayErrors, onStrayError } from "./stray.js";

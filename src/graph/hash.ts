@@ -59,6 +59,9 @@ export function blake3Stream(): { update(chunk: Uint8Array): void; digestHex(): 
   };
 }
 
+/** How many characters a store hash has (160 bits in base32). */
+export const STORE_HASH_CHARS = 32;
+
 /** The 32-character base32 store hash of a fingerprint: BLAKE3, first 160 bits. */
 export function storeHash(fingerprint: string): string {
   return toBase32(blake3Bytes(fingerprint).subarray(0, 20));

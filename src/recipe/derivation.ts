@@ -12,6 +12,7 @@ import { RecipeError } from "../errors/index.js";
 import {
   finishDrv,
   NAME_PATTERN,
+  STORE_HASH_CHARS,
   STORE_PATH_PATTERN,
   type DrvDraft,
   type DrvRecord,
@@ -181,11 +182,19 @@ export function makeDerivation(draft: Omit<DrvDraft, "inputPaths" | "inputDrvs">
 
 export function checkName(name: unknown, what: string): string {
   if (typeof name !== "string" || name === "") throw new RecipeError(`${what} has no name`, callerLocation());
-  if (!NAME_PATTERN.test(name) || name.length > 180) {
-    throw new RecipeError(`${what} name '${name}' may hold only letters, digits and +-._?= and must not start with a dot`, callerLocation());
+  if (name.length > MAX_NAME) throw new RecipeError(`${what} name '${shorten(name)}' is ${name.length} characters long; at most ${MAX_NAME} fit in a store path`, callerLocation());
+  if (!NAME_PATTERN.test(name)) {
+    throw new RecipeError(`${what} name '${shorten(name)}' may hold only letters, digits and +-._?= and must not start with a dot`, callerLocation());
   }
   return name;
 }
+
+/** The longest name: a store path's file name (`<32 chars>-<name>[-<output>]`) must fit the 255 bytes a file name may have. */
+const MAX_NAME = 180;
+/** A name as an error message shows it: whole up to 80 characters (a line stays a line). */
+const shorten = (name: string) => (name.length > 80 ? `${name.slice(0, 77)}...` : name);
+/** The largest SOURCE_DATE_EPOCH (9999-12-31T23:59:59Z): a file's time must be one the filesystem can set. */
+const MAX_EPOCH = 253402300799;
 
 /**
  * Declares a build step: run `builder` with `args` in a sandbox whose
@@ -205,20 +214,34 @@ export function derivation(spec: DerivationSpec): Derivation {
   const builder = stringify(spec.builder, `${what}: builder`);
   // A host program named directly would run (the system folders are visible) without its
   // contents in any hash: upgrading it would change no output's path.
-  if (!builder.startsWith(`${VIRTUAL_STORE}/`)) {
+  // Path segments "." and ".." are refused too: "/ukb/store/../../usr/bin/perl" is a host program.
+  if (!builder.startsWith(`${VIRTUAL_STORE}/`) || builder.split("/").some((segment) => segment === "." || segment === "..")) {
     throw new RecipeError(`${what}: builder '${builder}' is not in the store; host programs reach a build through hostTools, e.g. builder: \`\${hostTools(["sh"])}/bin/sh\``, callerLocation());
   }
   if (spec.args !== undefined && !Array.isArray(spec.args)) throw new RecipeError(`${what}: args must be an array`, callerLocation());
-  const args = (spec.args ?? []).map((a, i) => stringify(a, `${what}: args[${i}]`));
-  const outputNames = [...(spec.outputs ?? ["out"])];
+  // Array.from, not map: a hole in a sparse array (`[, "x"]`) is an undefined argument, refused, not skipped.
+  const args = Array.from(spec.args ?? [], (a, i) => stringify(a, `${what}: args[${i}]`));
+  const outputNames = Array.from(spec.outputs ?? ["out"], (o) => o);
   if (outputNames.length === 0) throw new RecipeError(`${what} declares no outputs`, callerLocation());
-  for (const o of outputNames) checkName(o, `${what}: an output`);
+  for (const o of outputNames) {
+    checkName(o, `${what}: an output`);
+    // Each output is also a variable of the builder's environment, which cannot hold "=" in its name
+    // nor take the place of one ukb sets.
+    if (o.includes("=") || RESERVED_ENV.has(o)) throw new RecipeError(`${what}: an output cannot be named '${o}' (the builder gets each output's path in a variable of that name)`, callerLocation());
+    const fileName = STORE_HASH_CHARS + 1 + name.length + (o === "out" ? 0 : o.length + 1);
+    if (fileName > 255) throw new RecipeError(`${what}: output '${shorten(o)}' makes a store path's file name ${fileName} characters long; at most 255 fit`, callerLocation());
+  }
   if (new Set(outputNames).size !== outputNames.length) throw new RecipeError(`${what} declares an output twice`, callerLocation());
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(spec.env ?? {})) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new RecipeError(`${what}: '${k}' is not a valid environment variable name`, callerLocation());
+    // "__proto__" (an own key from JSON.parse or ["__proto__"]) would set env's prototype, not a variable.
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k) || k === "__proto__") throw new RecipeError(`${what}: '${k}' is not a valid environment variable name`, callerLocation());
     if (RESERVED_ENV.has(k) || outputNames.includes(k)) throw new RecipeError(`${what}: env.${k} is set by ukb and cannot be set by a recipe`, callerLocation());
     env[k] = stringify(v, `${what}: env.${k}`);
+  }
+  const epoch = env.SOURCE_DATE_EPOCH;
+  if (epoch !== undefined && !(/^\d{1,12}$/.test(epoch) && Number(epoch) <= MAX_EPOCH)) {
+    throw new RecipeError(`${what}: env.SOURCE_DATE_EPOCH must be whole seconds since 1970, from 0 to ${MAX_EPOCH}, not '${shorten(epoch)}'`, callerLocation());
   }
   return makeDerivation({ kind: "command", name, builder, args, env, outputNames });
 }

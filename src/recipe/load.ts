@@ -20,7 +20,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { types } from "node:util";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { isUkbError, RecipeError } from "../errors/index.js";
+import { isUkbError, onStrayError, RecipeError } from "../errors/index.js";
 import type { DrvRecord, Graph } from "../graph/index.js";
 import { closureOf, isDerivation, isOutputRef } from "./derivation.js";
 import { ENV_KEYS, envKeys, isKernelFile, recordNativeAddon, startRecording, type Recorded } from "./eval-deps.js";
@@ -522,6 +522,11 @@ async function depUnchanged(dep: DepStamp): Promise<DepStamp | undefined> {
  * recipe itself.
  */
 function locate(err: unknown, file: string): { file: string; line?: number } {
+  return locateInRecipes(err) ?? { file: path.relative(process.cwd(), file) || file };
+}
+
+/** The file and line of the user's recipes an exception points at; undefined if it points at none. */
+function locateInRecipes(err: unknown): { file: string; line?: number } | undefined {
   let text = err instanceof Error ? `${err.message}\n${err.stack ?? ""}` : String(err);
   // A binding read before its definition ran (files that import each other): the first frames
   // are the transform's getters for it, in the defining file; the line to name is the reader's.
@@ -531,7 +536,17 @@ function locate(err: unknown, file: string): { file: string; line?: number } {
     const found = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
     if (isRecipeFile(found) && fs.existsSync(found)) return { file: path.relative(process.cwd(), found) || found, line: Number(m[2]) };
   }
-  return { file: path.relative(process.cwd(), file) || file };
+  return undefined;
+}
+
+/**
+ * An error thrown by a recipe's code as ukb reports it (`note` says when), if
+ * its stack points into a recipe this process evaluated; else undefined.
+ */
+export function recipeErrorOf(err: unknown, note: string): RecipeError | undefined {
+  // A value that is no Error (`throw "x"`, `Promise.reject(42)`) has no stack; ukb's own code throws only Errors.
+  const where = err instanceof Error ? locateInRecipes(err) : {};
+  return where ? new RecipeError(`${firstLine(err)} ${note}`, where, err) : undefined;
 }
 
 function firstLine(err: unknown): string {
@@ -547,6 +562,10 @@ function firstLine(err: unknown): string {
 function exitCaller(file: string): { file: string; line?: number } {
   const at = callerLocation();
   return at.file ? { file: at.file, ...(at.line ? { line: at.line } : {}) } : { file: path.relative(process.cwd(), file) || file };
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === "object" && value !== null && typeof (value as { then?: unknown }).then === "function";
 }
 
 /** Evaluations of this process, one after the other: what one records (process.env, fs) is global. */
@@ -607,6 +626,11 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
   const roots: Record<string, DrvRecord> = {};
   for (const [name, value] of Object.entries(mod)) {
     const drv = isDerivation(value) ? value.drv : isOutputRef(value) ? value.derivation.drv : undefined;
+    if (!drv && isThenable(value)) {
+      // Said now, with how to fix it; its rejection, if it comes, is this error's, not an unhandled one.
+      value.then(undefined, () => undefined);
+      throw new RecipeError(`export '${name}' is a Promise, not a derivation (await it at the top level: export default await ...)`, { file: path.relative(process.cwd(), file) || file });
+    }
     if (!drv) continue;
     // An output of a derivation (`m.output("dev")`) is exported as `hash#output`: -A picks that output.
     exports[name] = isOutputRef(value) ? `${drv.hash}#${value.name}` : drv.hash;
@@ -702,6 +726,9 @@ export async function loadRecipe(recipeFile: string, options: LoadRecipeOptions 
     };
     cache.put(graphKey, JSON.stringify({ roots: rootsTag(loaded.roots).split(","), drvs: loaded.graph.drvs }));
     cache.put(key, JSON.stringify(entry));
+    // The evaluation left an error no one awaited (a promise it rejected, a timer that throws):
+    // the command fails with it, and the next must evaluate again, and fail again.
+    onStrayError(() => cache.put(key, JSON.stringify({ volatile: "leaves an error no one awaits" })));
   }
   return loaded;
 }
