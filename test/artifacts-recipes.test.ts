@@ -57,6 +57,45 @@ test("editing the site rebuilds only the rootfs, the cpio and the image", async 
   t.deepEqual(built, ["nginx-image", "rootfs", "rootfs.cpio", "site"]);
 });
 
+test("rootfs and cpio take only what is in the store: a builder's symlink out of it, or a '..', fails the build; one that stays in it is followed", async (t) => {
+  const dir = tempDir();
+  const secret = path.join(dir, "host-secret");
+  fs.mkdirSync(secret);
+  fs.writeFileSync(path.join(secret, "secret.txt"), "TOP-SECRET\n");
+  writeRecipe(
+    dir,
+    "escape.ts",
+    `import { derivation, hostTools, cpio, rootfs } from "ukb";
+const t = hostTools(["sh", "ln", "mkdir"]);
+// The builders cannot read the secret: they only make symlinks to it, for ukb's builtins to follow.
+const outDir = derivation({ name: "out-dir", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/ln -s ${secret} $out\`] });
+const outFile = derivation({ name: "out-file", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/mkdir $out && \${t}/bin/ln -s ${secret}/secret.txt $out/f\`] });
+const plain = derivation({ name: "plain", builder: \`\${t}/bin/sh\`, args: ["-c", "echo hi > $out"] });
+const inStore = derivation({ name: "in-store", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/mkdir $out && \${t}/bin/ln -s \${plain} $out/abs && \${t}/bin/ln -s abs $out/rel\`] });
+export const viaCpio = cpio({ root: outDir });
+export const viaRootfsFile = rootfs({ files: { "/x": { path: \`\${outFile}/f\` } } });
+export const viaRootfsDir = rootfs({ files: { "/y": outDir } });
+export const viaDotDot = rootfs({ files: { "/z": { path: \`\${plain}/../../../host-secret/secret.txt\` } } });
+export const followed = rootfs({ files: { "/ok": { path: \`\${inStore}/rel\` } } });
+`,
+  );
+  for (const [attr, why] of [
+    ["viaCpio", /out-dir leads out of the store, to .*host-secret: a builtin takes only what is in the store/],
+    ["viaRootfsFile", /out-file\/f leads out of the store, to .*secret\.txt/],
+    ["viaRootfsDir", /out-dir leads out of the store/],
+    ["viaDotDot", /holds a "\." or "\.\." segment/],
+  ] as const) {
+    const r = await ukb(["realise", "escape.ts", "-A", attr, "--no-out-link"], { cwd: dir });
+    t.is(r.code, 1, `${attr}: ${r.stderr}`);
+    t.regex(r.stderr, why, attr);
+  }
+  const ok = await ukb(["realise", "escape.ts", "-A", "followed", "--no-out-link"], { cwd: dir });
+  t.is(ok.code, 0, ok.stderr);
+  t.is(fs.readFileSync(path.join(ok.stdout.trim(), "ok"), "utf8"), "hi\n");
+  const leaked = execFileSync("sh", ["-c", 'grep -rl TOP-SECRET "$0" || true', path.join(dir, "cache/store")], { encoding: "utf8" }).trim();
+  t.is(leaked, "");
+});
+
 test("bad image input is refused at evaluation, before anything is built", async (t) => {
   const dir = tempDir();
   writeRecipe(dir, "bad.ts", IMAGE.replace('cmd: ["nginx", "-c", "/nginx/conf/nginx.conf"]', `cmd: ["nginx", "-g", "daemon off;"]`));

@@ -7,11 +7,11 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawner, type Exit } from "./spawner.js";
 import { UkbError } from "../errors/index.js";
-import { baseName, hashPart, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
+import { baseName, hashPart, type DrvRecord } from "../graph/index.js";
 import { damagedDbError, explainNoSpace, formatBytes, isDamagedDb, freeBytes, hashTree, isSymlink, nearlyFull, NO_SPACE_HINT, normaliseTree, removeTree, scanReferences, type ContentKind, type Store } from "../store/index.js";
 import { BUILD_TOP, findBwrap, sandboxArgs } from "./sandbox.js";
 import { hostToolsOf, hostViewFor, type HostView } from "./host-view.js";
-import { getBuiltin } from "./builtins.js";
+import { getBuiltin, resolveInStore } from "./builtins.js";
 import { sandboxPool } from "./sandbox-pool.js";
 
 /** A build that failed: what, how, and the end of its log. */
@@ -245,10 +245,7 @@ export async function buildInto(store: Store, drv: DrvRecord, tmp: string, logFi
         await builtin({
           drv,
           outputs,
-          realInput: (virtualPath) => {
-            if (!virtualPath.startsWith(VIRTUAL_STORE + "/")) throw new UkbError("build", `${virtualPath} is not a store path`);
-            return path.join(store.storeDir, virtualPath.slice(VIRTUAL_STORE.length + 1));
-          },
+          realInput: (virtualPath) => resolveInStore(store.storeDir, virtualPath),
           epoch: epochOf(drv),
           scratch: path.join(tmp, "build"),
           log: (line) => fs.writeSync(logFd, line.endsWith("\n") ? line : `${line}\n`),

@@ -6,14 +6,14 @@
 import fs from "node:fs";
 import path from "node:path";
 import { UkbError } from "../errors/index.js";
-import type { DrvRecord } from "../graph/index.js";
+import { VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
 import type { Store } from "../store/index.js";
 
 export interface BuiltinContext {
   readonly drv: DrvRecord;
   /** Output name → the real path the output must be written to (does not exist yet). */
   readonly outputs: Readonly<Record<string, string>>;
-  /** The real path of an input given by its virtual store path (or a path inside it). */
+  /** The real path of an input given by its virtual store path (or a path inside it), resolved inside the store (see `resolveInStore`). */
   realInput(virtualPath: string): string;
   /** The build's SOURCE_DATE_EPOCH. */
   readonly epoch: number;
@@ -29,6 +29,55 @@ export interface BuiltinContext {
 }
 
 export type Builtin = (ctx: BuiltinContext) => Promise<void>;
+
+/** How many symlinks one path may go through, as the kernel allows. */
+const MAX_LINKS = 40;
+
+/**
+ * Where a store path (`/ukb/store/<base>/rest`) that a builtin reads is on
+ * disk, resolved as a build in a sandbox would see it: a symlink that stays in
+ * the store is followed there, one that leads out of it is refused. A builtin
+ * runs in ukb itself, with the whole host in reach, and its inputs come from
+ * builders: `ln -s /etc/shadow $out` must not bring a host file into an
+ * image. Segments "." and ".." in the path given are refused too.
+ */
+export function resolveInStore(storeDir: string, virtualPath: string): string {
+  const refuse = (why: string) => new UkbError("build", `${virtualPath} ${why}: a builtin takes only what is in the store`);
+  if (!virtualPath.startsWith(`${VIRTUAL_STORE}/`)) throw refuse("is not a store path");
+  const segments = (p: string) => p.split("/").filter((s) => s !== "" && s !== ".");
+  if (virtualPath.split("/").some((s) => s === "." || s === "..")) throw refuse('holds a "." or ".." segment');
+  let pending = segments(virtualPath.slice(VIRTUAL_STORE.length + 1));
+  const resolved: string[] = [];
+  for (let links = 0; pending.length > 0; ) {
+    const name = pending.shift()!;
+    if (name === "..") {
+      if (resolved.length === 0) throw refuse("leads out of the store through a symlink's \"..\"");
+      resolved.pop();
+      continue;
+    }
+    const real = path.join(storeDir, ...resolved, name);
+    let target: string | undefined;
+    try {
+      target = fs.lstatSync(real).isSymbolicLink() ? fs.readlinkSync(real) : undefined;
+    } catch {
+      // Missing: the builtin's own read says so, naming the file.
+      return path.join(real, ...pending);
+    }
+    if (target === undefined) {
+      resolved.push(name);
+      continue;
+    }
+    if (++links > MAX_LINKS) throw refuse("goes through too many symlinks");
+    if (path.isAbsolute(target)) {
+      if (!target.startsWith(`${VIRTUAL_STORE}/`)) throw refuse(`leads out of the store, to ${target}`);
+      resolved.length = 0;
+      pending = [...segments(target.slice(VIRTUAL_STORE.length + 1)), ...pending];
+    } else {
+      pending = [...segments(target), ...pending];
+    }
+  }
+  return path.join(storeDir, ...resolved);
+}
 
 const builtins = new Map<string, Builtin>();
 
