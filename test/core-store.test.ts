@@ -2,7 +2,7 @@ import test from "ava";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { events, tempDir, ukb, ukbSpawn, writeRecipe, HELLO, REFS } from "./helpers/ukb.js";
+import { events, tempDir, UKB, ukb, ukbSpawn, writeRecipe, HELLO, REFS } from "./helpers/ukb.js";
 
 /** Five derivations that each take a while, in a chain with a fan-out. */
 const SLOW = `import { derivation, hostTools } from "ukb";
@@ -410,6 +410,9 @@ test("verify notes a leftover of an interrupted build without failing; gc remove
   // What a kill between moving an output in and registering it leaves.
   const leftover = "0123456789abcdfghijklmnpqrsvwxyz-half";
   fs.writeFileSync(path.join(dir, "cache/store", leftover), "never registered\n");
+  // A user's own files there are no store paths: neither listed nor deleted.
+  fs.writeFileSync(path.join(dir, "cache/store", "notes.txt"), "mine\n");
+  fs.mkdirSync(path.join(dir, "cache/store", "photos"));
   const verify = await ukb(["store", "verify"], { cwd: dir });
   t.is(verify.code, 0, verify.stdout);
   t.regex(verify.stdout, new RegExp(`^leftover: ${leftover}: in the store folder but not valid`, "m"));
@@ -417,6 +420,49 @@ test("verify notes a leftover of an interrupted build without failing; gc remove
   const gc = await ukb(["store", "gc"], { cwd: dir });
   t.regex(gc.stdout, new RegExp(`deleted \\S+${leftover}`));
   t.false(fs.existsSync(path.join(dir, "cache/store", leftover)));
+  t.true(fs.existsSync(path.join(dir, "cache/store", "notes.txt")));
+  t.true(fs.existsSync(path.join(dir, "cache/store", "photos")));
+  // The store's folder of paths is no store: refused, not made into one inside it.
+  const inner = await ukb(["realise", "hello.ts", "--store", "cache/store"], { cwd: dir });
+  t.is(inner.code, 2, inner.stderr);
+  t.regex(inner.stderr, /cache\/store is the folder of the store at .*cache, not a store: give --store .*cache\n/);
+  t.false(fs.existsSync(path.join(dir, "cache/store/ukb.sqlite")));
+});
+
+test("a store named through a symlink: its out-links stay gc roots, found by either name", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  fs.mkdirSync(path.join(dir, "real"));
+  fs.symlinkSync("real", path.join(dir, "link"));
+  const r = await ukb(["realise", "hello.ts", "--store", "link", "--out-link", "r"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  for (const store of ["real", "link"]) {
+    t.is((await ukb(["store", "gc", "--store", store], { cwd: dir })).code, 0);
+    t.is(fs.readFileSync(path.join(dir, "r"), "utf8"), "HELLO\n", `after gc --store ${store}`);
+    const info = await ukb(["store", "info", "r", "--store", store === "real" ? "link" : "real"], { cwd: dir });
+    t.is(info.code, 0, info.stderr);
+  }
+});
+
+test("gc and verify as a user other than root, whose store folders are read-only to it too", async (t) => {
+  if (process.getuid?.() !== 0) return t.pass("needs root to run ukb as another user");
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  fs.chownSync(dir, 65534, 65534);
+  for (const f of fs.readdirSync(dir)) fs.chownSync(path.join(dir, f), 65534, 65534);
+  const asNobody = (args: string[]) =>
+    ukb(["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, UKB, ...args], { cwd: dir, command: "setpriv", env: { HOME: dir } });
+  const built = await asNobody(["realise", "hello.ts", "--no-out-link"]);
+  t.is(built.code, 0, built.stderr);
+  const gc = await asNobody(["store", "gc"]);
+  t.is(gc.code, 0, gc.stderr);
+  t.regex(gc.stdout, /3 deleted/);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")), []);
+  const verify = await asNobody(["store", "verify"]);
+  t.is(verify.code, 0, verify.stderr);
+  t.regex(verify.stdout, /all valid\n$/);
+  // Built again after: nothing of the old paths is in the way.
+  t.is((await asNobody(["realise", "hello.ts", "--no-out-link"])).code, 0);
 });
 
 test("scratch folders of a ukb that died: verify notes them, the next build removes them", async (t) => {
@@ -433,5 +479,17 @@ test("scratch folders of a ukb that died: verify notes them, the next build remo
   t.regex(verify.stdout, /all valid \(1 leftover for gc\)\n$/);
   writeRecipe(dir, "other.ts", HELLO.replaceAll("hello", "other"));
   t.is((await ukb(["realise", "other.ts", "--no-out-link"], { cwd: dir })).code, 0);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/tmp")), []);
+});
+
+test("scratch folders of a ukb that died on a host whose name holds '_': found and removed", async (t) => {
+  // (The hostname command refuses a "_"; the kernel, through Python's sethostname, does not.)
+  if (process.getuid?.() !== 0) return t.pass("needs root for a UTS namespace with its own host name");
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  const dead = "build_box_1_999999_12345_build_0";
+  fs.mkdirSync(path.join(dir, "cache/tmp", dead), { recursive: true });
+  const r = await ukb(["-u", "sh", "-c", 'python3 -c "import socket; socket.sethostname(\\"build_box_1\\")" && exec "$0" "$@"', process.execPath, UKB, "realise", "hello.ts", "--no-out-link"], { cwd: dir, command: "unshare" });
+  t.is(r.code, 0, r.stderr);
   t.deepEqual(fs.readdirSync(path.join(dir, "cache/tmp")), []);
 });

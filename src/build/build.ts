@@ -306,7 +306,8 @@ export async function buildDerivation(store: Store, drv: DrvRecord, opts: BuildO
     release = await store.locks.acquire(outputBases, opts.onWait, opts.signal);
   } catch (err) {
     if (opts.signal?.aborted) throw new BuildCancelledError(drv.name);
-    throw err;
+    // A lock is a row of the database: a full disk or a damaged file says so here first.
+    throw isDamagedDb(err) ? damagedDbError(err, store.root) : explainNoSpace(err, store.root, `taking the lock to build '${drv.name}'`);
   }
   // The build's duration runs from its builder's start (not from waiting for a slot) to its registration.
   let started = performance.now();

@@ -2,7 +2,7 @@
  * The `ukb` command: parse, dispatch, print errors. Commands are loaded on
  * demand so that each pays only for the modules it uses.
  */
-import { catchStrayErrors, ExitCode, isUkbError, RecipeError, UkbError, UsageError } from "../errors/index.js";
+import { catchStrayErrors, ExitCode, isUkbError, permissionDenied, RecipeError, UkbError, UsageError } from "../errors/index.js";
 import { isNoSpace, NO_SPACE_HINT } from "../store/space.js";
 import { damagedDbError, isDamagedDb } from "../store/damage.js";
 import { renderError } from "../ui/index.js";
@@ -69,7 +69,12 @@ export async function main(argv: string[]): Promise<number> {
     exitCode = await (await load())(rest);
   } catch (err) {
     const parseError = err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS");
-    const shown = parseError ? new UsageError(err.message) : isUkbError(err) ? err : isNoSpace(err) ? noSpace(err) : isDamagedDb(err) ? damagedDbError(err) : err;
+    const shown =
+      parseError ? new UsageError(err.message)
+      : isUkbError(err) ? err
+      : isNoSpace(err) ? noSpace(err)
+      : isDamagedDb(err) ? damagedDbError(err)
+      : (permissionDenied(err) ?? err);
     exitCode = report(shown, rest);
   }
   // An error no one awaited (a recipe's timer) cancelled the command: it is what the user must fix.

@@ -75,6 +75,23 @@ export class HashMismatchError extends UkbError {
   }
 }
 
+/**
+ * A file this user may not read or write (a store another user made, a folder
+ * given to `store add`) as ukb reports it, one line and a hint; undefined for
+ * any other error. `doing` says what ukb was doing, where the caller knows.
+ */
+export function permissionDenied(err: unknown, doing?: string): UkbError | undefined {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== "EACCES" && code !== "EPERM") return undefined;
+  const e = err as NodeJS.ErrnoException & { dest?: string };
+  // Node's message repeats the code's words ("EACCES: permission denied, scandir '/x'"): the call and the path say the rest.
+  const detail = e.path ? `${e.syscall ?? "open"} ${e.path}${e.dest ? ` -> ${e.dest}` : ""}` : e.message.replace(/^E[A-Z]+: [^,]*, /, "");
+  return new UkbError("store", `${doing ? `${doing}: ` : ""}permission denied: ${detail}`, {
+    hint: "run ukb as the user who owns the store and the files it reads, or give --store a folder of your own",
+    cause: err,
+  });
+}
+
 /** True for any ukb error, also one made by another copy of this module. */
 export function isUkbError(value: unknown): value is UkbError {
   return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;

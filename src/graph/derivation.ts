@@ -21,6 +21,8 @@ export const SYSTEM = "x86_64-linux";
 export const NAME_PATTERN = /^[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*$/;
 
 /** Matches a store path's hash and name anywhere in a string. */
+/** A store path's file name (`<hash>-<name>`): the only names ukb makes, or ever removes, in a store folder. */
+export const STORE_BASE_PATTERN = /^[0-9a-df-np-sv-z]{32}-[^/]+$/;
 export const STORE_PATH_PATTERN = /\/ukb\/store\/([0-9a-df-np-sv-z]{32})-([A-Za-z0-9+._?=-]+)/g;
 
 /** A program taken from the host by `hostTools`: where it was found and what it is. */

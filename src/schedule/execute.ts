@@ -11,7 +11,7 @@
 import { setMaxListeners } from "node:events";
 import { baseName, type DrvRecord } from "../graph/index.js";
 import { buildCleanups, buildDerivation, BuildCancelledError, BuildFailedError, readySandboxes } from "../build/index.js";
-import { isUkbError, UkbError } from "../errors/index.js";
+import { isUkbError, permissionDenied, UkbError } from "../errors/index.js";
 import { explainNoSpace, isNoSpace, type Store } from "../store/index.js";
 import type { CacheSet } from "../cache/index.js";
 import type { Plan, PlannedSubstitution } from "./plan.js";
@@ -269,7 +269,8 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
               emit({ type: "done", name: d.name, drv: d.hash, path, ms: result.ms, builtHere: result.built });
               finished(job);
             },
-            (err: unknown) => fail(job, err instanceof UkbError ? err : new UkbError("internal", `building '${d.name}': ${(err as Error)?.stack ?? String(err)}`)),
+            (err: unknown) =>
+              fail(job, err instanceof UkbError ? err : (permissionDenied(err, `building '${d.name}'`) ?? new UkbError("internal", `building '${d.name}': ${(err as Error)?.stack ?? String(err)}`))),
           );
         }
         work.finally(() => {

@@ -11,6 +11,7 @@
  * seconds, close to the 10 s busy timeout of every other ukb).
  */
 import fs from "node:fs";
+import { STORE_BASE_PATTERN } from "../graph/index.js";
 import type { Store } from "./store.js";
 import { ownerAlive } from "./lock.js";
 
@@ -189,7 +190,8 @@ async function collect(store: Store, options: GcOptions): Promise<GcReport> {
   // Leftovers of interrupted builds: each under its lock, so that a build of another process
   // (which holds it from before it moves its output in until it is registered) keeps its output.
   for (const name of fs.readdirSync(store.storeDir)) {
-    if (store.isValid(name)) continue;
+    // Only what ukb makes: a file of the user's put there (a note, a second store) is not a leftover.
+    if (!STORE_BASE_PATTERN.test(name) || store.isValid(name)) continue;
     const release = store.locks.tryAcquire(name);
     if (!release) continue;
     try {

@@ -25,6 +25,7 @@ import fs from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { UkbError } from "../errors/index.js";
+import { STORE_BASE_PATTERN } from "../graph/index.js";
 import { hashTree } from "./archive.js";
 import { openDb, openRawDb } from "./db.js";
 import { contentKeys } from "./digest.js";
@@ -52,7 +53,7 @@ export interface RepairReport {
   readonly damagedCopy?: string;
 }
 
-const BASE = /^[0-9a-df-np-sv-z]{32}-[^/]+$/;
+const BASE = STORE_BASE_PATTERN;
 
 type SalvagedTable = "paths" | "refs" | "drvs" | "drv_outputs" | "roots" | "content";
 

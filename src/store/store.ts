@@ -111,10 +111,19 @@ export class Store {
    * and keep it for gc.
    */
   static open(root: string, options: { useReserve?: boolean } = {}): Store {
-    const abs = path.resolve(root);
+    const given = path.resolve(root);
+    let abs = given;
     let store: Store;
     try {
-      fs.mkdirSync(abs, { recursive: true });
+      fs.mkdirSync(given, { recursive: true });
+      // Its real path: the store's paths, and the out-links gc keeps as roots, must be the same
+      // text whether it is named through a symlink or not.
+      abs = fs.realpathSync(given);
+      // The store folder of a store (the folder its printed paths are in) is not a store itself:
+      // one made there would be deleted by the outer store's gc.
+      if (path.basename(abs) === "store" && fs.existsSync(path.join(path.dirname(abs), "ukb.sqlite"))) {
+        throw new UkbError("store", `${given} is the folder of the store at ${path.dirname(abs)}, not a store: give --store ${path.dirname(abs)}`, { exitCode: ExitCode.badInput });
+      }
       store = new Store(abs);
     } catch (err) {
       if (err instanceof UkbError) throw err;
@@ -428,10 +437,18 @@ export class Store {
     const tmp = this.makeTempDir("discard");
     try {
       for (const [i, base] of bases.entries()) {
+        const from = this.realPath(base);
         try {
-          await fs.promises.rename(this.realPath(base), path.join(tmp, String(i)));
+          await fs.promises.rename(from, path.join(tmp, String(i)));
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+          const code = (err as NodeJS.ErrnoException).code;
+          // A folder moves to another parent only if its own ".." can be rewritten: a store folder
+          // is read-only (0555), which stops every user but root.
+          const st = code === "EACCES" || code === "EPERM" ? await fs.promises.lstat(from) : undefined;
+          if (st?.isDirectory()) {
+            await fs.promises.chmod(from, st.mode | 0o200);
+            await fs.promises.rename(from, path.join(tmp, String(i)));
+          } else if (code !== "ENOENT") throw err;
         }
         onMoved?.(i);
       }
@@ -443,8 +460,11 @@ export class Store {
   /** Temp dirs (names in `tmp/`) whose owning process is gone: what a killed ukb left. */
   deadTemps(): string[] {
     return fs.readdirSync(this.tmpDir).filter((name) => {
-      const [host, pid, start] = name.split("_");
-      return !ownerAlive(`${host}:${pid}:${start}`);
+      // HOST_PID_START_TAG_N (makeTempDir): read from the right, a host name may hold "_".
+      const parts = name.split("_");
+      if (parts.length < 5) return false;
+      const [pid, start] = parts.slice(-4, -2);
+      return !ownerAlive(`${parts.slice(0, -4).join("_")}:${pid}:${start}`);
     });
   }
 

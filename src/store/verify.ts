@@ -7,6 +7,7 @@
  * it can be.
  */
 import fs from "node:fs";
+import { STORE_BASE_PATTERN } from "../graph/index.js";
 import { hashTree } from "./archive.js";
 import { isSymlink } from "./fsutil.js";
 import { isDamagedDb } from "./damage.js";
@@ -57,15 +58,18 @@ export async function verifyStore(store: Store): Promise<VerifyReport> {
   for (const base of valid) {
     let info;
     try {
-      info = store.info(base)!;
+      info = store.info(base);
     } catch (err) {
       if (!isDamagedDb(err)) throw err;
       problems.push({ base, problem: "database", detail: `cannot read what is registered: ${(err as Error).message}` });
       continue;
     }
+    // Collected by a gc running meanwhile: no longer registered, so nothing to check.
+    if (!info) continue;
     checked++;
     const real = store.realPath(base);
     if (!fs.existsSync(real) && !isSymlink(real)) {
+      if (!store.isValid(base)) continue;
       problems.push({ base, problem: "missing", detail: `registered but ${real} does not exist` });
       continue;
     }
@@ -77,6 +81,6 @@ export async function verifyStore(store: Store): Promise<VerifyReport> {
       if (!validSet.has(r)) problems.push({ base, problem: "dangling-reference", detail: `refers to ${r}, which is not valid` });
     }
   }
-  const leftovers = fs.readdirSync(store.storeDir).filter((name) => !validSet.has(name));
+  const leftovers = fs.readdirSync(store.storeDir).filter((name) => STORE_BASE_PATTERN.test(name) && !validSet.has(name) && !store.isValid(name));
   return { checked, problems, leftovers, deadTemps: store.deadTemps() };
 }
