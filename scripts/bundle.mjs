@@ -68,3 +68,10 @@ for (const [entry, name] of [["src/cli/main.ts", "ukb.cjs"], ["src/recipe/index.
   fs.mkdirSync(outDir, { recursive: true });
   fs.writeFileSync(outfile, text);
 }
+
+// What the eval cache's key names ukb's code by: the bytes of both bundles, not their times (a copy
+// of ukb that sets every time to 1, as a Nix store does, must not take another copy's evaluations).
+const { createHash } = await import("node:crypto");
+const id = createHash("sha256");
+for (const name of ["ukb.cjs", "api.cjs"]) id.update(fs.readFileSync(path.join(outDir, name)));
+fs.writeFileSync(path.join(outDir, "build-id"), `${id.digest("hex")}\n`);

@@ -5,7 +5,9 @@
 import test from "ava";
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
+import { resolveInStore } from "../src/build/builtins.js";
 import { allFiles, startRegistry, type Registry } from "./artifacts-helpers.js";
 import { IMAGE, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
 
@@ -75,7 +77,6 @@ const inStore = derivation({ name: "in-store", builder: \`\${t}/bin/sh\`, args: 
 export const viaCpio = cpio({ root: outDir });
 export const viaRootfsFile = rootfs({ files: { "/x": { path: \`\${outFile}/f\` } } });
 export const viaRootfsDir = rootfs({ files: { "/y": outDir } });
-export const viaDotDot = rootfs({ files: { "/z": { path: \`\${plain}/../../../host-secret/secret.txt\` } } });
 export const followed = rootfs({ files: { "/ok": { path: \`\${inStore}/rel\` } } });
 `,
   );
@@ -83,12 +84,20 @@ export const followed = rootfs({ files: { "/ok": { path: \`\${inStore}/rel\` } }
     ["viaCpio", /out-dir leads out of the store, to .*host-secret: a builtin takes only what is in the store/],
     ["viaRootfsFile", /out-file\/f leads out of the store, to .*secret\.txt/],
     ["viaRootfsDir", /out-dir leads out of the store/],
-    ["viaDotDot", /holds a "\." or "\.\." segment/],
   ] as const) {
     const r = await ukb(["realise", "escape.ts", "-A", attr, "--no-out-link"], { cwd: dir });
     t.is(r.code, 1, `${attr}: ${r.stderr}`);
     t.regex(r.stderr, why, attr);
   }
+  // A ".." in a path given to rootfs: refused as the recipe is evaluated.
+  writeRecipe(dir, "dotdot.ts", `import { derivation, hostTools, rootfs } from "ukb";
+const t = hostTools(["sh"]);
+const plain = derivation({ name: "plain", builder: \`\${t}/bin/sh\`, args: ["-c", "echo hi > $out"] });
+export default rootfs({ files: { "/z": { path: \`\${plain}/../../../host-secret/secret.txt\` } } });
+`);
+  const dotdot = await ukb(["realise", "dotdot.ts", "--no-out-link"], { cwd: dir });
+  t.is(dotdot.code, 2, dotdot.stderr);
+  t.regex(dotdot.stderr, /dotdot\.ts:4: rootfs .*path must be inside a derivation's output/);
   const ok = await ukb(["realise", "escape.ts", "-A", "followed", "--no-out-link"], { cwd: dir });
   t.is(ok.code, 0, ok.stderr);
   t.is(fs.readFileSync(path.join(ok.stdout.trim(), "ok"), "utf8"), "hi\n");
@@ -130,4 +139,23 @@ test("ukb push: to a real registry (twice: nothing uploaded again) and to an oci
   t.is(arch.code, 0, arch.stderr);
   const fromArchive = JSON.parse(execFileSync("skopeo", ["inspect", `oci-archive:${archive}`], { encoding: "utf8" })) as { Digest: string };
   t.is(fromArchive.Digest, digest);
+});
+
+test("resolveInStore: a store path's file, through symlinks that stay in the store; none that leave it, no '..' given", (t) => {
+  const store = fs.mkdtempSync(path.join(os.tmpdir(), "ukb-resolve-"));
+  const a = "0123456789abcdfghijklmnpqrsvwxyz-a";
+  const b = "1123456789abcdfghijklmnpqrsvwxyz-b";
+  fs.mkdirSync(path.join(store, a));
+  fs.writeFileSync(path.join(store, a, "f"), "x");
+  fs.symlinkSync(`/ukb/store/${a}`, path.join(store, b));
+  fs.mkdirSync(path.join(store, `${a}/d`));
+  fs.symlinkSync("../f", path.join(store, `${a}/d/up`));
+  fs.symlinkSync("../../../etc/passwd", path.join(store, `${a}/d/out`));
+  fs.symlinkSync("/etc", path.join(store, `${a}/etc`));
+  t.is(resolveInStore(store, `/ukb/store/${b}/f`), path.join(store, a, "f"));
+  t.is(resolveInStore(store, `/ukb/store/${a}/d/up`), path.join(store, a, "f"));
+  t.throws(() => resolveInStore(store, `/ukb/store/${a}/d/out`), { message: /leads out of the store through a symlink's "\.\."/ });
+  t.throws(() => resolveInStore(store, `/ukb/store/${a}/etc/passwd`), { message: /leads out of the store, to \/etc/ });
+  t.throws(() => resolveInStore(store, `/ukb/store/${a}/../${b}`), { message: /holds a "\." or "\.\." segment/ });
+  t.throws(() => resolveInStore(store, "/etc/passwd"), { message: /is not a store path/ });
 });

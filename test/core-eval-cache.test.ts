@@ -9,6 +9,7 @@ import test from "ava";
 import fs from "node:fs";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
+import { createRequire } from "node:module";
 import Database from "better-sqlite3";
 import { HELLO, ROOT, events, tempDir, ukb, writeRecipe } from "./helpers/ukb.js";
 
@@ -58,6 +59,76 @@ test("a package the recipe requires from node_modules", async (t) => {
   const second = await bothWays(dir, "r.ts");
   t.is(second.cached, second.fresh);
   t.not(second.cached, first.cached);
+});
+
+test("what decides which file an import finds: a symlinked folder retargeted, a file made that now wins (x.js over x.ts, d.ts over d/index.ts), a package's main, a nearer node_modules", async (t) => {
+  const dir = tempDir();
+  const word = (file: string, w: string) => {
+    fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
+    fs.writeFileSync(path.join(dir, file), `export const word = "${w}";\n`);
+  };
+  word("v1/x.ts", "v1");
+  word("v2/x.ts", "v2");
+  fs.symlinkSync("v1", path.join(dir, "lib"));
+  word("y.ts", "y-ts");
+  word("d/index.ts", "d-index");
+  const pkg = path.join(dir, "node_modules/pkg");
+  fs.mkdirSync(pkg, { recursive: true });
+  fs.writeFileSync(path.join(pkg, "package.json"), `{"name":"pkg","main":"a.js"}`);
+  fs.writeFileSync(path.join(pkg, "a.js"), `exports.word = "pkg-a";\n`);
+  fs.writeFileSync(path.join(pkg, "b.js"), `exports.word = "pkg-b";\n`);
+  fs.mkdirSync(path.join(dir, "sub"));
+  writeRecipe(
+    dir,
+    "sub/r.ts",
+    `import { derivation, hostTools } from "ukb";\nimport { word as x } from "../lib/x.ts";\nimport { word as y } from "../y.js";\nimport { word as d } from "../d";\nimport { word as p } from "pkg";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "w", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${x} \${y} \${d} \${p} > $out\`] });\n`,
+  );
+  const seen = new Set<string>();
+  for (const [what, change] of [
+    ["nothing", () => {}],
+    ["lib retargeted", () => (fs.rmSync(path.join(dir, "lib")), fs.symlinkSync("v2", path.join(dir, "lib")))],
+    ["y.js made", () => fs.writeFileSync(path.join(dir, "y.js"), `export const word = "y-js";\n`)],
+    ["d.ts made", () => word("d.ts", "d-ts")],
+    ["pkg's main", () => fs.writeFileSync(path.join(pkg, "package.json"), `{"name":"pkg","main":"b.js"}`)],
+    ["a nearer pkg", () => (fs.mkdirSync(path.join(dir, "sub/node_modules/pkg"), { recursive: true }), fs.writeFileSync(path.join(dir, "sub/node_modules/pkg/index.js"), `exports.word = "near";\n`))],
+  ] as const) {
+    change();
+    const { cached, fresh } = await bothWays(dir, "sub/r.ts");
+    t.is(cached, fresh, what);
+    t.false(seen.has(cached), `${what}: no new evaluation`);
+    seen.add(cached);
+  }
+});
+
+test("a recipe may not change ukb's working folder, and what it reads from a descriptor it did not open (stdin) is read on every run", async (t) => {
+  const dir = tempDir();
+  fs.mkdirSync(path.join(dir, "sub"));
+  writeRecipe(dir, "cd.ts", `import { derivation, hostTools } from "ukb";\n\nprocess.chdir("sub");\nexport default derivation({ name: "c", builder: \`\${hostTools(["sh"])}/bin/sh\` });\n`);
+  const cd = await ukb(["realise", "cd.ts"], { cwd: dir });
+  t.is(cd.code, 2, cd.stderr);
+  t.regex(cd.stderr, /^ukb: error: cd\.ts:3: called process\.chdir\("sub"\) while being evaluated/m);
+  t.false(fs.existsSync(path.join(dir, "sub/result")));
+  writeRecipe(dir, "stdin.ts", `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nconst w = fs.readFileSync(0, "utf8").trim();\nexport default derivation({ name: "s", builder: \`\${hostTools(["sh"])}/bin/sh\`, args: ["-c", \`echo \${w} > $out\`] });\n`);
+  const piped = (w: string) => execFileSync("sh", ["-c", `echo ${w} | "$0" "$@"`, process.execPath, path.join(ROOT, "bin/ukb.cjs"), "realise", "stdin.ts", "--no-out-link"], { cwd: dir, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  const foo = piped("foo");
+  const bar = piped("bar");
+  t.not(foo, bar);
+  t.is(fs.readFileSync(bar, "utf8"), "bar\n");
+});
+
+test("local() in a folder whose name holds '(', ')' or ':' is the recipe's folder's, wherever ukb runs", async (t) => {
+  const dir = tempDir();
+  const project = path.join(dir, "my (project): v2");
+  fs.mkdirSync(path.join(project, "www"), { recursive: true });
+  fs.writeFileSync(path.join(project, "www/index.html"), "A\n");
+  fs.mkdirSync(path.join(dir, "www"));
+  fs.writeFileSync(path.join(dir, "www/index.html"), "B\n");
+  writeRecipe(project, "site.ts", `import { local } from "ukb";\nexport default local("./www");\n`);
+  for (const cwd of [project, dir]) {
+    const r = await ukb(["realise", path.join(project, "site.ts"), "--no-out-link", "--store", path.join(dir, "store")], { cwd });
+    t.is(r.code, 0, r.stderr);
+    t.is(fs.readFileSync(path.join(r.stdout.trim(), "index.html"), "utf8"), "A\n", `from ${cwd}`);
+  }
 });
 
 test("hostTools: a program that appears earlier on the PATH it searches", async (t) => {
@@ -539,6 +610,30 @@ module.exports.default = derivation({ name: "more", builder: \`\${t}/bin/sh\`, a
 });
 
 // Serial: evaluations in this process (and their wrappers) are global.
+// First of this file's serial tests (ava runs them before the others, in order): no evaluation of
+// this process has gone through Node's ES module loader yet, whose modules would be shared too.
+test.serial("a second evaluation in one process that takes a package the first loaded (ukb report a.ts b.ts) is not cached: its files were never resolved again", async (t) => {
+  const { loadRecipe } = await import("../src/recipe/load.js");
+  const dir = tempDir();
+  const helper = path.join(dir, "node_modules/helper");
+  fs.mkdirSync(helper, { recursive: true });
+  fs.writeFileSync(path.join(helper, "package.json"), `{"name":"helper","main":"index.js"}`);
+  fs.writeFileSync(path.join(helper, "index.js"), `module.exports = require("./data.json");\n`);
+  fs.writeFileSync(path.join(helper, "data.json"), `{"w":"one"}`);
+  for (const n of ["a", "b"]) writeRecipe(dir, `${n}.ts`, `import { derivation, hostTools } from "ukb";\nimport h from "helper";\nconst t = hostTools(["sh"]);\nexport default derivation({ name: "${n}", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo \${h.w} > $out\`] });\n`);
+  const entries = new Map<string, string>();
+  const cache = { get: (k: string) => entries.get(k), put: (k: string, v: string) => void entries.set(k, v) };
+  const a = await loadRecipe(path.join(dir, "a.ts"), { cache });
+  const b = await loadRecipe(path.join(dir, "b.ts"), { cache });
+  t.true(a.deps.includes(path.join(helper, "data.json")), a.deps.join(" "));
+  t.true(b.sharesModules);
+  t.truthy(entries.get(`${path.join(dir, "a.ts")}\0`));
+  t.is(entries.get(`${path.join(dir, "b.ts")}\0`), undefined);
+  // Later tests of this file evaluate in this process too: they must not find these modules.
+  const loaded = createRequire(import.meta.url).cache;
+  for (const f of Object.keys(loaded)) if (f.startsWith(dir)) delete loaded[f];
+});
+
 test.serial("a function a package kept from an earlier evaluation of the process reports to the one under way", async (t) => {
   const { evaluateRecipe } = await import("../src/recipe/load.js");
   const dir = tempDir();
@@ -570,7 +665,7 @@ test.serial("two evaluations at once in one process each see their own reads, an
   const readFileSync = fs.readFileSync;
   const [a, b] = await Promise.all([evaluateRecipe(path.join(dir, "r1.ts")), evaluateRecipe(path.join(dir, "r2.ts"))]);
   // (TZ and the locale are read for every recipe: Node read them at its start. hostTools searched PATH and read dpkg's database.)
-  const implicit = ["LANG", "LC_ALL", "LC_TIME", "TZ"];
+  const implicit = ["LANG", "LC_ALL", "LC_TIME", "LC_MESSAGES", "TZ"];
   t.deepEqual(Object.keys(a.env).filter((k) => !implicit.includes(k)), ["DPKG_ADMINDIR", "PATH", "V1"]);
   t.deepEqual(Object.keys(b.env).filter((k) => !implicit.includes(k)), ["DPKG_ADMINDIR", "PATH", "V2"]);
   t.true(a.deps.includes(path.join(dir, "data1.txt")) && !a.deps.includes(path.join(dir, "data2.txt")));
@@ -578,3 +673,4 @@ test.serial("two evaluations at once in one process each see their own reads, an
   t.is(process.env, env);
   t.is(fs.readFileSync, readFileSync);
 });
+

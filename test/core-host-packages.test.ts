@@ -130,6 +130,10 @@ test("a diverted program is the diverting package's (dpkg-divert), as dpkg -S sa
   writeRecipe(dir, "tr.ts", `import { hostTools } from "ukb";\nexport default hostTools(["tr"]);\n`);
   const before = await shown(t, dir, "tr.ts", admin);
   t.true((before.packages ?? []).some((p) => p.startsWith("coreutils:")), (before.packages ?? []).join(" "));
+  // A realise, whose evaluation is cached: the diversion must be seen through the cache too.
+  const env = { DPKG_ADMINDIR: admin, XDG_CACHE_HOME: path.join(dir, "xdg-cache") };
+  const realisedBefore = await ukb(["realise", "tr.ts", "--no-out-link"], { cwd: dir, env });
+  t.is(realisedBefore.code, 0, realisedBefore.stderr);
   // hyperfine (installed by install-deps, needed by nothing here) now ships /usr/bin/tr and has diverted coreutils' to tr.coreutils.
   fs.appendFileSync(path.join(admin, "info", "hyperfine.list"), "/usr/bin/tr\n");
   fs.appendFileSync(path.join(admin, "diversions"), "/usr/bin/tr\n/usr/bin/tr.coreutils\nhyperfine\n");
@@ -137,6 +141,9 @@ test("a diverted program is the diverting package's (dpkg-divert), as dpkg -S sa
   t.true((after.packages ?? []).some((p) => p.startsWith("hyperfine:")), (after.packages ?? []).join(" "));
   t.false((after.packages ?? []).some((p) => p.startsWith("coreutils:")), (after.packages ?? []).join(" "));
   t.not(after.hash, before.hash);
+  const realisedAfter = await ukb(["realise", "tr.ts", "--no-out-link"], { cwd: dir, env });
+  t.is(realisedAfter.code, 0, realisedAfter.stderr);
+  t.not(realisedAfter.stdout, realisedBefore.stdout, "the cached evaluation was taken");
 });
 
 test("a program outside the bin folders is looked for in every package's file list once per state of the database, and the next ukb remembers it; update-alternatives' links are in no list", async (t) => {

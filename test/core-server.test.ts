@@ -779,6 +779,14 @@ test("a launcher with other rights (no_new_privs), or naming its own descriptors
   t.is(fs.readlinkSync(path.join(dir, "link")), viaProc.stdout.trim());
   t.like(await status(), { ran });
   t.regex((await status())!.lastFallback?.why ?? "", /names the launcher's own descriptors, terminal or \/proc entry/);
+
+  // Another locale: ICU took the server's as the started CLI began, and a recipe may format with it.
+  writeRecipe(dir, "hello.ts", HELLO.replace("echo hello", "echo locale"));
+  const otherLocale = await ukb(["realise", "hello.ts", "--no-out-link"], { cwd: dir, command: UKB_COMMAND, env: { LC_MESSAGES: "de_DE.UTF-8" } });
+  t.is(otherLocale.code, 0, otherLocale.stderr);
+  t.is(fs.readFileSync(otherLocale.stdout.trim(), "utf8"), "LOCALE\n");
+  t.like(await status(), { ran });
+  t.regex((await status())!.lastFallback?.why ?? "", /the launcher's LC_MESSAGES is not the server's, and Node reads it only as it starts/);
 });
 
 test("a run from a terminal draws the live status line there, as Node's CLI would", async (t) => {

@@ -38,8 +38,25 @@ export function openStore(flag: string | undefined, options: { useReserve?: bool
  * each keeps its own entry.
  */
 function evalSalt(hostPath: string | undefined): string {
-  const own = path.join(PACKAGE_ROOT, RUNNING_FROM_SOURCE ? "src/cli" : "dist/cli");
-  const stamps = ["../graph/derivation", "../recipe/derivation", "../recipe/load", "../recipe/host-tools", "../recipe/fetchers", "../recipe/artifacts"].map((f) => {
+  // ukb's code: the bundles' content hash (scripts/bundle.mjs), or, run from its sources (tests),
+  // the times and sizes of the modules that make and load derivations.
+  const stamps = RUNNING_FROM_SOURCE ? sourceStamps() : [buildId()];
+  // An unset PATH (hostTools then searches /usr/bin:/bin) is not an empty one (it finds nothing).
+  // A recipe may ask which system and Node run it (process.platform, process.arch, a newer API).
+  return `${stamps.join(",")}\0${process.platform}-${process.arch}-${process.version}\0${hostPath === undefined ? "\0unset" : hostPath}`;
+}
+
+function buildId(): string {
+  try {
+    return fs.readFileSync(path.join(PACKAGE_ROOT, "dist/bundle/build-id"), "utf8").trim();
+  } catch {
+    return "?";
+  }
+}
+
+function sourceStamps(): string[] {
+  const own = path.join(PACKAGE_ROOT, "src/cli");
+  return ["../graph/derivation", "../recipe/derivation", "../recipe/load", "../recipe/host-tools", "../recipe/fetchers", "../recipe/artifacts"].map((f) => {
     for (const ext of [".js", ".ts"]) {
       try {
         const st = fs.statSync(path.join(own, f + ext));
@@ -50,9 +67,6 @@ function evalSalt(hostPath: string | undefined): string {
     }
     return "?";
   });
-  // An unset PATH (hostTools then searches /usr/bin:/bin) is not an empty one (it finds nothing).
-  // A recipe may ask which system and Node run it (process.platform, process.arch, a newer API).
-  return `${stamps.join(",")}\0${process.platform}-${process.arch}-${process.version}\0${hostPath === undefined ? "\0unset" : hostPath}`;
 }
 
 export interface LoadOptions {

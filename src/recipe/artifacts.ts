@@ -58,7 +58,7 @@ export function rootfs(spec: { name?: string; files: Readonly<Record<string, Roo
     } else if (value && typeof value === "object" && "text" in value && typeof value.text === "string") entries[target] = { text: value.text, ...mode };
     else if (value && typeof value === "object" && "path" in value && (isInput(value.path) || typeof value.path === "string")) {
       if (isInput(value.path)) inputs.push(value.path);
-      else if (!value.path.startsWith("/ukb/store/")) throw new RecipeError(`rootfs '${name}': '${target}': path must be inside a derivation's output (\`\${drv}/…\`), not ${value.path}`, callerLocation());
+      else if (!value.path.startsWith("/ukb/store/") || value.path.split("/").some((s) => s === "." || s === "..")) throw new RecipeError(`rootfs '${name}': '${target}': path must be inside a derivation's output (\`\${drv}/…\`), not ${value.path}`, callerLocation());
       entries[target] = { input: value.path.toString(), ...mode };
     } else if (value && typeof value === "object" && "symlink" in value && typeof value.symlink === "string") entries[target] = { symlink: value.symlink };
     else if (value && typeof value === "object" && "mkdir" in value && value.mkdir === true) entries[target] = { mkdir: true, ...mode };

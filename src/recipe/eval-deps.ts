@@ -163,7 +163,8 @@ function reachedFromUser(entry: AnyFn, atLoad: "stop" | "through"): boolean {
   return inUsersPackage;
 }
 
-function isUsers(file: string): boolean {
+/** Whether `file` is the user's (a recipe, a package of theirs), not ukb's own code nor one of its dependencies, wherever installed. */
+export function isUsers(file: string): boolean {
   if (!path.isAbsolute(file)) return false;
   // ukb's own files and its node_modules, without finding where else its dependencies are (most
   // evaluations never need to know: only a hoisted install has them elsewhere).
@@ -234,7 +235,8 @@ export function startRecording(): () => Recorded {
   };
   // What Node read at its start, for every recipe: the time zone and the locale that local dates and
   // Intl format with (which no wrapper sees being read).
-  for (const key of ["TZ", "LANG", "LC_ALL", "LC_TIME"]) recordEnv(key);
+  // (ICU takes its default locale from LC_ALL, then LC_MESSAGES, then LANG.)
+  for (const key of ["TZ", "LANG", "LC_ALL", "LC_TIME", "LC_MESSAGES"]) recordEnv(key);
   const noteEnv = (key: string | symbol, trap: AnyFn) => {
     if (typeof key === "string" && !env.has(key) && calledByUser(trap)) recordEnv(key);
   };
@@ -301,7 +303,18 @@ export function startRecording(): () => Recorded {
 
   // The reading functions, each noting its first argument when it is a path the user's code passed.
   const statted = new Set<string>();
+  /** Descriptors the user's code opened, to the paths they name: a stat of one is a stat of its file. */
+  const opened = new Map<number, string>();
   const noteRead = (p: unknown, entry: AnyFn, how: { meta: boolean; tree: boolean; content: boolean }) => {
+    // A descriptor: one the recipe opened is its file, read already; stdin (`echo x | ukb realise`),
+    // or one ukb's parent passed down, is a stream no stamp can check.
+    if (typeof p === "number") {
+      const file = opened.get(p);
+      if (file !== undefined) {
+        if (how.meta) statted.add(file);
+      } else if (how.content || how.meta) noteVolatile(`reads file descriptor ${p}`, entry, HOST, "through");
+      return;
+    }
     if (!(typeof p === "string" || p instanceof URL || Buffer.isBuffer(p)) || !reachedFromUser(entry, "through")) return;
     const given = p instanceof URL ? fileURLToPath(p) : p.toString();
     if (!path.isAbsolute(given)) cwd ??= process.cwd();
@@ -332,7 +345,21 @@ export function startRecording(): () => Recorded {
   const recursive = (args: unknown[]) => typeof args[1] === "object" && args[1] !== null && (args[1] as { recursive?: unknown }).recursive === true;
   const always = () => true;
   const fsPromises = fs.promises as unknown as Record<string, unknown>;
-  for (const name of ["readFileSync", "readFile", "openSync", "open", "opendirSync", "opendir", "createReadStream", "openAsBlob"]) replace(fs, name, reading({ content: true }));
+  for (const name of ["readFileSync", "readFile", "open", "opendirSync", "opendir", "createReadStream", "openAsBlob"]) replace(fs, name, reading({ content: true }));
+  replace(fs, "openSync", (original) => {
+    const wrapper = function (this: unknown, ...args: unknown[]) {
+      active?.noteRead(args[0], wrapper, { meta: false, tree: false, content: true });
+      const fd = original.apply(this, args) as number;
+      if (typeof args[0] === "string" || args[0] instanceof URL || Buffer.isBuffer(args[0])) {
+        const given = args[0] instanceof URL ? fileURLToPath(args[0]) : args[0].toString();
+        opened.set(fd, path.resolve(given));
+      }
+      return fd;
+    };
+    return wrapper;
+  });
+  // A descriptor's contents and metadata: its file's (opened above), or a stream's.
+  for (const name of ["fstatSync", "fstat", "readSync", "read"]) replace(fs, name, reading({ meta: name.includes("stat"), content: !name.includes("stat") }));
   for (const name of ["readFile", "open", "opendir"]) replace(fsPromises, name, reading({ content: true }));
   for (const name of ["existsSync", "exists", "accessSync", "access", "readlinkSync", "readlink", "realpathSync", "realpath"]) replace(fs, name, reading());
   for (const name of ["access", "readlink", "realpath"]) replace(fsPromises, name, reading());

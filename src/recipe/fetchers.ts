@@ -194,7 +194,10 @@ function hashLocalTree(root: string): string {
  */
 export function local(relativePath: string, options: { name?: string } = {}): Derivation {
   const where = callerLocation();
-  const base = where.file ? path.dirname(path.resolve(where.file)) : process.cwd();
+  // Relative to the recipe, never to the working folder: that would tie the evaluation to where
+  // ukb runs, which the eval cache does not know of.
+  if (!where.file && !path.isAbsolute(relativePath)) throw new RecipeError(`local(): cannot tell which recipe file called it; give ${relativePath} as an absolute path (path.join(import.meta.dirname, ...))`);
+  const base = where.file ? path.dirname(path.resolve(where.file)) : "/";
   const abs = path.resolve(base, relativePath);
   if (!fs.existsSync(abs)) throw new RecipeError(`local(): ${relativePath} does not exist (looked in ${base})`, where);
   const name = checkName(options.name ?? path.basename(abs).replace(/^\.+/, "") ?? "source", "local");

@@ -34,8 +34,10 @@ export function packagesOf(paths: readonly string[], named: readonly string[] = 
     if (named.length > 0) throw new RecipeError(`hostTools: packages (${named.join(", ")}) need dpkg's database, and this host has none at ${dir}`, callerLocation());
     return undefined;
   }
-  // An upgrade changes the database: the evaluation is then done again.
+  // An upgrade changes the database, a diversion (dpkg-divert) which package owns a path: the
+  // evaluation is then done again.
   recordDependency(path.join(dir, "status"));
+  recordDependency(path.join(dir, "diversions"));
   const owners = ownersOf(dir, index, paths);
   for (const name of named) {
     // `name:arch`, or a name (a virtual one too: libz-dev is zlib1g-dev) taken as dpkg takes a

@@ -23,7 +23,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { isUkbError, onStrayError, RecipeError } from "../errors/index.js";
 import type { DrvRecord, Graph } from "../graph/index.js";
 import { closureOf, isDerivation, isOutputRef } from "./derivation.js";
-import { ENV_KEYS, envKeys, isKernelFile, recordNativeAddon, startRecording, type Recorded } from "./eval-deps.js";
+import { ENV_KEYS, envKeys, isKernelFile, isUsers, recordNativeAddon, startRecording, type Recorded } from "./eval-deps.js";
 import { extendsChain } from "./tsconfig.js";
 import { callerLocation, isOwnCode, PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "./location.js";
 
@@ -48,6 +48,12 @@ export interface LoadedRecipe {
   readonly volatile?: string;
   /** Whether this came from the cache. */
   readonly cached: boolean;
+  /**
+   * Set when an earlier evaluation in this process left modules of the user's loaded (Node's
+   * module cache): this one took them without resolving or reading them, so its list of files
+   * is short of theirs, and it is not cached (`ukb report a.ts b.ts`).
+   */
+  readonly sharesModules?: true;
 }
 
 /** Where cached evaluations live (the store's database). */
@@ -136,10 +142,7 @@ function aliasInRequire(): void {
       // An optional package not installed (`try { require("x") } catch {}`): where Node looked is
       // stamped as missing, so installing it is a change.
       const parent = rest[0] as { paths?: string[] } | undefined;
-      if (!request.startsWith(".") && !path.isAbsolute(request) && !request.startsWith("node:")) {
-        const name = request.startsWith("@") ? request.split("/").slice(0, 2).join("/") : request.split("/")[0]!;
-        for (const dir of parent?.paths ?? []) requiredFiles.add(path.join(dir, name));
-      }
+      if (isBarePackage(request)) for (const dir of parent?.paths ?? []) requiredFiles.add(path.join(dir, packageName(request)));
       throw err;
     }
     // What ukb's own code requires for the recipe (blake3 when hostTools hashes a program), and
@@ -151,10 +154,43 @@ function aliasInRequire(): void {
     }
     if (path.isAbsolute(resolved)) requiredFiles.add(resolved);
     if (resolved.endsWith(".node")) recordNativeAddon(resolveForRecipes);
+    if (isBarePackage(request)) notePackageSearch(request, resolved, (rest[0] as { paths?: string[] } | undefined)?.paths ?? []);
     return resolved;
   };
   Module._resolveFilename = resolveForRecipes;
 }
+
+function isBarePackage(request: string): boolean {
+  return !request.startsWith(".") && !path.isAbsolute(request) && !request.startsWith("node:");
+}
+
+const packageName = (request: string) => (request.startsWith("@") ? request.split("/").slice(0, 2).join("/") : request.split("/")[0]!);
+
+/**
+ * What decided which copy of a package a require found: the node_modules
+ * folders Node looked in first, where it is not (stamped missing: installing
+ * it in a nearer one is a change), and the package.json of the one found
+ * (its "main" or "exports" may point elsewhere with every file the same).
+ */
+function notePackageSearch(request: string, resolved: string, searched: readonly string[]): void {
+  const name = packageName(request);
+  for (const dir of searched) {
+    const candidate = path.join(dir, name);
+    if (!fs.existsSync(candidate)) {
+      requiredFiles.add(candidate);
+      continue;
+    }
+    requiredFiles.add(path.join(candidate, "package.json"));
+    return;
+  }
+  // Found elsewhere (NODE_PATH, a global folder): its own package.json, above the file.
+  for (let dir = path.dirname(resolved); path.dirname(dir) !== dir; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, "package.json"))) return void requiredFiles.add(path.join(dir, "package.json"));
+  }
+}
+
+/** Whether an evaluation of this process went through Node's ES module loader (tsx), whose modules stay loaded. */
+let usedModuleLoader = false;
 
 /** Modules first required by ukb's own code (or by one of those), not by the recipe. */
 const loadedForUkb = new Set<string>();
@@ -244,6 +280,7 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
   const esm = isEsm(file);
   let result: Awaited<ReturnType<Esbuild["build"]>>;
   bundling++;
+  resolutionDeps.clear();
   try {
     result = await esbuild.build({ entryPoints: [file], absWorkingDir: dir, ...bundleOptions(esm) });
   } catch (err) {
@@ -266,6 +303,7 @@ async function importBundled(file: string, imported: Set<string>): Promise<Recor
   // Files that import each other: a bundle hoists their bindings (a `const` read before its
   // line is undefined there), Node's loader throws ("Cannot access 'a' before initialization").
   if (hasImportCycle(result.metafile!)) return undefined;
+  for (const dep of resolutionDeps) imported.add(dep);
   const metaInputs = Object.entries(result.metafile!.inputs);
   const inputs = metaInputs.filter(([input]) => !input.startsWith("ukb-api:")).map(([input]) => path.resolve(dir, input));
   // In one bundle, every file would see the recipe's own module: its folder, its require.
@@ -343,9 +381,51 @@ export async function warmEvaluation(): Promise<() => void> {
  * own names, read from the loaded API): a name the API lacks is then reported
  * at bundling, not undefined at run time. The module itself requires the API.
  */
+/** Marks esbuild's own resolution, asked from within the plugin, so that the plugin does not ask again. */
+const RESOLVING = Symbol("ukb-resolving");
+/** Paths an evaluation's imports depend on beyond the files esbuild bundled (see noteRelativeImport). */
+const resolutionDeps = new Set<string>();
+const EXTENSIONS = [".tsx", ".ts", ".jsx", ".js", ".css", ".json"];
+
+/**
+ * What a relative import's resolution depended on, beyond the file found:
+ * - the path as written (`./lib/x.ts`), stamped through any symlink on the
+ *   way (esbuild names the file by its real path: retargeting `lib` would
+ *   go unseen);
+ * - every candidate esbuild tries before the one it took, stamped missing:
+ *   `./x` found as `x/index.ts` becomes `x.ts` once that file is made, and
+ *   `./x.js` found as `x.ts` becomes `x.js`.
+ */
+function noteRelativeImport(resolveDir: string, specifier: string): void {
+  const asked = path.resolve(resolveDir, specifier);
+  const ext = path.extname(asked);
+  const candidates =
+    /^\.[cm]?jsx?$/.test(ext) ? [asked, asked.slice(0, -ext.length) + ext.replace("js", "ts"), asked.slice(0, -ext.length) + ext.replace("js", "tsx")]
+    : EXTENSIONS.includes(ext) || ext === ".mts" || ext === ".cts" ? [asked]
+    : [asked, ...EXTENSIONS.map((e) => asked + e), ...EXTENSIONS.map((e) => path.join(asked, `index${e}`))];
+  for (const candidate of candidates) {
+    resolutionDeps.add(candidate);
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.statSync(candidate);
+    } catch {
+      continue;
+    }
+    if (st.isFile()) return;
+  }
+}
+
 const ukbApiPlugin: import("esbuild").Plugin = {
   name: "ukb-api",
   setup(build) {
+    build.onResolve({ filter: /^\.{0,2}\// }, async (args) => {
+      if (args.pluginData === RESOLVING || args.namespace !== "file") return undefined;
+      const found = await build.resolve(args.path, { kind: args.kind, importer: args.importer, resolveDir: args.resolveDir, pluginData: RESOLVING });
+      // Not found: esbuild's own resolution says so, with the importer's line.
+      if (found.errors.length > 0) return undefined;
+      noteRelativeImport(args.resolveDir, args.path);
+      return { path: found.path, namespace: found.namespace, external: found.external, sideEffects: found.sideEffects, suffix: found.suffix };
+    });
     build.onResolve({ filter: /^ukb$/ }, (args) => (args.namespace === "ukb-api" ? { path: "ukb", external: true } : { path: "ukb", namespace: "ukb-api" }));
     build.onLoad({ filter: /.*/, namespace: "ukb-api" }, () => {
       const names = Object.keys(nodeRequire(apiCjs) as object).filter((n) => /^[A-Za-z_$][\w$]*$/.test(n) && n !== "default");
@@ -408,6 +488,8 @@ interface CjsModule {
 
 /** Imports a recipe module with tsx: as ESM, or through require() (which keeps line numbers in stack traces). */
 async function importRecipe(file: string, imported: Set<string>): Promise<Record<string, unknown>> {
+  // Node's ES module loader keeps what it loaded, out of reach: later evaluations share it.
+  usedModuleLoader = true;
   if (isEsm(file)) {
     const { tsImport } = (await importEsm("tsx/esm/api")) as typeof import("tsx/esm/api");
     return (await tsImport(pathToFileURL(file).href, {
@@ -581,6 +663,7 @@ export function evaluateRecipe(recipeFile: string): Promise<LoadedRecipe> {
 async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
   const file = path.resolve(recipeFile);
   if (!fs.existsSync(file)) throw new RecipeError(`no such recipe file`, { file: recipeFile });
+  const sharesModules = usedModuleLoader || Object.keys(nodeRequire.cache).some((f) => !loadedForUkb.has(f) && isUsers(f));
   const imported = new Set<string>([file]);
   const stopRecording = startRecording();
   requiredFiles.clear();
@@ -591,6 +674,12 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
   process.exit = ((code?: number | string | null) => {
     throw new RecipeError(`called process.exit(${code ?? ""}) while being evaluated: a recipe only declares derivations`, exitCaller(file));
   }) as typeof process.exit;
+  // Nor may it move ukb to another folder: every relative path after it (the out-link, a cached
+  // evaluation's working folder) would be another.
+  const chdir = process.chdir;
+  process.chdir = ((to: string) => {
+    throw new RecipeError(`called process.chdir(${JSON.stringify(to)}) while being evaluated: a recipe names paths from its own folder instead (import.meta.dirname, local("./x"))`, exitCaller(file));
+  }) as typeof process.chdir;
   try {
     mod = (await importBundled(file, imported)) ?? (registerAlias(), await importRecipe(file, imported));
   } catch (err) {
@@ -604,6 +693,7 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
     throw new RecipeError(firstLine(err) + cycle + topLevelAwait, where, err);
   } finally {
     process.exit = exit;
+    process.chdir = chdir;
   }
   const { files: readFiles, env, cwd, statted, volatile } = recorded ?? stopRecording();
   // Packages the recipe required (a library of recipes in node_modules, say) are its files too.
@@ -648,6 +738,7 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
     statted,
     ...(volatile !== undefined ? { volatile } : {}),
     cached: false,
+    ...(sharesModules ? { sharesModules } : {}),
   };
 }
 
@@ -714,7 +805,7 @@ export async function loadRecipe(recipeFile: string, options: LoadRecipeOptions 
   // Volatile: the next evaluation may differ with every file the same. The entry says why, and
   // matches nothing (it has no stamps).
   if (cache && loaded.volatile !== undefined) cache.put(key, JSON.stringify({ volatile: loaded.volatile }));
-  else if (cache) {
+  else if (cache && !loaded.sharesModules) {
     const { blake3Hex } = await import("../graph/hash.js");
     const statted = new Set(loaded.statted);
     const entry: CacheEntry = {

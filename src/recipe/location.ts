@@ -2,6 +2,7 @@
  * Where in the user's recipe a call came from: the first stack frame outside
  * ukb's own code. Errors about a recipe name its file and line.
  */
+import fs from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 
@@ -25,11 +26,34 @@ export function isOwnCode(file: string): boolean {
 export function callerLocation(): { file?: string; line?: number } {
   const stack = new Error().stack?.split("\n").slice(1) ?? [];
   for (const frame of stack) {
-    const m = /(?:\(|at )((?:file:\/\/)?\/[^():]+):(\d+):\d+\)?\s*$/.exec(frame);
-    if (!m) continue;
-    const file = m[1]!.startsWith("file://") ? fileURLToPath(m[1]!) : m[1]!;
-    if (isOwnCode(file) || file.includes(`${path.sep}node_modules${path.sep}`)) continue;
-    return { file: path.relative(process.cwd(), file) || file, line: Number(m[2]) };
+    const at = frameLocation(frame);
+    if (!at || isOwnCode(at.file) || at.file.includes(`${path.sep}node_modules${path.sep}`)) continue;
+    return { file: path.relative(process.cwd(), at.file) || at.file, line: at.line };
   }
   return {};
+}
+
+/**
+ * The file and line of a formatted stack frame ("    at f (/a/b.ts:3:7)" or
+ * "    at /a/b.ts:3:7"). Read from the end: a folder's name may hold "(", ")"
+ * or ":". Where the frame's text leaves it open, the file that exists wins.
+ */
+export function frameLocation(frame: string): { file: string; line: number } | undefined {
+  const m = /:(\d+):\d+\)?\s*$/.exec(frame);
+  if (!m) return undefined;
+  const head = frame.slice(0, m.index);
+  // Each place a path may start: after "at " or " (", as a path or a file: URL.
+  const starts = [...head.matchAll(/(?:\bat |\()((?:file:\/\/)?\/)/g)].map((s) => s.index! + s[0].length - s[1]!.length);
+  const files = starts.map((i) => head.slice(i)).map((p) => (p.startsWith("file://") ? safeFileURLToPath(p) : p)).filter((p): p is string => p !== undefined);
+  if (files.length === 0) return undefined;
+  const file = files.length === 1 ? files[0]! : (files.find((f) => fs.existsSync(f)) ?? files[files.length - 1]!);
+  return { file, line: Number(m[1]) };
+}
+
+function safeFileURLToPath(url: string): string | undefined {
+  try {
+    return fileURLToPath(url);
+  } catch {
+    return undefined;
+  }
 }

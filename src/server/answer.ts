@@ -136,11 +136,18 @@ function whyNotRunnable(request: Extract<Request, { kind: "launch" }>): string |
   // process, which the started CLI does not have: `ukb realise <(generate-recipe)`.
   const paths = [request.cwd, ...request.argv, request.env.UKB_STORE ?? ""];
   if (paths.some((arg) => LAUNCHERS_OWN.test(path.resolve(request.cwd, arg)))) return "it names the launcher's own descriptors, terminal or /proc entry";
+  // What Node reads once, as it starts (the locale ICU formats with, NODE_OPTIONS, libuv's pool):
+  // the started CLI began with the server's, and setting the launcher's later changes nothing.
+  const startup = Object.keys({ ...process.env, ...request.env }).find((k) => (STARTUP_LOCALE.has(k) || /^(NODE|UV)_/.test(k)) && process.env[k] !== request.env[k]);
+  if (startup !== undefined) return `the launcher's ${startup} is not the server's, and Node reads it only as it starts`;
   // The launcher would run the `node` its PATH finds: only that very program may run its command.
   const node = nodeOnPath(request.env.PATH, request.cwd);
   if (node === undefined || fileIdentity(node) !== fileIdentity(process.execPath)) return `the launcher's node (${node ?? "none on its PATH"}) is not the server's (${process.execPath})`;
   return undefined;
 }
+
+/** The variables ICU takes its default locale from, once, when Node starts. */
+const STARTUP_LOCALE = new Set(["LANG", "LC_ALL", "LC_MESSAGES"]);
 
 /** Paths that name a process's own descriptors, terminal or /proc entry: another process opening them gets its own. */
 const LAUNCHERS_OWN = /^\/(dev\/(fd|stdin|stdout|stderr|tty)|proc\/(self|thread-self|\d+))(\/|$)/;
