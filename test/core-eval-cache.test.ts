@@ -674,3 +674,20 @@ test.serial("two evaluations at once in one process each see their own reads, an
   t.is(fs.readFileSync, readFileSync);
 });
 
+
+test("unikraft.defaultTools(): a link on PATH retargeted (update-alternatives, /bin/sh switched) is a new evaluation", async (t) => {
+  const dir = tempDir();
+  fs.mkdirSync(path.join(dir, "bin"));
+  fs.symlinkSync("/usr/bin/dash", path.join(dir, "bin/sh"));
+  writeRecipe(dir, "u.ts", `import { unikraft } from "ukb";\nexport default unikraft.defaultTools();\n`);
+  const env = { PATH: `${path.join(dir, "bin")}:${process.env.PATH}` };
+  const realise = async () => {
+    const r = await ukb(["realise", "u.ts", "--no-out-link"], { cwd: dir, env });
+    t.is(r.code, 0, r.stderr);
+    return fs.readlinkSync(path.join(r.stdout.trim(), "bin/sh"));
+  };
+  t.regex(await realise(), /dash$/);
+  fs.rmSync(path.join(dir, "bin/sh"));
+  fs.symlinkSync("/usr/bin/bash", path.join(dir, "bin/sh"));
+  t.regex(await realise(), /bash$/);
+});

@@ -25,6 +25,7 @@ import { callerLocation } from "./location.js";
 import { checkName, derivation, isDerivation, isOutputRef, type Derivation, type OutputRef } from "./derivation.js";
 import { fetchzip } from "./fetchers.js";
 import { hostTools } from "./host-tools.js";
+import { recordDependency } from "./eval-deps.js";
 import { cpio, ociImage, rootfs, type OciImageSpec, type RootfsFile } from "./artifacts.js";
 
 type Input = Derivation | OutputRef;
@@ -288,6 +289,9 @@ function resolveTool(program: string, searchPath: string): string {
   for (const dir of [...searchPath.split(":"), "/usr/bin", "/bin"]) {
     if (!dir.startsWith("/")) continue;
     const candidate = path.join(dir, program);
+    // Each place looked at is the evaluation's: a program put earlier on PATH, or a link retargeted
+    // (update-alternatives, a /bin/sh switched to bash), changes what is resolved.
+    recordDependency(candidate);
     try {
       const st = fs.statSync(candidate);
       if (!st.isFile() || (st.mode & 0o111) === 0) continue;
