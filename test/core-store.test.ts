@@ -1,4 +1,5 @@
 import test from "ava";
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -442,6 +443,25 @@ test("a store named through a symlink: its out-links stay gc roots, found by eit
     const info = await ukb(["store", "info", "r", "--store", store === "real" ? "link" : "real"], { cwd: dir });
     t.is(info.code, 0, info.stderr);
   }
+});
+
+test("a store this user may not write, or on a read-only filesystem: one line says which, exit 2", async (t) => {
+  if (process.getuid?.() !== 0) return t.pass("needs root to run ukb as another user and to mount");
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  t.is((await ukb(["realise", "hello.ts", "--no-out-link"], { cwd: dir })).code, 0);
+  // The folders are others' to read, not to write (mkdtemp made the test's 0700).
+  fs.chmodSync(dir, 0o755);
+  const other = await ukb(["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, UKB, "store", "verify"], { cwd: dir, command: "setpriv" });
+  t.is(other.code, 2, other.stderr);
+  t.regex(other.stderr, /^ukb: error: cannot open the store at .*cache: permission denied \(it belongs to uid 0, ukb runs as uid 65534\)\n  hint: /);
+  const ro = path.join(dir, "ro");
+  fs.mkdirSync(ro);
+  execFileSync("mount", ["--bind", "-o", "ro", path.join(dir, "cache"), ro]);
+  t.teardown(() => execFileSync("umount", [ro]));
+  const readOnly = await ukb(["store", "verify", "--store", ro], { cwd: dir });
+  t.is(readOnly.code, 2, readOnly.stderr);
+  t.regex(readOnly.stderr, /^ukb: error: cannot open the store at .*ro: its filesystem is read-only\n/);
 });
 
 test("gc and verify as a user other than root, whose store folders are read-only to it too", async (t) => {

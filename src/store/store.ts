@@ -135,9 +135,16 @@ export class Store {
       if (full && !options.useReserve && fs.existsSync(path.join(abs, RESERVE_NAME))) throw new NoSpaceError(abs, "opening it", err);
       if (full) throw new NoSpaceError(abs, "opening it", err, "free some space on that filesystem outside the store: ukb cannot open the store, nor collect its garbage, until there is some");
       // Not a folder, or one this user may not write: the --store given is wrong, not the store.
-      const code = (err as NodeJS.ErrnoException).code;
+      const code = whyNotWritable(abs, (err as NodeJS.ErrnoException).code);
       if (code === "EEXIST" || code === "ENOTDIR") throw new UkbError("store", `cannot open the store at ${abs}: it is not a folder`, { cause: err, exitCode: ExitCode.badInput });
-      if (code === "EACCES" || code === "EPERM" || code === "EROFS") throw new UkbError("store", `cannot open the store at ${abs}: ${code === "EROFS" ? "its filesystem is read-only" : "permission denied"}`, { cause: err, exitCode: ExitCode.badInput });
+      if (code === "EACCES" || code === "EPERM" || code === "EROFS") {
+        const owner = code === "EROFS" ? undefined : ownerOf(abs);
+        throw new UkbError("store", `cannot open the store at ${abs}: ${code === "EROFS" ? "its filesystem is read-only" : `permission denied${owner === undefined ? "" : ` (it belongs to uid ${owner}, ukb runs as uid ${process.getuid?.()})`}`}`, {
+          cause: err,
+          exitCode: ExitCode.badInput,
+          hint: "ukb writes to its store on every command (locks, roots, the eval cache): give --store a folder this user may write",
+        });
+      }
       throw new UkbError("store", `cannot open the store at ${abs}: ${(err as Error).message}`, { cause: err });
     }
     noteOpened(abs);
@@ -531,6 +538,33 @@ export class Store {
         }
       },
     };
+  }
+}
+
+/**
+ * What stops this user writing the store's folder, told in a system call's
+ * terms: SQLite says only "unable to open database file" or "attempt to write
+ * a readonly database" (SQLITE_CANTOPEN, SQLITE_READONLY). `code` is kept
+ * when it says more, or the folder is writable after all.
+ */
+function whyNotWritable(root: string, code: string | undefined): string | undefined {
+  if (!code?.startsWith("SQLITE_CANTOPEN") && !code?.startsWith("SQLITE_READONLY")) return code;
+  for (const p of [root, path.join(root, "ukb.sqlite")]) {
+    try {
+      fs.accessSync(p, fs.constants.W_OK);
+    } catch (err) {
+      const why = (err as NodeJS.ErrnoException).code;
+      if (why === "EROFS" || why === "EACCES" || why === "EPERM") return why;
+    }
+  }
+  return code;
+}
+
+function ownerOf(p: string): number | undefined {
+  try {
+    return fs.statSync(p).uid;
+  } catch {
+    return undefined;
   }
 }
 
