@@ -691,3 +691,22 @@ test("unikraft.defaultTools(): a link on PATH retargeted (update-alternatives, /
   fs.symlinkSync("/usr/bin/bash", path.join(dir, "bin/sh"));
   t.regex(await realise(), /bash$/);
 });
+
+test("a file the recipe read, changed while it was still being evaluated: that evaluation is not cached, the next run reads the new one", async (t) => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, "data.txt"), "old\n");
+  writeRecipe(
+    dir,
+    "slow.ts",
+    `import { derivation, hostTools } from "ukb";\nimport fs from "node:fs";\nconst w = fs.readFileSync("data.txt", "utf8").trim();\nfs.writeFileSync("read", "");\nfor (const end = performance.now() + 1500; performance.now() < end; );\nexport default derivation({ name: "s", builder: \`\${hostTools(["sh"])}/bin/sh\`, args: ["-c", \`echo \${w} > $out\`] });\n`,
+  );
+  const running = ukb(["realise", "slow.ts", "--no-out-link"], { cwd: dir });
+  // Changed once the recipe has read it, while it still runs.
+  while (!fs.existsSync(path.join(dir, "read"))) await new Promise((r) => setTimeout(r, 20));
+  fs.writeFileSync(path.join(dir, "data.txt"), "new\n");
+  const first = await running;
+  t.is(first.code, 0, first.stderr);
+  t.is(fs.readFileSync(first.stdout.trim(), "utf8"), "old\n");
+  const second = await ukb(["realise", "slow.ts", "--no-out-link"], { cwd: dir });
+  t.is(fs.readFileSync(second.stdout.trim(), "utf8"), "new\n");
+});

@@ -3,7 +3,7 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { events, tempDir, UKB, ukb, ukbSpawn, writeRecipe, HELLO, REFS } from "./helpers/ukb.js";
+import { events, tempDir, UKB, UKB_COMMAND, ukb, ukbSpawn, writeRecipe, HELLO, REFS } from "./helpers/ukb.js";
 
 /** Five derivations that each take a while, in a chain with a fan-out. */
 const SLOW = `import { derivation, hostTools } from "ukb";
@@ -169,6 +169,34 @@ test("gc keeps the references of a root", async (t) => {
   await ukb(["store", "gc"], { cwd: dir });
   const names = fs.readdirSync(path.join(dir, "cache/store")).map((n) => n.slice(33)).sort();
   t.deepEqual(names, ["app", "lib"]);
+});
+
+test("a store path deleted by hand: realise names it and how to repair, as does a build that needs it; after repair, all is built again", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "hello.ts", HELLO);
+  const first = await ukb(["realise", "hello.ts"], { cwd: dir });
+  t.is(first.code, 0, first.stderr);
+  const shout = first.stdout.trim();
+  const greeting = fs.readdirSync(path.join(dir, "cache/store")).find((n) => n.endsWith("-greeting"))!;
+  fs.rmSync(shout);
+  for (const launcher of ["node", "bin/ukb"]) {
+    const r = launcher === "node" ? await ukb(["realise", "hello.ts"], { cwd: dir }) : await ukb(["realise", "hello.ts"], { cwd: dir, command: UKB_COMMAND });
+    t.is(r.code, 1, `${launcher}: ${r.stderr}`);
+    t.regex(r.stderr, new RegExp(`^ukb: error: ${shout.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} is registered in the store's database but missing from its folder \\(deleted by hand\\?\\)\n  hint: ukb store repair forgets it`, "m"), launcher);
+  }
+  await ukb(["server", "stop"], { cwd: dir });
+  // An input gone: the build that needs it says which.
+  fs.chmodSync(path.join(dir, "cache/store", greeting), 0o755);
+  fs.rmSync(path.join(dir, "cache/store", greeting));
+  writeRecipe(dir, "hello.ts", HELLO.replace("tr a-z A-Z <", "tr '[:lower:]' '[:upper:]' <"));
+  const rebuild = await ukb(["realise", "hello.ts"], { cwd: dir });
+  t.is(rebuild.code, 1, rebuild.stderr);
+  t.regex(rebuild.stderr, new RegExp(`${greeting} is registered in the store's database but missing from its folder`));
+  t.is((await ukb(["store", "repair"], { cwd: dir })).code, 0);
+  const again = await ukb(["realise", "hello.ts"], { cwd: dir });
+  t.is(again.code, 0, again.stderr);
+  t.is(fs.readFileSync(path.join(dir, "result"), "utf8"), "HELLO\n");
+  t.is((await ukb(["store", "verify"], { cwd: dir })).code, 0);
 });
 
 test("a tampered store path is reported by verify", async (t) => {

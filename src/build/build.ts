@@ -230,6 +230,7 @@ export interface StagedOutputs {
 export async function buildInto(store: Store, drv: DrvRecord, tmp: string, logFile: string, opts: BuildOptions): Promise<StagedOutputs> {
   const outputBases = Object.values(drv.outputs).map(baseName);
   const inputClosure = store.closure(drv.inputPaths);
+  store.assertPresent(inputClosure);
   const stagedStore = path.join(tmp, "store");
   fs.mkdirSync(stagedStore);
   fs.mkdirSync(path.join(tmp, "build"));

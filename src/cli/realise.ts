@@ -129,6 +129,8 @@ export async function realiseCommand(argv: string[]): Promise<number> {
       if (code !== ExitCode.ok) return code;
     }
 
+    // Valid, but deleted by hand since: said, not linked.
+    store.assertPresent(Object.values(outputs));
     if (result.link) {
       // The root first (as the server does): a link that exists but is no root would let gc delete
       // what it points at; a root whose link could not be made is forgotten by the next gc.

@@ -210,6 +210,18 @@ export interface Recorded {
   readonly statted: string[];
   /** The first thing done whose result no stamp can check, and where: the evaluation must not be cached. */
   readonly volatile?: string;
+  /** Of `files`, one that changed between the recipe's first read of it and the recording's end: what it read may be neither version. */
+  readonly changedWhileRead?: string;
+}
+
+/** What a file's stat says of its version (no change without one of these changing), or "missing". */
+function versionOf(stat: (p: string) => fs.Stats, file: string): string {
+  try {
+    const st = stat(file);
+    return `${st.mtimeMs}:${st.ctimeMs}:${st.size}:${st.ino}`;
+  } catch {
+    return "missing";
+  }
 }
 
 type AnyFn = (...args: unknown[]) => unknown;
@@ -303,6 +315,9 @@ export function startRecording(): () => Recorded {
 
   // The reading functions, each noting its first argument when it is a path the user's code passed.
   const statted = new Set<string>();
+  /** Each file the user's code read, as it was when first read (before the recording wraps statSync). */
+  const stat = fs.statSync;
+  const versionAtRead = new Map<string, string>();
   /** Descriptors the user's code opened, to the paths they name: a stat of one is a stat of its file. */
   const opened = new Map<number, string>();
   const noteRead = (p: unknown, entry: AnyFn, how: { meta: boolean; tree: boolean; content: boolean }) => {
@@ -323,6 +338,7 @@ export function startRecording(): () => Recorded {
     // what the recipe reads of them is the moment's. Whether they are there is stamped.
     if (how.content && isKernelFile(file)) noteVolatile(`reads ${file}`, entry, HOST);
     files.add(file);
+    if (!versionAtRead.has(file)) versionAtRead.set(file, versionOf(stat, file));
     if (how.meta) statted.add(file);
     // A recursive listing, or a copy of a folder: every folder and file below it was read.
     if (how.tree) for (const below of treeBelow(file)) files.add(below);
@@ -571,7 +587,11 @@ export function startRecording(): () => Recorded {
     syncBuiltinESMExports();
     if (shared.relative) cwd ??= process.cwd();
     for (const key of shared.env) recordEnv(key);
+    // Edited while the recipe ran (an editor saving, a generator writing): the stamps taken now
+    // would describe a version the recipe may not have read.
+    const changedWhileRead = [...versionAtRead].find(([file, version]) => versionOf(stat, file) !== version)?.[0];
     return {
+      ...(changedWhileRead !== undefined ? { changedWhileRead } : {}),
       files: [...files].sort(),
       env: Object.fromEntries([...env].sort(([a], [b]) => (a < b ? -1 : 1))),
       ...(cwd !== undefined ? { cwd } : {}),

@@ -48,6 +48,8 @@ export interface LoadedRecipe {
   readonly volatile?: string;
   /** Whether this came from the cache. */
   readonly cached: boolean;
+  /** A file the recipe read that changed while it was evaluated: this evaluation is not cached. */
+  readonly changedWhileRead?: string;
   /**
    * Set when an earlier evaluation in this process left modules of the user's loaded (Node's
    * module cache): this one took them without resolving or reading them, so its list of files
@@ -695,7 +697,7 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
     process.exit = exit;
     process.chdir = chdir;
   }
-  const { files: readFiles, env, cwd, statted, volatile } = recorded ?? stopRecording();
+  const { files: readFiles, env, cwd, statted, volatile, changedWhileRead } = recorded ?? stopRecording();
   // Packages the recipe required (a library of recipes in node_modules, say) are its files too.
   for (const f of requiredFiles) imported.add(f);
   // How the recipe's own files are read: as a module or a script ("type" in package.json), through
@@ -739,6 +741,7 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
     ...(volatile !== undefined ? { volatile } : {}),
     cached: false,
     ...(sharesModules ? { sharesModules } : {}),
+    ...(changedWhileRead !== undefined ? { changedWhileRead } : {}),
   };
 }
 
@@ -805,7 +808,7 @@ export async function loadRecipe(recipeFile: string, options: LoadRecipeOptions 
   // Volatile: the next evaluation may differ with every file the same. The entry says why, and
   // matches nothing (it has no stamps).
   if (cache && loaded.volatile !== undefined) cache.put(key, JSON.stringify({ volatile: loaded.volatile }));
-  else if (cache && !loaded.sharesModules) {
+  else if (cache && !loaded.sharesModules && loaded.changedWhileRead === undefined) {
     const { blake3Hex } = await import("../graph/hash.js");
     const statted = new Set(loaded.statted);
     const entry: CacheEntry = {

@@ -78,6 +78,12 @@ export async function answerLaunch(request: Extract<Request, { kind: "launch" }>
     const alive = new Set(store.dropDeadTempRoots(launchers));
     for (const owner of launchers) if (!alive.has(owner)) launchers.delete(owner);
     if (!Object.values(outputs).every((p) => store.isValid(p))) return fallback("something is to be built");
+    // One deleted by hand: the CLI says so.
+    try {
+      store.assertPresent(Object.values(outputs));
+    } catch {
+      return fallback("an output is missing from the store folder");
+    }
     // The root is registered here; the launcher makes the link itself, with its own rights, in its
     // own view (a root whose link never comes is forgotten by gc).
     const result = realiseResult(store, outputs, args.values, request.cwd);

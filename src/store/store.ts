@@ -278,6 +278,26 @@ export class Store {
     return this.stmts.valid.get(baseName(storePath)) !== undefined;
   }
 
+  /**
+   * Throws if a valid path is missing from the store folder: deleted by hand
+   * (`rm -rf cache/store/...`). The database is trusted everywhere else, as
+   * Nix trusts its own; this is checked where a path is handed on (an
+   * out-link, a build's input), so the user hears what happened, not a
+   * dangling link or a failed build.
+   */
+  assertPresent(storePaths: Iterable<string>): void {
+    for (const p of storePaths) {
+      const real = this.realPath(p);
+      try {
+        fs.lstatSync(real);
+      } catch {
+        throw new UkbError("store", `${real} is registered in the store's database but missing from its folder (deleted by hand?)`, {
+          hint: `ukb store repair${this.root === path.resolve("cache") ? "" : ` --store ${this.root}`} forgets it and what refers to it; the next realise builds it again`,
+        });
+      }
+    }
+  }
+
   info(storePath: string): PathInfo | undefined {
     const row = this.stmts.byBase.get(baseName(storePath));
     if (!row) return undefined;
