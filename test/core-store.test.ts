@@ -57,6 +57,22 @@ test("two concurrent realise processes on one store build each derivation once",
   t.is(v.code, 0, v.stdout);
 });
 
+test("a realise in another PID namespace (a container, unshare -p) holds its locks: one outside waits for it, never takes them over", async (t) => {
+  if (process.getuid?.() !== 0) return t.pass("needs root for a PID namespace");
+  const dir = tempDir();
+  writeRecipe(dir, "slow.ts", SLOW);
+  const args = ["realise", "slow.ts", "--json", "--no-out-link", "--jobs", "2"];
+  const inside = ukb(["-p", "-f", "--mount-proc", process.execPath, UKB, ...args], { cwd: dir, command: "unshare", env: { UKB_NO_SERVER: "1" } });
+  // Once the inner one builds 'a' (its PID there is small, and may be a live process's out here).
+  while (!fs.existsSync(path.join(dir, "cache/logs")) || !fs.readdirSync(path.join(dir, "cache/logs")).some((f) => f.endsWith("-a.log"))) await new Promise((r) => setTimeout(r, 20));
+  const [one, two] = await Promise.all([inside, ukb(args, { cwd: dir, env: { UKB_NO_SERVER: "1" } })]);
+  t.is(one.code, 0, one.stderr);
+  t.is(two.code, 0, two.stderr);
+  const builtHere = [...events(one.stderr), ...events(two.stderr)].filter((e) => e.type === "done" && e.builtHere).map((e) => e.name);
+  t.deepEqual(builtHere.sort(), ["a", "b", "c", "d", "host-tools"]);
+  t.is((await ukb(["store", "verify"], { cwd: dir })).code, 0);
+});
+
 test("kill -9 of ukb mid-build leaves the store consistent and the next realise completes", async (t) => {
   const dir = tempDir();
   writeRecipe(dir, "slow.ts", SLOW);

@@ -18,7 +18,23 @@ function startTime(pid: number): string {
   }
 }
 
-const host = os.hostname();
+/**
+ * Where a PID means this process: the host, and the PID namespace (a
+ * container, `unshare -p`) whose numbers these are. A process of another
+ * namespace with the same host name has PIDs that mean nothing here: its
+ * locks are waited for, as another machine's are, never taken over.
+ */
+const host = `${os.hostname()}~${pidNamespace()}`;
+/** How ukb before PID namespaces were named wrote this host: its rows are checked as this namespace's. */
+const legacyHost = os.hostname();
+
+function pidNamespace(): string {
+  try {
+    return /\[(\d+)\]/.exec(fs.readlinkSync("/proc/self/ns/pid"))?.[1] ?? "?";
+  } catch {
+    return "?";
+  }
+}
 /** This process, as lock rows and temp directories name it. */
 export const SELF = `${host}:${process.pid}:${startTime(process.pid)}`;
 
@@ -30,7 +46,8 @@ export function processOwner(pid: number): string {
 /** Whether the process an owner string names is still running. */
 export function ownerAlive(owner: string): boolean {
   const [ownerHost, pidText, start] = owner.split(":");
-  if (ownerHost !== host) return true; // another machine: we cannot tell, so we wait
+  // Another machine or PID namespace: we cannot tell, so we wait.
+  if (ownerHost !== host && ownerHost !== legacyHost) return true;
   const pid = Number(pidText);
   // PID 0 (kill(0) signals our own group) and an unknown start time name no process we can watch.
   if (!Number.isInteger(pid) || pid < 1 || start === "?") return false;
