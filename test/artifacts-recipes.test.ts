@@ -116,7 +116,53 @@ test("bad image input is refused at evaluation, before anything is built", async
   const r2 = await ukb(["realise", "badtag.ts"], { cwd: dir });
   t.is(r2.code, 2);
   t.regex(r2.stderr, /badtag\.ts:\d+: ociImage 'nginx-image': .*tag/);
+  // What the builtins would refuse only after the builds before them: at evaluation, with the line.
+  const cases: [string, string, RegExp][] = [
+    ["arch", IMAGE.replace('tag: "latest"', 'tag: "latest", architecture: "riscv" as any'), /ociImage 'nginx-image': architecture "riscv" is not supported/],
+    ["compression", IMAGE.replace('tag: "latest"', 'tag: "latest", compression: "zstd" as any'), /ociImage 'nginx-image': compression "zstd" must be "gzip" or "none"/],
+    ["label", IMAGE.replace('tag: "latest"', 'tag: "latest", labels: { "com.urunc.unikernel.binary": "x" }'), /ociImage 'nginx-image': label com\.urunc\.unikernel\.binary is written by ukb/],
+    ["empty", IMAGE.replace("export const tree = rootfs({ files: {", 'export const tree = rootfs({ files: { "/x//y": "x",'), /rootfs 'rootfs': rootfs path "\/x\/\/y" contains an empty component/],
+    ["setuid", IMAGE.replace("export const tree = rootfs({ files: {", 'export const tree = rootfs({ files: { "/s": { text: "x", mode: 0o4755 },'), /rootfs 'rootfs': mode of \/s must be a permission number/],
+  ];
+  for (const [what, source] of cases) writeRecipe(dir, `${what}.ts`, source);
+  for (const [what, , pattern] of cases) {
+    const r3 = await ukb(["realise", `${what}.ts`], { cwd: dir });
+    t.is(r3.code, 2, `${what}: ${r3.stderr}`);
+    t.regex(r3.stderr, new RegExp(`${what}\\.ts:\\d+: ${pattern.source}`), what);
+  }
   t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")), []);
+});
+
+test("the modes a rootfs() declares (a 0600 secret, a 1777 /tmp) reach the cpio; the rest are a tree's usual ones", async (t) => {
+  const dir = tempDir();
+  writeRecipe(
+    dir,
+    "modes.ts",
+    `import { derivation, hostTools, rootfs, cpio } from "ukb";
+const t = hostTools(["sh", "chmod"]);
+const tool = derivation({ name: "tool", builder: \`\${t}/bin/sh\`, args: ["-c", \`echo '#!/bin/sh' > $out; \${t}/bin/chmod 755 $out\`] });
+const tree = rootfs({ files: { "/etc/secret": { text: "pw\\n", mode: 0o600 }, "/tmp": { mkdir: true, mode: 0o1777 }, "/etc/motd": "hi\\n", "/bin/tool": tool } });
+export default cpio({ root: tree });
+`,
+  );
+  const r = await ukb(["realise", "modes.ts", "--no-out-link"], { cwd: dir });
+  t.is(r.code, 0, r.stderr);
+  const listing = execFileSync("sh", ["-c", 'cpio -itv < "$0" 2>/dev/null', r.stdout.trim()], { encoding: "utf8" });
+  const modeOf = (name: string) => listing.split("\n").find((l) => l.endsWith(` ${name}`))?.split(/\s+/)[0];
+  t.is(modeOf("etc/secret"), "-rw-------", listing);
+  t.is(modeOf("tmp"), "drwxrwxrwt", listing);
+  t.is(modeOf("etc/motd"), "-rw-r--r--", listing);
+  t.is(modeOf("bin/tool"), "-rwxr-xr-x", listing);
+  t.is(modeOf("etc"), "drwxr-xr-x", listing);
+});
+
+test("an OCI archive pushed into a folder that is not there: one line, exit 2", async (t) => {
+  const dir = tempDir();
+  writeRecipe(dir, "image.ts", IMAGE);
+  t.is((await ukb(["realise", "image.ts"], { cwd: dir })).code, 0);
+  const r = await ukb(["push", "result", `oci-archive:${path.join(dir, "nodir/a.tar")}`], { cwd: dir });
+  t.is(r.code, 2, r.stderr);
+  t.regex(r.stderr, /^ukb: error: cannot write .*nodir\/a\.tar: the folder .*nodir does not exist\n$/);
 });
 
 test("ukb push: to a real registry (twice: nothing uploaded again) and to an oci-archive", async (t) => {

@@ -291,8 +291,11 @@ test("small mistakes of usage: one line, exit 2, nothing made", async (t) => {
   const asJson = await ukb(["realise", "exits.ts", "--json"], { cwd: dir });
   t.is(asJson.code, 2);
   const lines = asJson.stderr.trim().split("\n");
-  t.is(lines.length, 1, asJson.stderr);
-  t.like(JSON.parse(lines[0]!), { type: "error", kind: "recipe", file: "exits.ts", line: 3, exitCode: 2 });
+  t.is(lines.length, 2, asJson.stderr);
+  // What the recipe printed as it was evaluated is an event too, not a stray line.
+  t.like(JSON.parse(lines[0]!), { type: "log", text: "evaluating" });
+  t.like(JSON.parse(lines[1]!), { type: "error", kind: "recipe", file: "exits.ts", line: 3, exitCode: 2 });
+  t.is(asJson.stdout, "");
   const both = await ukb(["realise", "ok.ts", "--out-link", "x", "--no-out-link"], { cwd: dir });
   t.is(both.code, 2);
   t.regex(both.stderr, /--out-link and --no-out-link contradict each other/);
@@ -311,6 +314,27 @@ test("small mistakes of usage: one line, exit 2, nothing made", async (t) => {
     t.regex(r.stderr, /there is no store at .*typo \(no ukb\.sqlite\)/);
   }
   t.false(fs.existsSync(path.join(dir, "typo")));
+  // No store is made by a command that has nothing to do with one.
+  const empty = tempDir();
+  for (const args of [["store"], ["store", "verfy"], ["store", "--store", "x"], ["realise", "missing.ts"], ["check", "missing.ts"]]) {
+    const r = await ukb(args, { cwd: empty });
+    t.is(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    t.regex(r.stderr, /^ukb: error: (ukb store needs a command|unknown store command|missing\.ts: no such recipe file)/, args.join(" "));
+  }
+  t.deepEqual(fs.readdirSync(empty), []);
+  // --help on a command: its usage, exit 0, nothing run.
+  for (const name of ["realise", "store", "show", "push"]) {
+    const r = await ukb([name, "--help"], { cwd: empty });
+    t.is(r.code, 0, `${name}: ${r.stderr}`);
+    t.regex(r.stdout, new RegExp(`^usage:\n  ukb ${name} `), name);
+  }
+  t.deepEqual(fs.readdirSync(empty), []);
+  // A recipe's console.log goes to stderr: stdout is the output paths alone.
+  writeRecipe(dir, "noisy.ts", `${header}console.log("hello from the recipe");\nexport default ${sh("noisy", "echo > $out")};\n`);
+  const noisy = await ukb(["realise", "noisy.ts", "--no-out-link"], { cwd: dir });
+  t.is(noisy.code, 0, noisy.stderr);
+  t.regex(noisy.stdout, /^\/\S+-noisy\n$/);
+  t.regex(noisy.stderr, /^hello from the recipe$/m);
   fs.writeFileSync(path.join(dir, "a-file"), "");
   const notFolder = await ukb(["realise", "ok.ts", "--store", "a-file"], { cwd: dir });
   t.is(notFolder.code, 2);

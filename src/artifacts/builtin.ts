@@ -1,6 +1,7 @@
 /** The builtins behind the recipe API's `rootfs`, `cpio` and `ociImage`. */
 import fs from "node:fs";
 import type { BuiltinContext } from "../build/builtins.js";
+import { badInput } from "./errors.js";
 import { writeCpio } from "./cpio.js";
 import { writeRootfsTree, type RootfsEntry } from "./rootfs.js";
 import { writeOciLayout, type Architecture } from "./oci-layout.js";
@@ -25,9 +26,17 @@ export async function rootfsBuiltin(ctx: BuiltinContext): Promise<void> {
 }
 
 export async function cpioBuiltin(ctx: BuiltinContext): Promise<void> {
-  const p = ctx.drv.params as { root: string; gzip: boolean };
-  const r = await writeCpio({ root: ctx.realInput(p.root), out: ctx.outputs.out!, mtime: ctx.epoch, gzip: p.gzip });
+  const p = ctx.drv.params as { root: string; gzip: boolean; modes: Record<string, number> };
+  const r = await writeCpio({ root: ctx.realInput(p.root), out: ctx.outputs.out!, mtime: ctx.epoch, gzip: p.gzip, fromStore: true, modes: p.modes });
   ctx.log(`cpio: ${r.size} bytes, sha256 ${r.sha256}`);
+}
+
+/** A kernel's .config, as lines: a folder or a binary given instead is said to be one. */
+function readKconfig(real: string, given: string): string[] {
+  if (!fs.statSync(real).isFile()) throw badInput(`ociImage: kconfig ${given} is not a file (give the kernel build's .config)`);
+  const text = fs.readFileSync(real, "utf8");
+  if (text.includes("\0")) throw badInput(`ociImage: kconfig ${given} is not text (a kernel's .config is; was the kernel given instead?)`);
+  return text.split("\n");
 }
 
 export async function ociImageBuiltin(ctx: BuiltinContext): Promise<void> {
@@ -46,7 +55,7 @@ export async function ociImageBuiltin(ctx: BuiltinContext): Promise<void> {
     mountRootfs: boolean;
     compression: "gzip" | "none";
   };
-  const kconfig = p.kraftkit && p.kraftkit.kconfig ? fs.readFileSync(ctx.realInput(p.kraftkit.kconfig), "utf8").split("\n") : undefined;
+  const kconfig = p.kraftkit && p.kraftkit.kconfig ? readKconfig(ctx.realInput(p.kraftkit.kconfig), p.kraftkit.kconfig) : undefined;
   const r = await writeOciLayout({
     out: ctx.outputs.out!,
     kernel: ctx.realInput(p.kernel),

@@ -30,6 +30,14 @@ export interface WriteCpioOptions {
   mtime: number;
   /** Gzip the archive (deterministically). Unikraft's initrd must stay uncompressed. */
   gzip?: boolean;
+  /**
+   * The root is a store path, whose modes the store has normalised (read-only,
+   * only the executable bit kept): entries get the modes a tree is made with
+   * (folders 0755, files 0644, or 0755 when executable) instead of the disk's.
+   */
+  fromStore?: boolean;
+  /** Modes a recipe declared, by path in the archive (no leading "/"): they win over all others. */
+  modes?: Readonly<Record<string, number>>;
 }
 
 export interface ArtifactDigest {
@@ -85,12 +93,13 @@ function checkMtime(mtime: number): void {
   }
 }
 
-function modeOf(entry: TreeEntry): number {
+function modeOf(entry: TreeEntry, options: Pick<WriteCpioOptions, "fromStore" | "modes">): number {
+  const declared = options.modes?.[entry.rel];
   switch (entry.type) {
     case "dir":
-      return S_IFDIR | (entry.mode & KEPT_PERMISSIONS);
+      return S_IFDIR | (declared ?? (options.fromStore ? 0o755 : entry.mode & KEPT_PERMISSIONS));
     case "file":
-      return S_IFREG | (entry.mode & KEPT_PERMISSIONS);
+      return S_IFREG | (declared ?? (options.fromStore ? ((entry.mode & 0o100) !== 0 ? 0o755 : 0o644) : entry.mode & KEPT_PERMISSIONS));
     case "symlink":
       // Symlink permissions mean nothing on Linux; fix them so the host's don't leak in.
       return S_IFLNK | 0o777;
@@ -110,14 +119,14 @@ async function* fileBytes(entry: TreeEntry): AsyncGenerator<Buffer> {
 }
 
 /** The archive as a stream of buffers; file contents are streamed, never held whole. */
-async function* newcStream(entries: TreeEntry[], mtime: number): AsyncGenerator<Buffer> {
+async function* newcStream(entries: TreeEntry[], mtime: number, options: Pick<WriteCpioOptions, "fromStore" | "modes">): AsyncGenerator<Buffer> {
   let ino = 0;
   for (const entry of entries) {
     ino += 1;
     const nameSize = Buffer.byteLength(entry.rel, "utf8") + 1;
     const data = entry.type === "symlink" ? Buffer.from(entry.target!, "utf8") : undefined;
     const filesize = entry.type === "file" ? entry.size : (data?.length ?? 0);
-    yield newcHeader(entry.rel, { ino, mode: modeOf(entry), nlink: entry.type === "dir" ? 2 : 1, mtime, filesize, namesize: nameSize });
+    yield newcHeader(entry.rel, { ino, mode: modeOf(entry, options), nlink: entry.type === "dir" ? 2 : 1, mtime, filesize, namesize: nameSize });
     if (entry.type === "file") yield* fileBytes(entry);
     else if (data) yield data;
     if (pad4(filesize) > 0) yield Buffer.alloc(pad4(filesize));
@@ -152,9 +161,9 @@ export async function writeCpio(options: WriteCpioOptions): Promise<ArtifactDige
     const sink = handle.createWriteStream();
     try {
       if (gzip) {
-        await pipeline(newcStream(entries, mtime), deterministicGzip(), tap, sink);
+        await pipeline(newcStream(entries, mtime, options), deterministicGzip(), tap, sink);
       } else {
-        await pipeline(newcStream(entries, mtime), tap, sink);
+        await pipeline(newcStream(entries, mtime, options), tap, sink);
       }
     } catch (err) {
       throw wrap(`writing cpio archive ${out}`, err);

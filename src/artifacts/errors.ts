@@ -27,7 +27,8 @@ export function wrap(what: string, err: unknown): UkbError {
   return failure(`${what}: ${detail}`, err);
 }
 
-/** Quote a value for a message so that spaces and control characters show. */
+/** Quote a value for a message so that spaces and control characters show; a long one is cut (a binary given as text would fill the screen). */
 export function show(value: string): string {
-  return JSON.stringify(value);
+  const max = 100;
+  return value.length > max ? `${JSON.stringify(value.slice(0, max))}... (${value.length} characters)` : JSON.stringify(value);
 }

@@ -43,7 +43,10 @@ export async function writeOciArchive(layoutDir: string, outFile: string, option
 
   return writeAtomically(outFile, async (tmp) => {
     const tap = new DigestTap();
-    const handle = await open(tmp, "wx", 0o644);
+    // A folder that is not there is the user's to make: said as such, not as a stack.
+    const handle = await open(tmp, "wx", 0o644).catch((err: NodeJS.ErrnoException) => {
+      throw err.code === "ENOENT" ? badInput(`cannot write ${outFile}: the folder ${path.dirname(outFile)} does not exist`) : wrap(`writing OCI archive ${outFile}`, err);
+    });
     try {
       await pipeline(tarStream(entries), tap, handle.createWriteStream());
     } catch (err) {

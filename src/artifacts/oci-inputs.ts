@@ -146,11 +146,10 @@ export interface Plan {
   hypervisor: Hypervisor;
 }
 
-export async function plan(o: WriteOciLayoutOptions): Promise<Plan> {
-  if (o === null || typeof o !== "object") throw badInput("ociImage options must be an object");
-  if (typeof o.out !== "string" || o.out === "") throw badInput("out must be a directory path");
-  const tag = checkTag(o.tag);
-  const created = checkCreated(o.created);
+/** What an image's options must be, checked before anything is built: the recipe's ociImage() asks as it is evaluated, the builtin again. */
+export function checkImageOptions(
+  o: Pick<WriteOciLayoutOptions, "architecture" | "cmd" | "env" | "labels" | "mountRootfs" | "compression" | "unikernelType" | "hypervisor" | "unikernelVersion">,
+): { cmd: string[]; env: string[]; labels: Record<string, string> } {
   if (o.architecture !== "amd64" && o.architecture !== "arm64") {
     throw badInput(`architecture ${show(String(o.architecture))} is not supported; use amd64 or arm64`);
   }
@@ -158,11 +157,20 @@ export async function plan(o: WriteOciLayoutOptions): Promise<Plan> {
   const cmd = checkCmd(o.cmd);
   const env = checkEnv(o.env);
   checkBootArgsLength(cmd, env);
-  const userLabels = checkLabels(o.labels);
+  const labels = checkLabels(o.labels);
   if (o.mountRootfs !== undefined && typeof o.mountRootfs !== "boolean") throw badInput("mountRootfs must be true or false");
   if (o.compression !== undefined && o.compression !== "gzip" && o.compression !== "none") {
     throw badInput(`compression ${show(String(o.compression))} must be "gzip" or "none"`);
   }
+  return { cmd, env, labels };
+}
+
+export async function plan(o: WriteOciLayoutOptions): Promise<Plan> {
+  if (o === null || typeof o !== "object") throw badInput("ociImage options must be an object");
+  if (typeof o.out !== "string" || o.out === "") throw badInput("out must be a directory path");
+  const tag = checkTag(o.tag);
+  const created = checkCreated(o.created);
+  const { cmd, env, labels: userLabels } = checkImageOptions(o);
   const kraftkit =
     o.kraftkit === undefined || o.kraftkit === false
       ? undefined

@@ -67,7 +67,7 @@ type Planned =
 const MAX_COMPONENT = 255;
 const MAX_PATH = 4095;
 
-function checkMode(mode: unknown, where: string): number {
+export function checkMode(mode: unknown, where: string): number {
   if (typeof mode !== "number" || !Number.isInteger(mode) || mode < 0 || mode > 0o1777) {
     throw badInput(`mode of ${where} must be a permission number such as 0o644 (at most 0o1777: no setuid/setgid), got ${String(mode)}`);
   }

@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { ExitCode, UsageError } from "../errors/index.js";
 import { topoOrder } from "../graph/index.js";
 import { checkDerivation } from "../build/index.js";
-import { defaultJobs, openStore, parseCount, realiseExport } from "./context.js";
+import { defaultJobs, openStore, parseCount, realiseExport, requireRecipeFiles } from "./context.js";
 import { writeStdout } from "../ui/stdout.js";
 
 export async function checkCommand(argv: string[]): Promise<number> {
@@ -18,6 +18,7 @@ export async function checkCommand(argv: string[]): Promise<number> {
   });
   if (positionals.length !== 1) throw new UsageError("usage: ukb check <recipe.ts> [-A attr]");
   const cores = parseCount(values.cores, "--cores", defaultJobs());
+  requireRecipeFiles(positionals);
   const store = openStore(values.store);
   try {
     // What is checked must be valid first: realise it (a failed build throws, exit 1).

@@ -5,7 +5,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ExitCode, UkbError, UsageError } from "../errors/index.js";
+import { ExitCode, RecipeError, UkbError, UsageError } from "../errors/index.js";
 import type { DrvRecord } from "../graph/index.js";
 import { SELF, Store } from "../store/index.js";
 import { loadRecipe, mainOutputPath, selectExport, selectExportOutputs, type LoadedRecipe } from "../recipe/load.js";
@@ -15,6 +15,11 @@ import { PACKAGE_ROOT, RUNNING_FROM_SOURCE } from "../recipe/location.js";
 export function storeRoot(flag: string | undefined, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string {
   // Empty is unset, as the launcher takes it (src/client/ukb.c store_of): the two must name one store.
   return path.resolve(cwd, flag || env.UKB_STORE || "cache");
+}
+
+/** Refuses a recipe file that is not there, before any store is opened (or made) for it. */
+export function requireRecipeFiles(files: readonly string[]): void {
+  for (const file of files) if (!fs.existsSync(file)) throw new RecipeError("no such recipe file", { file });
 }
 
 /**

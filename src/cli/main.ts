@@ -63,6 +63,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`ukb: error: unknown command '${name}'\n${HELP}\n`);
     return ExitCode.badInput;
   }
+  // `ukb realise --help`: that command's lines of the help, and the common options; nothing run.
+  if (rest.includes("--help") || rest.includes("-h")) {
+    const lines = HELP.split("\n");
+    const own = lines.filter((l) => l.startsWith(`  ukb ${name} `) || l === `  ukb ${name}`);
+    const common = lines.slice(lines.findIndex((l) => l.startsWith("common options")));
+    writeStdout(`usage:\n${own.join("\n")}\n\n${common.join("\n")}\n`);
+    return ExitCode.ok;
+  }
   const stray = catchStrayErrors();
   let exitCode: number;
   try {

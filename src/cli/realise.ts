@@ -7,8 +7,8 @@ import { ExitCode, onStrayError, UkbError, UsageError } from "../errors/index.js
 import { makePlan, planSubstitutions, type Plan } from "../schedule/plan.js";
 import { explainNoSpace, type Store } from "../store/index.js";
 import type { CacheFlags, CacheSet } from "../cache/index.js";
-import { defaultJobs, loadWithCache, openStore, parseCount, pickOutputs } from "./context.js";
-import { mainOutputPath } from "../recipe/load.js";
+import { defaultJobs, loadWithCache, openStore, parseCount, pickOutputs, requireRecipeFiles } from "./context.js";
+import { mainOutputPath, setRecipeOutput } from "../recipe/load.js";
 import { writeStdout } from "../ui/stdout.js";
 import { launcherFoundNoServer } from "./launcher-note.js";
 
@@ -70,6 +70,13 @@ export function realiseResult(store: Store, outputs: Readonly<Record<string, str
 export async function realiseCommand(argv: string[]): Promise<number> {
   const { values, recipe: recipeFile, jobs, cores } = parseRealiseArgs(argv);
   const cacheFlags: CacheFlags = { substituters: values.substituters, trustedKeys: values["trusted-keys"], noVerify: values["no-verify"] };
+  requireRecipeFiles([recipeFile]);
+  // With --json, stderr is one event a line: what the recipe prints as it is evaluated too.
+  // (Written through stderr's own write: while a recipe is evaluated, process.stderr.write is the diversion.)
+  const writeStderr = process.stderr.write.bind(process.stderr);
+  if (values.json) setRecipeOutput((text) => {
+    for (const line of text.replace(/\n$/, "").split("\n")) writeStderr(`${JSON.stringify({ type: "log", text: line, time: Date.now() })}\n`);
+  });
   const store = openStore(values.store);
   try {
     // An evaluation takes a few hundred ms of one core: sandboxes for the first builds start on the other meanwhile.

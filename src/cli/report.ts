@@ -7,7 +7,7 @@ import fs from "node:fs";
 import { parseArgs } from "node:util";
 import { ExitCode, UsageError } from "../errors/index.js";
 import { collectReport, renderHtml, renderText, type ImageReport } from "../report/index.js";
-import { openStore, parseCount, realiseExport } from "./context.js";
+import { openStore, parseCount, realiseExport, requireRecipeFiles } from "./context.js";
 import { writeStdout } from "../ui/stdout.js";
 
 export async function reportCommand(argv: string[]): Promise<number> {
@@ -24,6 +24,7 @@ export async function reportCommand(argv: string[]): Promise<number> {
   });
   if (positionals.length === 0) throw new UsageError("usage: ukb report <recipe.ts>... [-A attr]... [--boot N] [--json | --html FILE]");
   const boots = values.boot === undefined ? 0 : parseCount(values.boot, "--boot", 3);
+  requireRecipeFiles(positionals);
   const store = openStore(values.store);
   try {
     const reports: ImageReport[] = [];

@@ -11,8 +11,12 @@ ukb store gc [--dry-run] [--store DIR]
 ukb store repair [--json] [--store DIR]
 ukb store info PATH [--json] [--store DIR]`;
 
+const SUBCOMMANDS = new Set(["add", "verify", "gc", "repair", "info"]);
+
 export async function storeCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
+  // Said before any store is opened: `ukb store`, `ukb store verfy` or `ukb store --store X` must not make one.
+  if (sub === undefined || !SUBCOMMANDS.has(sub)) throw new UsageError(`${sub === undefined ? "ukb store needs a command" : `unknown store command '${sub}'`}\nusage:\n${usage}`);
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,

@@ -5,7 +5,8 @@
  */
 import { RecipeError, isUkbError } from "../errors/index.js";
 import type { Json } from "../graph/index.js";
-import { checkCmd, checkEnv, checkUnikernel } from "../artifacts/urunc.js";
+import { checkImageOptions } from "../artifacts/oci-inputs.js";
+import { checkMode, imagePath } from "../artifacts/rootfs.js";
 import { checkTag } from "../artifacts/reference.js";
 import { callerLocation } from "./location.js";
 import { checkName, isDerivation, isOutputRef, makeDerivation, type Derivation, type OutputRef } from "./derivation.js";
@@ -50,7 +51,11 @@ export function rootfs(spec: { name?: string; files: Readonly<Record<string, Roo
     if (!target.startsWith("/") || target.split("/").some((c) => c === ".." || c === ".")) {
       throw new RecipeError(`rootfs '${name}': '${target}' must be an absolute path without . or ..`, callerLocation());
     }
-    const mode = typeof value === "object" && value !== null && "mode" in value && typeof value.mode === "number" ? { mode: value.mode } : {};
+    // What the builtin would refuse after the builds before it: said now, with the recipe's line.
+    early(`rootfs '${name}'`, () => imagePath(target));
+    const given = typeof value === "object" && value !== null && "mode" in value ? (value as { mode?: unknown }).mode : undefined;
+    if (given !== undefined) early(`rootfs '${name}'`, () => checkMode(given, target));
+    const mode = typeof given === "number" ? { mode: given } : {};
     if (typeof value === "string") entries[target] = { text: value };
     else if (isInput(value)) {
       inputs.push(value);
@@ -71,8 +76,15 @@ export function rootfs(spec: { name?: string; files: Readonly<Record<string, Roo
 export function cpio(spec: { name?: string; root: Input; gzip?: boolean }): Derivation {
   if (!spec || !isInput(spec.root)) throw new RecipeError("cpio() needs root: a derivation (a tree, e.g. from rootfs())", callerLocation());
   const name = checkName(spec.name ?? `${spec.root.toString().split("/").pop()!.slice(33)}.cpio${spec.gzip ? ".gz" : ""}`, "cpio");
+  // The modes a rootfs() declared (a 0600 secret, a 1777 /tmp): the store keeps only the executable
+  // bit of what it holds, so the archive takes them from the recipe, not from the disk.
+  const modes: Record<string, number> = {};
+  if (isDerivation(spec.root) && spec.root.drv.builder === "builtin:rootfs") {
+    const files = (spec.root.drv.params as { files: Record<string, { mode?: number }> }).files;
+    for (const [target, entry] of Object.entries(files)) if (typeof entry.mode === "number") modes[target.replace(/^\/+/, "")] = entry.mode;
+  }
   return makeDerivation(
-    { kind: "builtin", name, builder: "builtin:cpio", args: [], env: {}, outputNames: ["out"], params: { root: spec.root.toString(), gzip: Boolean(spec.gzip) } },
+    { kind: "builtin", name, builder: "builtin:cpio", args: [], env: {}, outputNames: ["out"], params: { root: spec.root.toString(), gzip: Boolean(spec.gzip), modes } },
     [spec.root],
   );
 }
@@ -111,9 +123,19 @@ export function ociImage(spec: OciImageSpec): Derivation {
   const what = `ociImage '${name}'`;
   if (!isInput(spec.kernel)) throw new RecipeError(`${what}: kernel must be a derivation`, callerLocation());
   if (spec.initrd !== undefined && !isInput(spec.initrd)) throw new RecipeError(`${what}: initrd must be a derivation`, callerLocation());
-  const cmd = early(what, () => checkCmd(spec.cmd));
-  const env = early(what, () => checkEnv(spec.env ?? []));
-  early(what, () => checkUnikernel(spec.unikernelType, spec.hypervisor, spec.unikernelVersion));
+  const { cmd, env } = early(what, () =>
+    checkImageOptions({
+      architecture: spec.architecture ?? "amd64",
+      cmd: spec.cmd as string[],
+      env: (spec.env ?? []) as string[] | Record<string, string>,
+      ...(spec.labels !== undefined ? { labels: spec.labels as Record<string, string> } : {}),
+      ...(spec.mountRootfs !== undefined ? { mountRootfs: spec.mountRootfs } : {}),
+      ...(spec.compression !== undefined ? { compression: spec.compression } : {}),
+      unikernelType: spec.unikernelType,
+      hypervisor: spec.hypervisor,
+      ...(spec.unikernelVersion !== undefined ? { unikernelVersion: spec.unikernelVersion } : {}),
+    }),
+  );
   const tag = early(what, () => checkTag(spec.tag));
   const inputs: Input[] = [spec.kernel, ...(spec.initrd ? [spec.initrd] : [])];
   const kconfig = typeof spec.kraftkit === "object" && spec.kraftkit.kconfig ? spec.kraftkit.kconfig : undefined;

@@ -652,6 +652,37 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof value === "object" && value !== null && typeof (value as { then?: unknown }).then === "function";
 }
 
+const writeStderr = process.stderr.write.bind(process.stderr);
+/** Where what a recipe prints as it is evaluated goes (console.log, console.error): see {@link setRecipeOutput}. */
+let recipeOutput: (text: string) => void = (text) => void writeStderr(text);
+
+/**
+ * Sends what a recipe prints while it is evaluated to `sink` (by default
+ * stderr, as Nix's `trace:`): stdout carries ukb's own answer (the paths a
+ * realise prints, the graph `show` prints), which a recipe's `console.log`
+ * must not corrupt; with `--json` every line of stderr is an event.
+ */
+export function setRecipeOutput(sink: (text: string) => void): void {
+  recipeOutput = sink;
+}
+
+/** Runs `body` with process.stdout and process.stderr writing to the recipe's output. */
+async function divertOutput<T>(body: () => Promise<T>): Promise<T> {
+  const streams = [process.stdout, process.stderr];
+  const writes = streams.map((s) => s.write);
+  const divert = function (chunk: string | Uint8Array, encoding?: BufferEncoding | ((err?: Error) => void), done?: (err?: Error) => void): boolean {
+    recipeOutput(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8"));
+    (typeof encoding === "function" ? encoding : done)?.();
+    return true;
+  } as typeof process.stdout.write;
+  for (const s of streams) s.write = divert;
+  try {
+    return await body();
+  } finally {
+    streams.forEach((s, i) => (s.write = writes[i]!));
+  }
+}
+
 /** Evaluations of this process, one after the other: what one records (process.env, fs) is global. */
 let evaluations: Promise<unknown> = Promise.resolve();
 
@@ -683,7 +714,7 @@ async function evaluateAlone(recipeFile: string): Promise<LoadedRecipe> {
     throw new RecipeError(`called process.chdir(${JSON.stringify(to)}) while being evaluated: a recipe names paths from its own folder instead (import.meta.dirname, local("./x"))`, exitCaller(file));
   }) as typeof process.chdir;
   try {
-    mod = (await importBundled(file, imported)) ?? (registerAlias(), await importRecipe(file, imported));
+    mod = await divertOutput(async () => (await importBundled(file, imported)) ?? (registerAlias(), await importRecipe(file, imported)));
   } catch (err) {
     recorded = stopRecording();
     if (isUkbError(err)) throw err;
