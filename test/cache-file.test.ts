@@ -168,4 +168,28 @@ test("key generate refuses to overwrite, key public prints the public key", asyn
   const bad = await ukb(["realise", f.recipe, "--store", f.storeB, "--dry-run", "--substituters", "file:///x", "--trusted-keys", "nonsense"], { cwd: f.dir, env: f.env });
   t.is(bad.code, 2);
   t.regex(bad.stderr, /is not NAME:base64/);
+  // A secret key file that is not one line (a comment added): refused without showing the key.
+  const commented = path.join(f.dir, "commented.sec");
+  fs.writeFileSync(commented, `${fs.readFileSync(f.keyFile, "utf8")}# the CI key\n`);
+  const leak = await ukb(["key", "public", commented], { cwd: f.dir, env: f.env });
+  t.is(leak.code, 2);
+  t.regex(leak.stderr, /secret key file .*commented\.sec is not NAME:base64/);
+  const secret = fs.readFileSync(f.keyFile, "utf8").trim().split(":")[1]!;
+  t.false(leak.stderr.includes(secret.slice(0, 12)), leak.stderr);
+});
+
+test("copy --to --sign-key signs what the cache already holds unsigned; copy --from names a cache without its password", async (t) => {
+  const { dir, url: cache, f } = copyOf(shared.unsigned);
+  const r = await ukb(["copy", "--to", cache, "--sign-key", f.keyFile, f.recipe, "--store", f.storeA], { cwd: f.dir, env: f.env });
+  ok(t, r, "copy --to --sign-key");
+  for (const info of fs.readdirSync(path.join(dir, "info"))) {
+    const entry = JSON.parse(fs.readFileSync(path.join(dir, "info", info), "utf8")) as { signatures: string[] };
+    t.true(entry.signatures.some((s) => s.startsWith("test-cache-1:")), `${info}: ${entry.signatures.join(" ")}`);
+  }
+  const b = await ukb(["realise", f.recipe, "--store", f.storeB, "--no-out-link", "--json", "--substituters", cache, "--trusted-keys", f.publicKey], { cwd: f.dir, env: f.env });
+  ok(t, b, "realise from the newly signed cache");
+  t.deepEqual(events(b.stderr).filter((e) => e.type === "start"), []);
+  const from = await ukb(["copy", "--from", "http://user:hunter2@127.0.0.1:9/cache", f.recipe, "--store", `${f.storeB}-D`], { cwd: f.dir, env: f.env });
+  t.not(from.code, 0);
+  t.false(from.stderr.includes("hunter2"), from.stderr);
 });

@@ -557,3 +557,28 @@ test("scratch folders of a ukb that died on a host whose name holds '_': found a
   t.is(r.code, 0, r.stderr);
   t.deepEqual(fs.readdirSync(path.join(dir, "cache/tmp")), []);
 });
+
+test("store add of a symlink adds what it points at; prefetch refuses a --name that is no store name before it downloads", async (t) => {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, "file.txt"), "content\n");
+  fs.mkdirSync(path.join(dir, "tree"));
+  fs.writeFileSync(path.join(dir, "tree/a"), "a\n");
+  fs.symlinkSync("file.txt", path.join(dir, "rel-link"));
+  fs.symlinkSync(path.join(dir, "tree"), path.join(dir, "dir-link"));
+  const file = await ukb(["store", "add", "rel-link", "--json"], { cwd: dir });
+  t.is(file.code, 0, file.stderr);
+  const added = JSON.parse(file.stdout) as { path: string; mode: string };
+  t.is(added.mode, "flat");
+  t.is(fs.readFileSync(added.path, "utf8"), "content\n");
+  t.false(fs.lstatSync(added.path).isSymbolicLink());
+  const tree = await ukb(["store", "add", "dir-link", "--json"], { cwd: dir });
+  t.is(tree.code, 0, tree.stderr);
+  const addedTree = JSON.parse(tree.stdout) as { path: string; mode: string };
+  t.is(addedTree.mode, "tree");
+  t.false(fs.lstatSync(addedTree.path).isSymbolicLink());
+  t.is(fs.readFileSync(path.join(addedTree.path, "a"), "utf8"), "a\n");
+  const prefetch = await ukb(["prefetch", "http://127.0.0.1:9/x", "--name", "../../ukb.sqlite"], { cwd: dir });
+  t.is(prefetch.code, 2, prefetch.stderr);
+  t.regex(prefetch.stderr, /'\.\.\/\.\.\/ukb\.sqlite' is not a valid store name/);
+  t.is((await ukb(["store", "verify"], { cwd: dir })).code, 0);
+});

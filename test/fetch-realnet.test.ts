@@ -9,6 +9,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { gzipSync } from "node:zlib";
 import test from "ava";
 import { isUkbError } from "../src/errors/index.js";
 import { download } from "../src/fetch/index.js";
@@ -31,7 +32,9 @@ test.before(async (t) => {
   prefix = await mkdtemp(path.join(os.tmpdir(), "ukb-nginx-"));
   await mkdir(path.join(prefix, "www"), { recursive: true });
   await writeFile(path.join(prefix, "www", "musl-1.2.3.tar.gz"), BODY);
-  nginx = await startNginx(prefix, "location = /moved { return 302 /musl-1.2.3.tar.gz; }", "types { application/gzip gz; }");
+  await writeFile(path.join(prefix, "www", "encoded.tar.gz"), gzipSync(BODY));
+  // As Apache's AddEncoding does for .gz files: the file's own bytes, labelled as encoded in transit.
+  nginx = await startNginx(prefix, "location = /moved { return 302 /musl-1.2.3.tar.gz; }\nlocation = /encoded.tar.gz { add_header Content-Encoding gzip; }", "types { application/gzip gz; }");
   nginxPort = nginx.port;
   t.log(`nginx pid ${nginx.pid} on 127.0.0.1:${nginxPort}`);
 });
@@ -110,6 +113,17 @@ test("real peer that goes silent mid-body: idle timeout", async (t) => {
   const dir = await tempDir(t);
   const err = await t.throwsAsync(download({ ...FAST, retries: 0, idleTimeoutMs: STALL, urls: [`${base}/f`], dest: path.join(dir, "f") }));
   t.regex(err!.message, /\/f: stalled: no data for 300 ms after 100 of 5000 bytes/);
+  t.deepEqual(await entriesOf(dir), []);
+});
+
+test("a real nginx that labels a .tar.gz Content-Encoding: gzip: refused, named, not taken decoded (whose hash someone would pin)", async (t) => {
+  const dir = await tempDir(t);
+  const gz = gzipSync(BODY);
+  const err = await t.throwsAsync(
+    download({ ...FAST, urls: [`http://127.0.0.1:${nginxPort}/encoded.tar.gz`], dest: path.join(dir, "f"), expect: { sha256: createHash("sha256").update(gz).digest("hex") } }),
+  );
+  t.true(isUkbError(err));
+  t.regex(err!.message, /Content-Encoding: gzip \(decoded in transit, so not the file's own bytes\)/);
   t.deepEqual(await entriesOf(dir), []);
 });
 

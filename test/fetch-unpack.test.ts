@@ -227,6 +227,18 @@ test("tar: a chain of symlinks that only escapes when followed (r -> ., t -> r/.
   );
 });
 
+test("tar: a chain of more symlinks than the kernel follows (41 hops) that leads outside is refused, not let through", async (t) => {
+  await refused(
+    t,
+    tar([
+      { path: "a", type: "SymbolicLink", linkpath: "." },
+      { path: "x", type: "SymbolicLink", linkpath: `${"a/".repeat(41)}../../../etc/passwd` },
+    ]),
+    "x",
+    /leads outside/,
+  );
+});
+
 test("tar: a hard link to /etc/passwd is refused", async (t) => {
   await refused(t, tar([{ path: "passwd", type: "Link", linkpath: "/etc/passwd" }]), "passwd", /hard link target is an absolute path/);
 });

@@ -37,13 +37,15 @@ function usage(message: string, hint?: string): UkbError {
   return new UkbError("usage", message, hint === undefined ? { exitCode: 2 } : { exitCode: 2, hint });
 }
 
-function splitNamed(text: string, what: string): { name: string; bytes: Buffer } {
+function splitNamed(text: string, what: string, secret: boolean): { name: string; bytes: Buffer } {
   const t = text.trim();
   const colon = t.indexOf(":");
   const name = t.slice(0, colon);
   const data = t.slice(colon + 1);
   if (colon < 1 || !KEY_NAME.test(name) || !/^[A-Za-z0-9+/]+={0,2}$/.test(data)) {
-    throw usage(`${what} ${JSON.stringify(t.length > 80 ? t.slice(0, 80) + "…" : t)} is not NAME:base64`);
+    // A secret key's text is never shown (an error in a CI log would publish it); a public one may be.
+    const shown = secret ? "" : ` ${JSON.stringify(t.length > 80 ? t.slice(0, 80) + "…" : t)}`;
+    throw usage(`${what}${shown} is not NAME:base64${shown ? "" : " (one line, NAME:KEY, as `ukb key generate` writes it)"}`);
   }
   return { name, bytes: Buffer.from(data, "base64") };
 }
@@ -77,7 +79,7 @@ export function generateKey(name: string): { secretText: string; publicKey: stri
 }
 
 export function parseSecretKey(text: string, where = "secret key"): SecretKey {
-  const { name, bytes } = splitNamed(text, where);
+  const { name, bytes } = splitNamed(text, where, true);
   if (bytes.length !== 32 && bytes.length !== 64) throw usage(`${where}: an ed25519 secret key has 32 or 64 bytes, not ${bytes.length}`);
   const seed = bytes.subarray(0, 32);
   const key = fromSeed(name, Buffer.from(seed));
@@ -98,7 +100,7 @@ export function readSecretKey(file: string): SecretKey {
 }
 
 export function parsePublicKey(text: string): PublicKey {
-  const { name, bytes } = splitNamed(text, "trusted key");
+  const { name, bytes } = splitNamed(text, "trusted key", false);
   if (bytes.length !== 32) throw usage(`trusted key ${name}: an ed25519 public key has 32 bytes, not ${bytes.length}`);
   const key = crypto.createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: b64url(bytes) }, format: "jwk" });
   return { name, key, text: `${name}:${bytes.toString("base64")}` };

@@ -66,6 +66,16 @@ export async function upload(
       });
       if (existing && existing.base === base) {
         if (existing.contentHash === info.contentHash) {
+          // There already, but maybe not signed by this key (uploaded unsigned, or by another
+          // key): the signature is added when the entry says what this store says of the path.
+          const sameReferences = [...existing.references].sort().join(" ") === [...info.references].sort().join(" ");
+          if (options.signKey && sameReferences) {
+            const signed = signEntry(existing, options.signKey);
+            if (signed.signatures.join(" ") !== existing.signatures.join(" ")) {
+              await backend.putEntry(signed, signal);
+              store.setSignatures(base, [...new Set([...info.signatures, ...signed.signatures])]);
+            }
+          }
           report.present.push(base);
           options.onEvent?.({ type: "path", base, status: "present" });
         } else {

@@ -4,7 +4,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { ExitCode, UsageError } from "../errors/index.js";
 import { download, loadMirrors, unpackArchive } from "../fetch/index.js";
-import { addToStore, explainNoSpace, removeTree } from "../store/index.js";
+import { addToStore, checkStoreName, explainNoSpace, removeTree } from "../store/index.js";
 import { openStore } from "./context.js";
 import { writeStdout } from "../ui/stdout.js";
 
@@ -16,6 +16,8 @@ export async function prefetchCommand(argv: string[]): Promise<number> {
   });
   if (positionals.length !== 1) throw new UsageError("usage: ukb prefetch URL [--unpack] [--name N]");
   const url = positionals[0]!;
+  // The name becomes a file name in the store's scratch folder: "../../ukb.sqlite" must not.
+  if (values.name !== undefined) checkStoreName(values.name);
   const store = openStore(values.store);
   const tmp = store.makeTempDir("prefetch");
   try {

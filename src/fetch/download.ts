@@ -273,6 +273,13 @@ async function attemptHttp(ctx: AttemptContext): Promise<{ digests: FileDigests;
 
   // Content-Length describes the encoded body; only comparable when there is no encoding.
   const encoding = res.headers.get("content-encoding");
+  // Sent encoded though identity was asked for (Apache's AddEncoding on a .tar.gz, say): fetch
+  // decodes it, and the bytes that arrive are not the file upstream hashed. Refused, so that no
+  // one pins the hash of the decoded bytes; a mirror or the next URL may serve the file as it is.
+  if (encoding && encoding.toLowerCase() !== "identity") {
+    void res.body?.cancel().catch(() => undefined);
+    throw new AttemptFailure(`the server sent it with Content-Encoding: ${encoding} (decoded in transit, so not the file's own bytes)`, false);
+  }
   const lengthHeader = res.headers.get("content-length");
   const total = lengthHeader !== null && /^\d+$/.test(lengthHeader) && (!encoding || encoding === "identity") ? Number(lengthHeader) : undefined;
 

@@ -294,8 +294,9 @@ export class TreeWriter {
       if (!follow) continue;
       const hit = this.links.get(stack.join("/"));
       if (hit) {
-        // A loop fails with ELOOP when followed: it reaches nothing outside.
-        if (++hops > MAX_SYMLINK_HOPS) return true;
+        // Past the kernel's limit a path fails with ELOOP, but other tools (Python's realpath,
+        // coreutils') follow on: a chain that long is refused, not taken as staying inside.
+        if (++hops > MAX_SYMLINK_HOPS) return false;
         stack.pop();
         if (hit.target.startsWith("/")) return false;
         queue.unshift(...hit.target.split("/"));

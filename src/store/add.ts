@@ -23,6 +23,12 @@ export interface AddedPath {
   readonly size: number;
 }
 
+/** A name a store path may have (`--name`); a usage error otherwise. */
+export function checkStoreName(name: string): string {
+  if (!/^[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*$/.test(name) || name.length > 180) throw new UkbError("usage", `'${name.slice(0, 80)}' is not a valid store name (letters, digits and +-._?=, at most 180); give one with --name`, { exitCode: 2 });
+  return name;
+}
+
 export async function addToStore(store: Store, source: string, options: { name?: string } = {}): Promise<AddedPath> {
   let st: fs.Stats;
   try {
@@ -30,8 +36,10 @@ export async function addToStore(store: Store, source: string, options: { name?:
   } catch {
     throw new UkbError("store", `${source}: no such file or directory`, { exitCode: 2 });
   }
-  const name = options.name ?? path.basename(path.resolve(source)).replace(/[^A-Za-z0-9+._?=-]/g, "_").replace(/^\.+/, "");
-  if (!/^[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*$/.test(name)) throw new UkbError("usage", `'${name}' is not a valid store name; give one with --name`, { exitCode: 2 });
+  const name = checkStoreName(options.name ?? path.basename(path.resolve(source)).replace(/[^A-Za-z0-9+._?=-]/g, "_").replace(/^\.+/, ""));
+  // A symlink given is what it points at (its target is what the user means to add, not a link
+  // to a host file): resolved once, here.
+  source = fs.realpathSync(source);
   const mode = st.isDirectory() ? "tree" : "flat";
   const tmp = store.makeTempDir("add");
   try {

@@ -5,7 +5,7 @@ export { verifyStore, type VerifyReport, type VerifyProblem } from "./verify.js"
 export { collectGarbage, type GcReport } from "./gc.js";
 export { SELF, ownerAlive, processOwner } from "./lock.js";
 export { fileDigest, contentKeys } from "./digest.js";
-export { addToStore, type AddedPath } from "./add.js";
+export { addToStore, checkStoreName, type AddedPath } from "./add.js";
 export { explainNoSpace, formatBytes, freeBytes, isNoSpace, nearlyFull, NoSpaceError, NO_SPACE_HINT } from "./space.js";
 export { damagedDbError, isDamagedDb } from "./damage.js";
 export { repairStore, type RepairReport } from "./repair.js";
