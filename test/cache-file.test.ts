@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
-import { events, fixture, ok, realiseA, storePaths, substituteIntoB, ukb, type Fixture } from "./cache-fixtures.js";
+import { events, fixture, ok, realiseA, storePaths, substituteIntoB, ukb, writeRecipe, type Fixture } from "./cache-fixtures.js";
 
 // One store A and two caches (signed, unsigned) shared by the tests that only read them or tamper with a copy.
 let shared: { f: Fixture; top: string; signed: string; unsigned: string };
@@ -192,4 +192,32 @@ test("copy --to --sign-key signs what the cache already holds unsigned; copy --f
   const from = await ukb(["copy", "--from", "http://user:hunter2@127.0.0.1:9/cache", f.recipe, "--store", `${f.storeB}-D`], { cwd: f.dir, env: f.env });
   t.not(from.code, 0);
   t.false(from.stderr.includes("hunter2"), from.stderr);
+});
+
+test("--no-verify: a fixed output that comes along as a reference is still checked against its pinned hash", async (t) => {
+  const { packTree } = await import("../src/cache/pack.js");
+  const { compressToFile } = await import("../src/cache/compress.js");
+  const { encodeEntry } = await import("../src/cache/info.js");
+  const f = await fixture(t, "fixed-reference");
+  fs.mkdirSync(path.join(f.dir, "src"));
+  fs.writeFileSync(path.join(f.dir, "src/f"), "the real source\n");
+  const recipe = writeRecipe(f.dir, "fod.ts", `import { derivation, hostTools, local } from "ukb";\nconst t = hostTools(["sh", "cat"]);\nconst src = local("./src");\nexport default derivation({ name: "uses", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/cat \${src}/f > $out; echo \${src} >> $out\`] });\n`);
+  ok(t, await ukb(["realise", recipe, "--store", f.storeA, "--no-out-link"], { cwd: f.dir, env: f.env }), "realise in A");
+  const cache = path.join(f.dir, "cache-fod");
+  ok(t, await ukb(["copy", "--to", `file://${cache}`, recipe, "--store", f.storeA], { cwd: f.dir, env: f.env }), "copy --to");
+  // The cache now serves other bytes for the source, under its pinned name, with an entry that matches them.
+  const srcBase = storePaths(f.storeA).find((b) => b.endsWith("-src"))!;
+  const evil = path.join(f.dir, "evil");
+  fs.mkdirSync(evil);
+  fs.writeFileSync(path.join(evil, "f"), "EVIL\n");
+  const packed = await packTree(evil);
+  const manifest = await compressToFile(packed.manifest, path.join(f.dir, "manifest.zst"));
+  fs.copyFileSync(path.join(f.dir, "manifest.zst"), path.join(cache, "blob", `${manifest.blake3}.zst`));
+  const forged = { base: srcBase, contentHash: packed.contentHash, size: packed.size, references: [], signatures: [], manifest: { blake3: manifest.blake3, size: manifest.size, compressedSize: manifest.compressedSize }, blobs: [] };
+  fs.writeFileSync(path.join(cache, "info", `${srcBase.slice(0, 32)}.json`), encodeEntry(forged as unknown as Parameters<typeof encodeEntry>[0]));
+  const r = await ukb(["realise", recipe, "--store", f.storeB, "--no-out-link", "--json", "--substituters", `file://${cache}`, "--no-verify"], { cwd: f.dir, env: f.env });
+  ok(t, r, "realise in B");
+  t.true(events(r.stderr).some((e) => e.type === "cache-warning" && /hash mismatch|hash/.test(String(e.message))), r.stderr);
+  t.is(fs.readFileSync(path.join(f.storeB, "store", srcBase, "f"), "utf8"), "the real source\n");
+  ok(t, await ukb(["store", "verify", "--store", f.storeB], { cwd: f.dir, env: f.env }), "verify B");
 });

@@ -181,6 +181,15 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
     }
   };
 
+  /** The graph's fixed-output derivations by output base (made once, when a substitution first asks). */
+  let fixedByBase: Map<string, DrvRecord> | undefined;
+  const fixedOutputs = (): Map<string, DrvRecord> => {
+    if (fixedByBase) return fixedByBase;
+    fixedByBase = new Map();
+    for (const drv of Object.values(plan.graph.drvs)) if (drv.fixed) for (const p of Object.values(drv.outputs)) fixedByBase.set(baseName(p), drv);
+    return fixedByBase;
+  };
+
   const runSubstitution = async (job: Job, sub: PlannedSubstitution): Promise<{ bytes: number }> => {
     const d = job.drv;
     const outputs = new Set(Object.values(d.outputs).map(baseName));
@@ -194,9 +203,13 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
       slot: (signal) => slots.acquire(signal),
       onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: LOCK_HELD }),
       check: async (base, staged, contentHash) => {
-        if (!d.fixed || !outputs.has(base)) return [];
+        // This derivation's own fixed output, or one of the graph's that comes along as a reference:
+        // either way its content must be the pinned hash, whatever the cache's entry says of it
+        // (with --no-verify no signature vouches for that entry).
+        const pinned = d.fixed && outputs.has(base) ? d : fixedOutputs().get(base);
+        if (!pinned) return [];
         const { checkFixedOutput, contentKeys } = await import("../build/fixed.js");
-        await checkFixedOutput(d, staged, contentHash);
+        await checkFixedOutput(pinned, staged, contentHash);
         return contentKeys(staged, contentHash);
       },
     });
