@@ -59,6 +59,14 @@ test("show prints the canonical graph with every derivation and its inputs", asy
   t.is(root.name, "shout");
   t.is(root.inputs.length, 2);
   t.true(root.inputs.every((p) => p.startsWith("/ukb/store/")));
+  // Each derivation's key is the BLAKE3 of its hashed fields in canonical JSON: anyone can check it.
+  const { blake3Hex, canonicalJson } = await import("../src/graph/index.js");
+  for (const [hash, d] of Object.entries(g.derivations as Record<string, Record<string, unknown>>)) {
+    const { outputPaths, inputDrvs, ...hashed } = d;
+    t.truthy(outputPaths);
+    t.truthy(inputDrvs);
+    t.is(blake3Hex(canonicalJson(hashed as never)), hash, String(d.name));
+  }
   // It builds nothing, so it makes no store: the same graph, evaluated without the eval cache.
   t.false(fs.existsSync(path.join(dir, "cache")));
   t.is((await ukb(["realise", "hello.ts", "--dry-run"], { cwd: dir })).code, 0);

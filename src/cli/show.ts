@@ -30,7 +30,9 @@ function printGraph(recipe: LoadedRecipe, attr: string | undefined): number {
   const { drv: target, outputs } = pickOutputs(recipe, attr);
   const derivations: Record<string, unknown> = {};
   for (const d of topoOrder(recipe.graph, [target.hash])) {
-    derivations[d.hash] = { ...JSON.parse(canonicalForm(d)), outputs: d.outputs, inputDrvs: d.inputDrvs };
+    // The hashed fields exactly (their BLAKE3, over canonical JSON, is the key), then what follows
+    // from them and is not hashed itself: the output paths and which derivations the inputs are of.
+    derivations[d.hash] = { ...JSON.parse(canonicalForm(d)), outputPaths: d.outputs, inputDrvs: d.inputDrvs };
   }
   writeStdout(`${JSON.stringify({ root: target.hash, outputs, derivations }, null, 2)}\n`);
   return ExitCode.ok;
