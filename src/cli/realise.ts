@@ -105,7 +105,7 @@ export async function realiseCommand(argv: string[]): Promise<number> {
           `${JSON.stringify({
             valid: plan.valid.map((d) => d.name),
             validOutputs: plan.valid.map((d) => ({ name: d.name, drv: d.hash, outputs: Object.fromEntries(Object.entries(d.outputs).map(([o, p]) => [o, store.realPath(p)])) })),
-            build: plan.toBuild.map((d) => ({ name: d.name, drv: d.hash, outputs: d.outputs })),
+            build: plan.toBuild.map((d) => ({ name: d.name, drv: d.hash, outputs: Object.fromEntries(Object.entries(d.outputs).map(([o, p]) => [o, store.realPath(p)])) })),
             substitute: plan.toSubstitute.map((s) => ({ name: s.drv.name, drv: s.drv.hash, paths: s.hits.map((h) => ({ path: store.realPath(h.base), cache: h.cache, size: h.entry.size })) })),
           })}\n`,
         );

@@ -226,7 +226,8 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
         const d = job.drv;
         job.state = "running";
         running++;
-        const path = mainPath(d);
+        // Where the user finds it, as the plan event says: the store's real folder, not /ukb/store.
+        const path = store.realPath(mainPath(d));
         const sub = job.sub;
         const begun = performance.now();
         let work: Promise<unknown>;
