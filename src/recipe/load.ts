@@ -378,11 +378,6 @@ export async function warmEvaluation(): Promise<() => void> {
   return release;
 }
 
-/**
- * `import … from "ukb"` as an ES module whose exports esbuild knows (the API's
- * own names, read from the loaded API): a name the API lacks is then reported
- * at bundling, not undefined at run time. The module itself requires the API.
- */
 /** Marks esbuild's own resolution, asked from within the plugin, so that the plugin does not ask again. */
 const RESOLVING = Symbol("ukb-resolving");
 /** Paths an evaluation's imports depend on beyond the files esbuild bundled (see noteRelativeImport). */
@@ -417,6 +412,13 @@ function noteRelativeImport(resolveDir: string, specifier: string): void {
   }
 }
 
+/**
+ * `import … from "ukb"` as an ES module whose exports esbuild knows (the API's
+ * own names, read from the loaded API): a name the API lacks is then reported
+ * at bundling, not undefined at run time. The module itself requires the API.
+ * Relative imports also note what their resolution depended on
+ * (noteRelativeImport).
+ */
 const ukbApiPlugin: import("esbuild").Plugin = {
   name: "ukb-api",
   setup(build) {
