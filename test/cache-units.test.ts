@@ -137,6 +137,10 @@ test("zstd: round trip over several frames; truncation, garbage and bombs are re
   const e = await compressToFile(Buffer.alloc(0), path.join(dir, "e.zst"));
   t.true(e.compressedSize > 0);
   t.is((await collect(fs.readFileSync(path.join(dir, "e.zst")), { size: 0 })).length, 0);
+  // A frame that announces 10 bytes, then pads itself without end (empty, non-final raw blocks):
+  // refused once it is longer than 10 bytes can need, not buffered until the stream ends.
+  const padded = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x20, 10]), Buffer.alloc(3 * 4_000_000)]);
+  await t.throwsAsync(collect(padded, { size: 10 }), { message: /blob: not a valid zstd stream \(a frame longer than \d+ bytes, more than 10 bytes of content can need\)/ });
 });
 
 test("keys, signatures and path infos", (t) => {

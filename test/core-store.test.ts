@@ -108,7 +108,7 @@ test("kill -9 of ukb mid-build leaves the store consistent and the next realise 
 const GATED = `import { derivation, hostTools } from "ukb";
 const t = hostTools(["sh", "sleep", "cat"]);
 const a = derivation({ name: "a", builder: \`\${t}/bin/sh\`, args: ["-c", "echo a > $out"] });
-export default derivation({ name: "b", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/sleep 8; echo b > $out; \${t}/bin/cat \${a} >> $out\`] });
+export default derivation({ name: "b", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/sleep 20; echo b > $out; \${t}/bin/cat \${a} >> $out\`] });
 `;
 
 test("gc during a realise keeps what the realise uses and has built (temp roots); once it exits, or dies, they go", async (t) => {
@@ -116,7 +116,8 @@ test("gc during a realise keeps what the realise uses and has built (temp roots)
   writeRecipe(dir, "gated.ts", GATED);
   const child = ukbSpawn(["realise", "gated.ts", "--json", "--no-out-link", "--jobs", "1"], { cwd: dir });
   const done = collect(child);
-  // Once 'b' has started, 'a' and the tools are valid, unrooted and unlocked, and 'b' will read them.
+  // Once 'b' has started, 'a' and the tools are valid, unrooted and unlocked, and 'b' will read them
+  // (for 20 s: repair and gc, each a new ukb, must both end first, on a CI machine running every test file).
   await stderrMatches(child, /"type":"start","name":"b"/);
   // (store repair must not replace the database under a running build.)
   const repair = await ukb(["store", "repair"], { cwd: dir });

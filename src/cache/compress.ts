@@ -85,12 +85,20 @@ export async function compressToFile(src: string | Buffer, dst: string): Promise
   return { blake3: b3.digestHex(), size, sha256: sha.digest("hex"), compressedSize };
 }
 
+/** A frame that announces more content than the stream may still yield. */
+class TooLarge extends Error {}
+
+/** zstd's ZSTD_COMPRESSBOUND: the most a frame's compressed blocks can take for `n` bytes. */
+function compressBound(n: number): number {
+  return n + Math.floor(n / 256) + (n < 128 << 10 ? Math.floor(((128 << 10) - n) / 2048) : 0);
+}
+
 /**
  * Where the zstd frame at the start of `b` ends and how many bytes it
  * announces, or undefined if `b` does not hold the whole frame yet. Throws
  * on what is not a zstd frame with a content size.
  */
-function frameAt(b: Buffer): { end: number; contentSize: number } | undefined {
+function frameAt(b: Buffer, maxContent: number): { end: number; contentSize: number } | undefined {
   if (b.length < 6) return undefined;
   if (b.readUInt32LE(0) !== ZSTD_MAGIC) throw new Error("bad frame magic");
   const fhd = b[4]!;
@@ -111,8 +119,14 @@ function frameAt(b: Buffer): { end: number; contentSize: number } | undefined {
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error("an absurd frame size");
     contentSize = Number(v);
   }
+  // Said as soon as the header is in, not after buffering the whole frame: a cache cannot make ukb
+  // hold more than the bytes it announced, in a frame that says more, or in one padded without end
+  // (empty blocks): no frame of that content needs more than zstd's compress bound.
+  if (contentSize > maxContent) throw new TooLarge();
+  const longest = pos + fcsBytes + compressBound(contentSize) + 3 * (Math.ceil(contentSize / (128 << 10)) + 1) + 4;
   pos += fcsBytes;
   for (;;) {
+    if (b.length > longest) throw new Error(`a frame longer than ${longest} bytes, more than ${contentSize} bytes of content can need`);
     if (b.length < pos + 3) return undefined;
     const header = b[pos]! | (b[pos + 1]! << 8) | (b[pos + 2]! << 16);
     const last = header & 1;
@@ -147,17 +161,15 @@ export async function* decompress(source: AsyncIterable<Uint8Array>, expected: {
     for (;;) {
       let f: { end: number; contentSize: number } | undefined;
       try {
-        f = frameAt(pending);
+        f = frameAt(pending, Math.min(MAX_FRAME_CONTENT, expected.size - produced));
       } catch (err) {
+        if (err instanceof TooLarge) throw cacheError(`${what}: decompresses to more than the ${expected.size} bytes announced`);
         throw cacheError(`${what}: not a valid zstd stream (${(err as Error).message})`);
       }
       if (!f) {
         if (final && pending.length > 0) throw cacheError(`${what}: truncated: the last zstd frame is incomplete`);
         nextTry = Math.max(2 * pending.length, pending.length + (64 << 10));
         return;
-      }
-      if (f.contentSize > MAX_FRAME_CONTENT || produced + f.contentSize > expected.size) {
-        throw cacheError(`${what}: decompresses to more than the ${expected.size} bytes announced`);
       }
       let out: Buffer;
       try {
