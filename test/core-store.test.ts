@@ -68,6 +68,9 @@ test("a realise in another PID namespace (a container, unshare -p) holds its loc
   const [one, two] = await Promise.all([inside, ukb(args, { cwd: dir, env: { UKB_NO_SERVER: "1" } })]);
   t.is(one.code, 0, one.stderr);
   t.is(two.code, 0, two.stderr);
+  // The one outside says whom it waits for, and that it cannot look into where that one runs.
+  const waits = events(two.stderr).filter((e) => e.type === "waiting").map((e) => String(e.reason));
+  t.true(waits.some((w) => /holds their lock \(ukb pid \d+ on .* \(another machine or PID namespace: ukb cannot tell whether it still runs/.test(w)), waits.join("\n"));
   const builtHere = [...events(one.stderr), ...events(two.stderr)].filter((e) => e.type === "done" && e.builtHere).map((e) => e.name);
   t.deepEqual(builtHere.sort(), ["a", "b", "c", "d", "host-tools"]);
   t.is((await ukb(["store", "verify"], { cwd: dir })).code, 0);

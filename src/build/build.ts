@@ -53,7 +53,7 @@ export interface BuildOptions {
   cores: number;
   signal?: AbortSignal;
   /** Called if another process holds the lock and this build waits for it. */
-  onWait?: () => void;
+  onWait?: (holder: string) => void;
   /** Options passed to builtins. */
   builtinOptions?: Readonly<Record<string, unknown>>;
   /**

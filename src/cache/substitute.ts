@@ -316,7 +316,7 @@ export interface SubstituteOptions extends CacheOptions {
   readonly drv?: DrvRecord;
   /** Extra checks of a restored output before it is registered (fixed outputs: the declared hash), and its content-index keys. */
   readonly check?: (base: string, staged: string, contentHash: string) => Promise<readonly { kind: ContentKind; hash: string }[]>;
-  readonly onWait?: () => void;
+  readonly onWait?: (holder: string) => void;
   readonly progress?: FetchProgress;
   /**
    * Waits for a job slot and resolves with its release; asked once the locks

@@ -201,7 +201,7 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
       progress,
       // Locks first, then a slot, as for a build: a job that holds a slot never waits for a lock.
       slot: (signal) => slots.acquire(signal),
-      onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: LOCK_HELD }),
+      onWait: (holder) => emit({ type: "waiting", name: d.name, drv: d.hash, reason: `${LOCK_HELD} (${holder})` }),
       check: async (base, staged, contentHash) => {
         // This derivation's own fixed output, or one of the graph's that comes along as a reference:
         // either way its content must be the pinned hash, whatever the cache's entry says of it
@@ -275,7 +275,7 @@ export async function execute(store: Store, plan: Plan, opts: ExecuteOptions): P
                 emit({ type: "registering", name: d.name, drv: d.hash });
               }),
             onStart: () => emit({ type: "start", name: d.name, drv: d.hash, path }),
-            onWait: () => emit({ type: "waiting", name: d.name, drv: d.hash, reason: LOCK_HELD }),
+            onWait: (holder) => emit({ type: "waiting", name: d.name, drv: d.hash, reason: `${LOCK_HELD} (${holder})` }),
             ...(opts.builtinOptions ? { builtinOptions: opts.builtinOptions } : {}),
           }).then(
             (result) => {

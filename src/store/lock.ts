@@ -59,6 +59,18 @@ export function ownerAlive(owner: string): boolean {
   return startTime(pid) === start;
 }
 
+/**
+ * Who holds a lock, for a person who waits for it: a process here, or one ukb
+ * cannot see (another machine or PID namespace: a container's), which it
+ * waits for until it lets go, however long.
+ */
+export function describeOwner(owner: string): string {
+  const [ownerHost, pid] = owner.split(":");
+  if (owner === SELF) return "this ukb";
+  if (ownerHost === host || ownerHost === legacyHost) return `ukb pid ${pid}`;
+  return `ukb pid ${pid} on ${ownerHost!.replace(/~(\d+|\?)$/, "")} (another machine or PID namespace: ukb cannot tell whether it still runs, and waits until it lets go)`;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Resolves when `done` does, or rejects with the signal's reason when it aborts first. */
@@ -76,7 +88,8 @@ function untilReleased(done: Promise<void>, signal: AbortSignal | undefined): Pr
 }
 
 export class Locks {
-  private readonly tryTake: (name: string) => boolean;
+  /** Takes the lock and answers undefined, or answers who holds it. */
+  private readonly tryTake: (name: string) => string | undefined;
   private readonly deleteRow: (name: string) => void;
   /**
    * Locks whose row could not be deleted (a full disk: even a DELETE must
@@ -98,10 +111,10 @@ export class Locks {
     const del = db.prepare("DELETE FROM locks WHERE name = ? AND owner = ?");
     this.tryTake = db.transaction((name: string) => {
       const row = select.get(name);
-      if (row && row.owner !== SELF && ownerAlive(row.owner)) return false;
+      if (row && row.owner !== SELF && ownerAlive(row.owner)) return row.owner;
       upsert.run(name, SELF, Date.now());
-      return true;
-    }).immediate as (name: string) => boolean;
+      return undefined;
+    }).immediate as (name: string) => string | undefined;
     this.deleteRow = (name) => void del.run(name, SELF);
   }
 
@@ -124,18 +137,19 @@ export class Locks {
 
   /**
    * Takes every lock in `names` (in sorted order, so two processes never
-   * deadlock), waiting for live owners; `onWait` is called once if it waits.
+   * deadlock), waiting for live owners; `onWait` is called once if it waits,
+   * with who it waits for (see {@link describeOwner}).
    */
-  async acquire(names: readonly string[], onWait?: () => void, signal?: AbortSignal): Promise<() => void> {
+  async acquire(names: readonly string[], onWait?: (holder: string) => void, signal?: AbortSignal): Promise<() => void> {
     const sorted = [...new Set(names)].sort();
     const taken: string[] = [];
     let waited = false;
     try {
       this.retryDrops();
-      const wait = () => {
+      const wait = (owner: string) => {
         if (!waited) {
           waited = true;
-          onWait?.();
+          onWait?.(describeOwner(owner));
         }
         if (signal?.aborted) throw signal.reason;
       };
@@ -145,12 +159,13 @@ export class Locks {
           // Checked and taken in one synchronous step: no other acquire here runs in between.
           const holder = this.held.get(name);
           if (holder) {
-            wait();
+            wait(SELF);
             await untilReleased(holder.released, signal);
             continue;
           }
-          if (this.tryTake(name)) break;
-          wait();
+          const owner = this.tryTake(name);
+          if (owner === undefined) break;
+          wait(owner);
           await sleep(delay);
           delay = Math.min(delay * 2, 100);
         }
