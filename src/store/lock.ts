@@ -191,7 +191,7 @@ export class Locks {
   /** Takes the lock of `name` if no one (here or in a live process) holds it; undefined otherwise. */
   tryAcquire(name: string): (() => void) | undefined {
     this.retryDrops();
-    if (this.held.has(name) || !this.tryTake(name)) return undefined;
+    if (this.held.has(name) || this.tryTake(name) !== undefined) return undefined;
     let release!: () => void;
     const released = new Promise<void>((r) => (release = r));
     this.held.set(name, { released, release });
