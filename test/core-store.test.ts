@@ -68,12 +68,19 @@ test("a realise in another PID namespace (a container, unshare -p) holds its loc
   const [one, two] = await Promise.all([inside, ukb(args, { cwd: dir, env: { UKB_NO_SERVER: "1" } })]);
   t.is(one.code, 0, one.stderr);
   t.is(two.code, 0, two.stderr);
-  // The one outside says whom it waits for, and that it cannot look into where that one runs.
-  const waits = events(two.stderr).filter((e) => e.type === "waiting").map((e) => String(e.reason));
-  t.true(waits.some((w) => /holds their lock \(ukb pid \d+ on .* \(another machine or PID namespace: ukb cannot tell whether it still runs/.test(w)), waits.join("\n"));
   const builtHere = [...events(one.stderr), ...events(two.stderr)].filter((e) => e.type === "done" && e.builtHere).map((e) => e.name);
   t.deepEqual(builtHere.sort(), ["a", "b", "c", "d", "host-tools"]);
   t.is((await ukb(["store", "verify"], { cwd: dir })).code, 0);
+
+  // Waiting for a build of 10 s in there, the one outside says whom it waits for, and that it
+  // cannot look into where that one runs.
+  writeRecipe(dir, "long.ts", `import { derivation, hostTools } from "ukb";\nconst t = hostTools(["sh", "sleep"]);\nexport default derivation({ name: "long", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/sleep 10; echo > $out\`] });\n`);
+  const longArgs = ["realise", "long.ts", "--json", "--no-out-link"];
+  const longInside = ukb(["-p", "-f", "--mount-proc", process.execPath, UKB, ...longArgs], { cwd: dir, command: "unshare", env: { UKB_NO_SERVER: "1" } });
+  while (!fs.readdirSync(path.join(dir, "cache/logs")).some((f) => f.endsWith("-long.log"))) await new Promise((r) => setTimeout(r, 20));
+  const [, outside] = await Promise.all([longInside, ukb(longArgs, { cwd: dir, env: { UKB_NO_SERVER: "1" } })]);
+  const waits = events(outside.stderr).filter((e) => e.type === "waiting").map((e) => String(e.reason));
+  t.true(waits.some((w) => /holds their lock \(ukb pid \d+ on .* \(another machine or PID namespace: ukb cannot tell whether it still runs/.test(w)), waits.join("\n"));
 });
 
 test("kill -9 of ukb mid-build leaves the store consistent and the next realise completes", async (t) => {
