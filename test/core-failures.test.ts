@@ -187,13 +187,24 @@ test("bad recipes: one line naming the file (and line), exit 2, nothing built", 
 
 test("an error no one awaits (a recipe's timer, a promise it left rejected): the builds are cancelled, the recipe's line named, exit 2, every run", async (t) => {
   const dir = tempDir();
-  writeRecipe(dir, "timer.ts", `${header}setTimeout(() => { throw new Error("late boom"); }, 300);\nexport default ${sh("slow", "sleep 10; echo > $out")};\n`);
+  writeRecipe(dir, "timer.ts", `${header}setTimeout(() => { throw new Error("late boom"); }, 300);\nexport default derivation({ name: "slow", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/sleep 10; echo > $out\`] });\n`);
   const started = Date.now();
   const late = await ukb(["realise", "timer.ts"], { cwd: dir });
   t.is(late.code, 2, late.stderr);
   t.regex(late.stderr, /ukb: error: timer\.ts:3: late boom \(an error no one awaited/);
   t.notRegex(late.stderr, /\n\s+at /, "no stack trace");
   t.true(Date.now() - started < 8000, "the 10 s build was cancelled");
+  // A timer that fires before any build has started (at once, or on a loaded machine): none starts.
+  writeRecipe(dir, "early.ts", `${header}setTimeout(() => { throw new Error("early boom"); }, 0);\nexport default derivation({ name: "slow", builder: \`\${t}/bin/sh\`, args: ["-c", \`\${t}/bin/sleep 10; echo > $out\`] });\n`);
+  // One that fires once the builds are done: said in one line all the same, exit 2.
+  writeRecipe(dir, "after.ts", `${header}setTimeout(() => { throw new Error("after boom"); }, 1500);\nexport default ${sh("quick", "echo > $out")};\n`);
+  const after = await ukb(["realise", "after.ts", "--no-out-link"], { cwd: dir });
+  t.is(after.code, 2, after.stderr);
+  t.regex(after.stderr, /ukb: error: after\.ts:3: after boom \(an error no one awaited/);
+  t.notRegex(after.stderr, /\n\s+at /, "no stack trace");
+  const early = await ukb(["realise", "early.ts"], { cwd: dir });
+  t.is(early.code, 2, early.stderr);
+  t.regex(early.stderr, /ukb: error: early\.ts:3: early boom \(an error no one awaited/);
   writeRecipe(dir, "rejected.ts", `${header}Promise.reject(new Error("left rejected"));\nexport default ${sh("r", "echo > $out")};\n`);
   for (const run of [1, 2]) {
     const r = await ukb(["realise", "rejected.ts"], { cwd: dir });
@@ -201,7 +212,7 @@ test("an error no one awaits (a recipe's timer, a promise it left rejected): the
     t.regex(r.stderr, /ukb: error: rejected\.ts:3: left rejected/, `run ${run}`);
   }
   await storeIsClean(t, dir);
-  t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")).filter((n) => !n.endsWith("-host-tools")), []);
+  t.deepEqual(fs.readdirSync(path.join(dir, "cache/store")).filter((n) => !n.endsWith("-host-tools") && !n.endsWith("-quick")), []);
 });
 
 test("a build cannot reach the network, the host or its inputs", async (t) => {

@@ -2,7 +2,7 @@
  * The `ukb` command: parse, dispatch, print errors. Commands are loaded on
  * demand so that each pays only for the modules it uses.
  */
-import { catchStrayErrors, ExitCode, isUkbError, permissionDenied, RecipeError, UkbError, UsageError } from "../errors/index.js";
+import { catchStrayErrors, ExitCode, isUkbError, permissionDenied, RecipeError, reportLateErrors, UkbError, UsageError } from "../errors/index.js";
 import { isNoSpace, NO_SPACE_HINT } from "../store/space.js";
 import { damagedDbError, isDamagedDb } from "../store/damage.js";
 import { renderError } from "../ui/index.js";
@@ -87,10 +87,15 @@ export async function main(argv: string[]): Promise<number> {
   }
   // An error no one awaited (a recipe's timer) cancelled the command: it is what the user must fix.
   const strayError = await stray.stop();
-  if (!strayError) return exitCode;
+  // One that comes after (a timer still pending once the builds are done): said in a line too, and the exit code is a bad recipe's.
+  reportLateErrors((err) => void strayReport(err).then((shown) => (process.exitCode = report(shown, rest))));
+  return strayError ? report(await strayReport(strayError.err), rest) : exitCode;
+}
+
+/** An error no one awaited, as ukb reports it: the recipe's, with its line, where its stack says so. */
+async function strayReport(err: unknown): Promise<UkbError> {
   const { recipeErrorOf } = await import("../recipe/load.js");
-  const { err } = strayError;
-  return report(recipeErrorOf(err, "(an error no one awaited: a timer's, or a promise's left rejected)") ?? new UkbError("internal", `an error no one awaited: ${(err as Error)?.stack ?? String(err)}`), rest);
+  return recipeErrorOf(err, "(an error no one awaited: a timer's, or a promise's left rejected)") ?? new UkbError("internal", `an error no one awaited: ${(err as Error)?.stack ?? String(err)}`);
 }
 
 /** Prints the error that ends a command; returns the exit code it calls for. */

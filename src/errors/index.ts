@@ -96,4 +96,4 @@ export function permissionDenied(err: unknown, doing?: string): UkbError | undef
 export function isUkbError(value: unknown): value is UkbError {
   return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
 }
-export { catchStrayErrors, onStrayError } from "./stray.js";
+export { catchStrayErrors, onStrayError, reportLateErrors } from "./stray.js";

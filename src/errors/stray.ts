@@ -8,29 +8,41 @@
  */
 type Listener = (err: unknown) => void;
 
-/** The listeners of the command under way; undefined between commands. */
-let listeners: Set<Listener> | undefined;
+/** The command under way: its listeners, and the first stray error once one came. */
+interface Scope {
+  readonly listeners: Set<Listener>;
+  first?: { err: unknown };
+}
 
-/** Calls `listener` with an error no one awaited, while this command runs; returns what stops it. */
+/** Undefined between commands. */
+let current: Scope | undefined;
+
+function tell(listener: Listener, err: unknown): void {
+  try {
+    listener(err);
+  } catch {
+    // A listener's own failure (a store already closed) must not hide the error itself.
+  }
+}
+
+/**
+ * Calls `listener` with an error no one awaited, while this command runs (at
+ * once if one came already: a recipe's timer may fire before the builds
+ * start); returns what stops it.
+ */
 export function onStrayError(listener: Listener): () => void {
-  const scope = listeners;
-  scope?.add(listener);
-  return () => scope?.delete(listener);
+  const scope = current;
+  scope?.listeners.add(listener);
+  if (scope?.first) tell(listener, scope.first.err);
+  return () => scope?.listeners.delete(listener);
 }
 
 /** Starts catching stray errors for one command; `stop()` ends it and gives the first one caught. */
 export function catchStrayErrors(): { stop: () => Promise<{ err: unknown } | undefined> } {
-  let first: { err: unknown } | undefined;
-  const scope = (listeners = new Set());
+  const scope: Scope = (current = { listeners: new Set() });
   const caught = (err: unknown) => {
-    first ??= { err };
-    for (const listener of scope) {
-      try {
-        listener(err);
-      } catch {
-        // A listener's own failure (a store already closed) must not hide the error itself.
-      }
-    }
+    scope.first ??= { err };
+    for (const listener of scope.listeners) tell(listener, err);
   };
   process.on("uncaughtException", caught);
   process.on("unhandledRejection", caught);
@@ -40,8 +52,23 @@ export function catchStrayErrors(): { stop: () => Promise<{ err: unknown } | und
       await new Promise((resolve) => setImmediate(resolve));
       process.off("uncaughtException", caught);
       process.off("unhandledRejection", caught);
-      if (listeners === scope) listeners = undefined;
-      return first;
+      if (current === scope) current = undefined;
+      return scope.first;
     },
   };
 }
+
+let lateHandled = false;
+
+/**
+ * After the command: an error that comes still (a recipe's timer firing once
+ * the builds are done) goes to `report` (one line, and the exit code it
+ * calls for), never Node's stack trace. Installed once per process.
+ */
+export function reportLateErrors(report: (err: unknown) => void): void {
+  if (lateHandled) return;
+  lateHandled = true;
+  process.on("uncaughtException", report);
+  process.on("unhandledRejection", report);
+}
+
