@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { UkbError } from "../errors/index.js";
-import { VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
+import { hasDotSegment, VIRTUAL_STORE, type DrvRecord } from "../graph/index.js";
 import type { Store } from "../store/index.js";
 
 export interface BuiltinContext {
@@ -45,7 +45,7 @@ export function resolveInStore(storeDir: string, virtualPath: string): string {
   const refuse = (why: string) => new UkbError("build", `${virtualPath} ${why}: a builtin takes only what is in the store`);
   if (!virtualPath.startsWith(`${VIRTUAL_STORE}/`)) throw refuse("is not a store path");
   const segments = (p: string) => p.split("/").filter((s) => s !== "" && s !== ".");
-  if (virtualPath.split("/").some((s) => s === "." || s === "..")) throw refuse('holds a "." or ".." segment');
+  if (hasDotSegment(virtualPath)) throw refuse('holds a "." or ".." segment');
   let pending = segments(virtualPath.slice(VIRTUAL_STORE.length + 1));
   const resolved: string[] = [];
   for (let links = 0; pending.length > 0; ) {

@@ -30,6 +30,19 @@ export interface CacheBackend {
   putEntry(entry: CacheEntry, signal: AbortSignal): Promise<void>;
 }
 
+/** A cache's URL as ukb shows it: the user and password in it (`http://user:secret@host`) stay out of messages and logs. */
+export function withoutCredentials(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.username && !u.password) return url;
+    u.username = "";
+    u.password = "";
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
 /** Opens the backend a URL names: file:///dir, http(s)://host/prefix, oci://host/repo. */
 export async function openCache(url: string): Promise<CacheBackend> {
   const { cacheError } = await import("./errors.js");

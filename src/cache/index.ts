@@ -1,4 +1,4 @@
-export { openCache, type CacheBackend } from "./backend.js";
+export { openCache, withoutCredentials, type CacheBackend } from "./backend.js";
 export { cacheSettings, openSubstituters, configFile, type CacheSettings, type CacheFlags } from "./config.js";
 export { generateKey, readSecretKey, parsePublicKey, parseSecretKey, fingerprint, type SecretKey, type PublicKey } from "./keys.js";
 export { decodeEntry, encodeEntry, checkEntry, signEntry, EXTERNAL_MIN, type CacheEntry, type BlobRef, type Trust } from "./info.js";

@@ -88,7 +88,7 @@ export async function copyCommand(argv: string[]): Promise<number> {
       return store.isValid(b);
     });
     if (missing.length > 0) {
-      throw new UkbError("cache", `${withoutCredentials(values.from!)} cannot provide ${missing.length === 1 ? missing[0] : `${missing.length} paths (${missing.slice(0, 3).join(", ")}${missing.length > 3 ? ", …" : ""})`}`);
+      throw new UkbError("cache", `${cache.withoutCredentials(values.from!)} cannot provide ${missing.length === 1 ? missing[0] : `${missing.length} paths (${missing.slice(0, 3).join(", ")}${missing.length > 3 ? ", …" : ""})`}`);
     }
     // Four paths at a time, each once what it refers to is in.
     let bytes = 0;
@@ -116,24 +116,11 @@ export async function copyCommand(argv: string[]): Promise<number> {
     }
     const results = await Promise.allSettled(done.values());
     const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failure) throw explainNoSpace(failure.reason, store.root, `fetching from ${withoutCredentials(values.from!)}`);
+    if (failure) throw explainNoSpace(failure.reason, store.root, `fetching from ${cache.withoutCredentials(values.from!)}`);
     if (values.json) writeStdout(`${JSON.stringify({ fetched: hits.map((h) => h.base), bytes })}\n`);
-    else writeStdout(`${hits.length} paths fetched from ${withoutCredentials(values.from!)} (${megabytes(bytes)}), ${bases.length - bases.filter((b) => hits.some((h) => h.base === b)).length} already valid\n`);
+    else writeStdout(`${hits.length} paths fetched from ${cache.withoutCredentials(values.from!)} (${megabytes(bytes)}), ${bases.length - bases.filter((b) => hits.some((h) => h.base === b)).length} already valid\n`);
     return ExitCode.ok;
   } finally {
     store.close();
-  }
-}
-
-/** A cache's URL as messages show it: a user and password in it (`http://user:secret@host`) stay out of logs. */
-function withoutCredentials(url: string): string {
-  try {
-    const u = new URL(url);
-    if (!u.username && !u.password) return url;
-    u.username = "";
-    u.password = "";
-    return u.toString();
-  } catch {
-    return url;
   }
 }

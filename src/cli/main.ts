@@ -71,10 +71,22 @@ export async function main(argv: string[]): Promise<number> {
     writeStdout(`usage:\n${own.join("\n")}\n\n${common.join("\n")}\n`);
     return ExitCode.ok;
   }
+  // Not for `ukb server`: it lives as long as its server, which must end on an error of its own,
+  // not go on half broken (its started CLI runs each launcher's command through main again).
+  if (name === "server") return runCommand(load, rest);
   const stray = catchStrayErrors();
-  let exitCode: number;
+  const exitCode = await runCommand(load, rest);
+  // An error no one awaited (a recipe's timer) cancelled the command: it is what the user must fix.
+  const strayError = await stray.stop();
+  // One that comes after (a timer still pending once the builds are done): said in a line too, and the exit code is a bad recipe's.
+  reportLateErrors((err) => void strayReport(err).then((shown) => (process.exitCode = report(shown, rest))));
+  return strayError ? report(await strayReport(strayError.err), rest) : exitCode;
+}
+
+/** Runs a command; an error that ends it is printed, and its exit code returned. */
+async function runCommand(load: () => Promise<(argv: string[]) => Promise<number>>, rest: string[]): Promise<number> {
   try {
-    exitCode = await (await load())(rest);
+    return await (await load())(rest);
   } catch (err) {
     const parseError = err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS");
     const shown =
@@ -83,13 +95,8 @@ export async function main(argv: string[]): Promise<number> {
       : isNoSpace(err) ? noSpace(err)
       : isDamagedDb(err) ? damagedDbError(err)
       : (permissionDenied(err) ?? err);
-    exitCode = report(shown, rest);
+    return report(shown, rest);
   }
-  // An error no one awaited (a recipe's timer) cancelled the command: it is what the user must fix.
-  const strayError = await stray.stop();
-  // One that comes after (a timer still pending once the builds are done): said in a line too, and the exit code is a bad recipe's.
-  reportLateErrors((err) => void strayReport(err).then((shown) => (process.exitCode = report(shown, rest))));
-  return strayError ? report(await strayReport(strayError.err), rest) : exitCode;
 }
 
 /** An error no one awaited, as ukb reports it: the recipe's, with its line, where its stack says so. */

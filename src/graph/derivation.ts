@@ -19,6 +19,13 @@ export const SYSTEM = "x86_64-linux";
 
 /** Valid derivation and output names: what is safe inside a path and a shell word. */
 export const NAME_PATTERN = /^[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*$/;
+/** The longest name: a store path's file name (`<32 chars>-<name>[-<output>]`) must fit the 255 bytes a file name may have. */
+export const MAX_NAME = 180;
+
+/** Whether a path has a "." or ".." segment: one that could lead out of where it claims to be (`/ukb/store/../../usr/bin/perl`). */
+export function hasDotSegment(p: string): boolean {
+  return p.split("/").some((segment) => segment === "." || segment === "..");
+}
 
 /** Matches a store path's hash and name anywhere in a string. */
 /** A store path's file name (`<hash>-<name>`): the only names ukb makes, or ever removes, in a store folder. */

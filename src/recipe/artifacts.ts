@@ -4,7 +4,7 @@
  * runs. Each is written by ukb itself, byte-identical whoever builds it.
  */
 import { RecipeError, isUkbError } from "../errors/index.js";
-import type { Json } from "../graph/index.js";
+import { hasDotSegment, type Json } from "../graph/index.js";
 import { checkImageOptions } from "../artifacts/oci-inputs.js";
 import { checkMode, imagePath } from "../artifacts/rootfs.js";
 import { checkTag } from "../artifacts/reference.js";
@@ -48,10 +48,8 @@ export function rootfs(spec: { name?: string; files: Readonly<Record<string, Roo
   const entries: Record<string, Json> = {};
   const inputs: Input[] = [];
   for (const [target, value] of Object.entries(spec.files)) {
-    if (!target.startsWith("/") || target.split("/").some((c) => c === ".." || c === ".")) {
-      throw new RecipeError(`rootfs '${name}': '${target}' must be an absolute path without . or ..`, callerLocation());
-    }
-    // What the builtin would refuse after the builds before it: said now, with the recipe's line.
+    // What the builtin would refuse after the builds before it (not absolute, "." or "..", "//"...):
+    // said now, with the recipe's line.
     early(`rootfs '${name}'`, () => imagePath(target));
     const given = typeof value === "object" && value !== null && "mode" in value ? (value as { mode?: unknown }).mode : undefined;
     if (given !== undefined) early(`rootfs '${name}'`, () => checkMode(given, target));
@@ -63,7 +61,7 @@ export function rootfs(spec: { name?: string; files: Readonly<Record<string, Roo
     } else if (value && typeof value === "object" && "text" in value && typeof value.text === "string") entries[target] = { text: value.text, ...mode };
     else if (value && typeof value === "object" && "path" in value && (isInput(value.path) || typeof value.path === "string")) {
       if (isInput(value.path)) inputs.push(value.path);
-      else if (!value.path.startsWith("/ukb/store/") || value.path.split("/").some((s) => s === "." || s === "..")) throw new RecipeError(`rootfs '${name}': '${target}': path must be inside a derivation's output (\`\${drv}/…\`), not ${value.path}`, callerLocation());
+      else if (!value.path.startsWith("/ukb/store/") || hasDotSegment(value.path)) throw new RecipeError(`rootfs '${name}': '${target}': path must be inside a derivation's output (\`\${drv}/…\`), not ${value.path}`, callerLocation());
       entries[target] = { input: value.path.toString(), ...mode };
     } else if (value && typeof value === "object" && "symlink" in value && typeof value.symlink === "string") entries[target] = { symlink: value.symlink };
     else if (value && typeof value === "object" && "mkdir" in value && value.mkdir === true) entries[target] = { mkdir: true, ...mode };

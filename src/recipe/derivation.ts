@@ -11,6 +11,8 @@
 import { RecipeError } from "../errors/index.js";
 import {
   finishDrv,
+  hasDotSegment,
+  MAX_NAME,
   NAME_PATTERN,
   STORE_HASH_CHARS,
   STORE_PATH_PATTERN,
@@ -189,8 +191,6 @@ export function checkName(name: unknown, what: string): string {
   return name;
 }
 
-/** The longest name: a store path's file name (`<32 chars>-<name>[-<output>]`) must fit the 255 bytes a file name may have. */
-const MAX_NAME = 180;
 /** A name as an error message shows it: whole up to 80 characters (a line stays a line). */
 const shorten = (name: string) => (name.length > 80 ? `${name.slice(0, 77)}...` : name);
 /** The largest SOURCE_DATE_EPOCH (9999-12-31T23:59:59Z): a file's time must be one the filesystem can set. */
@@ -215,7 +215,7 @@ export function derivation(spec: DerivationSpec): Derivation {
   // A host program named directly would run (the system folders are visible) without its
   // contents in any hash: upgrading it would change no output's path.
   // Path segments "." and ".." are refused too: "/ukb/store/../../usr/bin/perl" is a host program.
-  if (!builder.startsWith(`${VIRTUAL_STORE}/`) || builder.split("/").some((segment) => segment === "." || segment === "..")) {
+  if (!builder.startsWith(`${VIRTUAL_STORE}/`) || hasDotSegment(builder)) {
     throw new RecipeError(`${what}: builder '${builder}' is not in the store; host programs reach a build through hostTools, e.g. builder: \`\${hostTools(["sh"])}/bin/sh\``, callerLocation());
   }
   if (spec.args !== undefined && !Array.isArray(spec.args)) throw new RecipeError(`${what}: args must be an array`, callerLocation());

@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { UkbError } from "../errors/index.js";
-import { baseName, outputPath, type FixedOutput } from "../graph/index.js";
+import { baseName, MAX_NAME, NAME_PATTERN, outputPath, type FixedOutput } from "../graph/index.js";
 import { hashTree } from "./archive.js";
 import { contentKeys } from "./digest.js";
 import { importTree, removeTree } from "./fsutil.js";
@@ -25,7 +25,7 @@ export interface AddedPath {
 
 /** A name a store path may have (`--name`); a usage error otherwise. */
 export function checkStoreName(name: string): string {
-  if (!/^[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]*$/.test(name) || name.length > 180) throw new UkbError("usage", `'${name.slice(0, 80)}' is not a valid store name (letters, digits and +-._?=, at most 180); give one with --name`, { exitCode: 2 });
+  if (!NAME_PATTERN.test(name) || name.length > MAX_NAME) throw new UkbError("usage", `'${name.slice(0, 80)}' is not a valid store name (letters, digits and +-._?=, at most ${MAX_NAME}); give one with --name`, { exitCode: 2 });
   return name;
 }
 

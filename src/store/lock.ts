@@ -64,7 +64,7 @@ export function ownerAlive(owner: string): boolean {
  * cannot see (another machine or PID namespace: a container's), which it
  * waits for until it lets go, however long.
  */
-export function describeOwner(owner: string): string {
+function describeOwner(owner: string): string {
   const [ownerHost, pid] = owner.split(":");
   if (owner === SELF) return "this ukb";
   if (ownerHost === host || ownerHost === legacyHost) return `ukb pid ${pid}`;
