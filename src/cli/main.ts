@@ -79,7 +79,7 @@ export async function main(argv: string[]): Promise<number> {
   // An error no one awaited (a recipe's timer) cancelled the command: it is what the user must fix.
   const strayError = await stray.stop();
   // One that comes after (a timer still pending once the builds are done): said in a line too, and the exit code is a bad recipe's.
-  reportLateErrors((err) => void strayReport(err).then((shown) => (process.exitCode = report(shown, rest))));
+  reportLateErrors(async (err) => report(await strayReport(err), rest));
   return strayError ? report(await strayReport(strayError.err), rest) : exitCode;
 }
 

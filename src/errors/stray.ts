@@ -62,13 +62,23 @@ let lateHandled = false;
 
 /**
  * After the command: an error that comes still (a recipe's timer firing once
- * the builds are done) goes to `report` (one line, and the exit code it
- * calls for), never Node's stack trace. Installed once per process.
+ * the builds are done) is told by `report` (one line; it answers the exit
+ * code), never Node's stack trace, and the process ends with that code, as
+ * Node's own handler would end it. Only the first is told: reporting one must
+ * never raise the next (a write to a stderr whose reader is gone).
  */
-export function reportLateErrors(report: (err: unknown) => void): void {
+export function reportLateErrors(report: (err: unknown) => Promise<number>): void {
   if (lateHandled) return;
   lateHandled = true;
-  process.on("uncaughtException", report);
-  process.on("unhandledRejection", report);
+  let told = false;
+  const onLate = (err: unknown) => {
+    if (told) return;
+    told = true;
+    void report(err)
+      .catch(() => 2)
+      .then((code) => process.exit(code));
+  };
+  process.on("uncaughtException", onLate);
+  process.on("unhandledRejection", onLate);
 }
 
